@@ -1,0 +1,110 @@
+"""A numpy interpreter for the graph IR: the compiler's own reference, in float64.
+
+Used by `quantize` to calibrate activation ranges from user data, and by tests to check each
+pass preserves meaning. The leading axis of every value is the batch axis when the graph has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from imcc.compiler.ir import ops
+from imcc.compiler.ir.core import Graph, Op, Value
+from imcc.isa.diagnostics import CompileError
+
+
+def quantize_vector(x: np.ndarray, scale: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """x_int = clip(round_half_even(x / s)); the same rule as the `simd.quant` instruction."""
+    lo, hi = (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(scale == 0, 0.0, np.rint(x / np.where(scale == 0, 1.0, scale)))
+    return np.clip(q, lo, hi)
+
+
+def input_scale(x: np.ndarray, op: Op) -> np.ndarray:
+    """The scale of a QDense input: static, or abs-max per sample (keepdims for broadcasting)."""
+    bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
+    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    if op.attrs["input_scale"] is not None:
+        return np.asarray(op.attrs["input_scale"], dtype=np.float64)
+    return np.max(np.abs(x), axis=-1, keepdims=True) / qmax
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _activation(name: str, y: np.ndarray) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(y, 0.0)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
+    if name == "tanh":
+        return np.tanh(y)
+    return y
+
+
+def _qdense(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x, w_int, w_scale, b = args
+    s_x = input_scale(x, op)
+    x_int = quantize_vector(x, s_x, op.attrs["input_bits"], op.attrs["input_signed"])
+    y = (x_int @ w_int.astype(np.float64)) * s_x * w_scale + b
+    return _activation(op.attrs.get("activation", "none"), y)
+
+
+EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
+    "Identity": lambda op, a: a[0],
+    "Relu": lambda op, a: np.maximum(a[0], 0.0),
+    "Sigmoid": lambda op, a: 1.0 / (1.0 + np.exp(-a[0])),
+    "Tanh": lambda op, a: np.tanh(a[0]),
+    "Exp": lambda op, a: np.exp(a[0]),
+    "Add": lambda op, a: a[0] + a[1],
+    "Sub": lambda op, a: a[0] - a[1],
+    "Mul": lambda op, a: a[0] * a[1],
+    "Div": lambda op, a: a[0] / a[1],
+    "MatMul": lambda op, a: a[0] @ a[1],
+    "Softmax": lambda op, a: _softmax(a[0], op.attrs.get("axis", -1)),
+    "Dense": lambda op, a: _activation(op.attrs.get("activation", "none"), a[0] @ a[1] + a[2]),
+    "QDense": _qdense,
+}
+
+
+def evaluate(
+    graph: Graph,
+    inputs: dict[str, np.ndarray],
+    observe: Callable[[Op, list[np.ndarray]], None] | None = None,
+) -> list[np.ndarray]:
+    """Run the graph on a batch (leading axis of every input); returns the outputs in order.
+
+    `observe(op, operand_arrays)` is called before each op, for calibration.
+    """
+    env: dict[int, np.ndarray] = {id(v): a.astype(np.float64) for v, a in graph.constants.items()}
+    batch = None
+    for value in graph.inputs:
+        if value.name not in inputs:
+            raise CompileError(f"no data for graph input {value.name!r}")
+        array = np.asarray(inputs[value.name], dtype=np.float64)
+        env[id(value)] = array
+        batch = array.shape[0] if array.ndim else None
+
+    def get(value: Value) -> np.ndarray:
+        return env[id(value)]
+
+    for op in graph.ops:
+        args = [get(v) for v in op.inputs]
+        if observe is not None:
+            observe(op, args)
+        if isinstance(op, ops.Reshape):
+            shape = tuple(op.attrs["shape"])
+            if graph.batch_axis and batch is not None:
+                shape = (batch, *shape[1:])
+            result = args[0].reshape(shape)
+        elif op.kind in EVALUATORS:
+            result = EVALUATORS[op.kind](op, args)
+        else:
+            raise op.error(f"the IR interpreter has no rule for {op.kind}")
+        env[id(op.outputs[0])] = result
+    return [get(v) for v in graph.outputs]

@@ -1,0 +1,481 @@
+"""emit: the scheduled graph -> isa.Program (per-core code, crossbar images, constants, I/O).
+
+Before: every op has attrs["core"]; every QDense has tiles and placement. After:
+ctx.results["program"] holds the Program. Global memory holds the constants the SIMD code needs,
+then the model inputs, then the outputs. Values live in the local buffers of the cores that
+compute them; a value needed on another core is sent over the network once and cached there.
+Every send is emitted before its receive in one global order, so the code cannot deadlock.
+Registers hold buffer and memory addresses; an LRU cache avoids re-setting the same address.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imcc.compiler.ir import ops
+from imcc.compiler.ir.core import Graph, Op, Value
+from imcc.compiler.passes.manager import Context, Pass, register
+from imcc.compiler.passes.tiling import SIGNS, Slicing, Tile, tile_levels
+from imcc.isa import spec
+from imcc.isa.diagnostics import CompileError
+from imcc.isa.encoding import Instr, make
+from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
+from imcc.isa.target import Target
+
+_ACTIVATION = {"relu": spec.SIMD_RELU, "sigmoid": spec.SIMD_SIGMOID, "tanh": spec.SIMD_TANH}
+_UNARY = {
+    ops.Relu: spec.SIMD_RELU,
+    ops.Sigmoid: spec.SIMD_SIGMOID,
+    ops.Tanh: spec.SIMD_TANH,
+    ops.Exp: spec.SIMD_EXP,
+}
+_BINARY = {
+    ops.Add: (spec.SIMD_ADD, spec.SIMD_ADD_S),
+    ops.Sub: (spec.SIMD_SUB, spec.SIMD_SUB_S),
+    ops.Mul: (spec.SIMD_MUL, spec.SIMD_MUL_S),
+    ops.Div: (spec.SIMD_DIV, spec.SIMD_DIV_S),
+}
+_TAGS = 1 << spec.WIDTH[spec.OperandKind.TAG]
+
+
+class Buffer:
+    """First-fit allocator over one core's local buffer."""
+
+    def __init__(self, words: int, core: int) -> None:
+        self.words, self.core = words, core
+        self.free: list[tuple[int, int]] = [(0, words)]  # (start, size), sorted
+        self.peak = 0
+
+    def alloc(self, size: int, what: str) -> int:
+        for i, (start, free) in enumerate(self.free):
+            if free >= size:
+                self.free[i] = (start + size, free - size)
+                if self.free[i][1] == 0:
+                    del self.free[i]
+                self.peak = max(self.peak, start + size)
+                return start
+        raise CompileError(
+            f"core {self.core}'s {self.words}-word buffer cannot hold {size} more words for "
+            f"{what}; use a target with a larger buffer or more cores"
+        )
+
+    def release(self, start: int, size: int) -> None:
+        self.free.append((start, size))
+        self.free.sort()
+        merged: list[tuple[int, int]] = []
+        for s, n in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((s, n))
+        self.free = merged
+
+
+class CoreCode:
+    """One core's program under construction."""
+
+    def __init__(self, core: int, target: Target) -> None:
+        self.core = core
+        self.code: list[Instr] = []
+        self.nodes: list[str] = []
+        self.buffer = Buffer(target.core.buffer_words, core)
+        self.registers: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
+        self.register_count = target.core.registers
+        self.node = ""
+
+    def register_for(self, address: int, pinned: set[int]) -> int:
+        for reg, held in self.registers.items():
+            if held == address:
+                self.registers.move_to_end(reg)
+                return reg
+        if len(self.registers) < self.register_count:
+            reg = len(self.registers)
+        else:
+            reg = next(r for r in self.registers if r not in pinned)
+            del self.registers[reg]
+        self.registers[reg] = address
+        self.put(make(spec.CTL_SET, reg, address))
+        return reg
+
+    def put(self, instr: Instr) -> None:
+        self.code.append(instr)
+        self.nodes.append(self.node)
+
+    def emit(self, row: spec.InstrSpec, *operands: int) -> None:
+        """Append `row` with its operands; REG operands are given as addresses."""
+        pinned: set[int] = set()
+        values = []
+        for field, value in zip(row.fields, operands, strict=True):
+            if field.kind is spec.OperandKind.REG:
+                reg = self.register_for(value, pinned)
+                pinned.add(reg)
+                values.append(reg)
+            else:
+                values.append(value)
+        self.put(make(row, *values))
+
+
+@dataclass
+class Local:
+    addr: int
+    size: int
+
+
+class Emitter:
+    def __init__(self, graph: Graph, ctx: Context) -> None:
+        self.graph, self.target = graph, ctx.target
+        self.cores = [CoreCode(c, ctx.target) for c in range(ctx.target.chip.cores)]
+        self.copies: dict[int, dict[int, Local]] = {}  # id(value) -> core -> location
+        self.global_addr: dict[int, int] = {}  # id(value) -> global memory address
+        self.const_blocks: list[tuple[int, np.ndarray]] = []
+        self.const_index: dict[bytes, int] = {}
+        self.next_global = 0
+        self.tags: dict[tuple[int, int], int] = {}
+        self.images: list[XbarImage] = []
+        self.bindings: list[Binding] = []
+        self.remaining_uses: dict[int, int] = {}
+        self.pinned: set[int] = {id(v) for v in graph.outputs}  # never released
+        self.const_cache: dict[tuple[int, bytes], int] = {}
+
+    # -- global memory ----------------------------------------------------------------------
+    def global_alloc(self, size: int) -> int:
+        addr = self.next_global
+        self.next_global += size
+        if self.next_global > self.target.chip.global_memory_words:
+            raise CompileError(
+                f"global memory of {self.target.chip.global_memory_words} words is too small"
+            )
+        return addr
+
+    def constant_addr(self, values: np.ndarray) -> int:
+        flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        key = flat.tobytes()
+        if key not in self.const_index:
+            addr = self.global_alloc(flat.size)
+            self.const_blocks.append((addr, flat))
+            self.const_index[key] = addr
+        return self.const_index[key]
+
+    # -- values -----------------------------------------------------------------------------
+    def local(self, value: Value, core: int) -> int:
+        """Address of `value` in `core`'s buffer, loading or receiving it if needed."""
+        here = self.copies.setdefault(id(value), {})
+        if core in here:
+            return here[core].addr
+        size = value.type.size
+        cc = self.cores[core]
+        addr = cc.buffer.alloc(size, f"{value.name!r}")
+        constant = self.graph.constant(value)
+        if constant is not None:
+            cc.emit(spec.MEM_LOAD, addr, self.constant_addr(constant), size)
+        elif id(value) in self.global_addr:
+            cc.emit(spec.MEM_LOAD, addr, self.global_addr[id(value)], size)
+        else:
+            src = next(iter(here))
+            self.transfer(src, here[src].addr, core, addr, size)
+        here[core] = Local(addr, size)
+        return addr
+
+    def transfer(self, src: int, src_addr: int, dst: int, dst_addr: int, size: int) -> None:
+        tag = self.tags.get((src, dst), 0)
+        self.tags[(src, dst)] = (tag + 1) % _TAGS  # FIFO per tag keeps reuse safe
+        self.cores[src].emit(spec.NOC_SEND, dst, tag, src_addr, size)
+        self.cores[dst].emit(spec.NOC_RECV, src, tag, dst_addr, size)
+
+    def define(self, value: Value, core: int, addr: int) -> None:
+        self.copies[id(value)] = {core: Local(addr, value.type.size)}
+
+    def release_dead(self, op: Op) -> None:
+        """Free buffers of operands whose last user was `op` (outputs stay until stored)."""
+        for value in op.inputs:
+            key = id(value)
+            self.remaining_uses[key] -= 1
+            if self.remaining_uses[key] == 0 and key not in self.pinned:
+                for core, loc in self.copies.pop(key, {}).items():
+                    self.cores[core].buffer.release(loc.addr, loc.size)
+
+    # -- the program ------------------------------------------------------------------------
+    def run(self, ctx: Context) -> Program:
+        graph = self.graph
+        for op in graph.ops:
+            for value in op.inputs:
+                self.remaining_uses[id(value)] = self.remaining_uses.get(id(value), 0) + 1
+        for op in graph.ops:  # constants first: addresses in global memory are fixed early
+            for value in op.inputs:
+                constant = graph.constant(value)
+                if constant is not None and not isinstance(op, ops.QDense):
+                    self.constant_addr(constant)
+        inputs = []
+        for value in graph.inputs:
+            addr = self.global_alloc(value.type.size)
+            self.global_addr[id(value)] = addr
+            inputs.append(self.tensor_info(value, addr))
+        outputs = []
+        for value in graph.outputs:
+            outputs.append(self.tensor_info(value, self.global_alloc(value.type.size)))
+
+        for op in graph.ops:
+            core = op.attrs["core"]
+            for cc in self.cores:
+                cc.node = op.name
+            if isinstance(op, ops.QDense):
+                self.emit_qdense(op)
+            elif isinstance(op, ops.Reshape):
+                here = self.copies.get(id(op.inputs[0]))
+                if here is None:
+                    self.local(op.inputs[0], core)
+                    here = self.copies[id(op.inputs[0])]
+                self.copies[id(op.outputs[0])] = dict(here)
+                # Both names share one buffer: keep it for the rest of the program.
+                self.pinned.update((id(op.inputs[0]), id(op.outputs[0])))
+            elif type(op) in _UNARY:
+                src = self.local(op.inputs[0], core)
+                dst = self.cores[core].buffer.alloc(op.outputs[0].type.size, op.name)
+                self.cores[core].emit(_UNARY[type(op)], dst, src, op.outputs[0].type.size)
+                self.define(op.outputs[0], core, dst)
+            elif type(op) in _BINARY:
+                self.emit_binary(op, core)
+            elif isinstance(op, ops.Softmax):
+                self.emit_softmax(op, core)
+            else:
+                raise op.error(f"the emitter has no lowering for {op.kind}")
+            self.release_dead(op)
+
+        for value, info in zip(graph.outputs, outputs, strict=True):
+            here = self.copies.get(id(value)) or {}
+            core = next(iter(here)) if here else 0
+            for cc in self.cores:
+                cc.node = value.name
+            src = self.local(value, core)
+            self.cores[core].emit(spec.MEM_STORE, info.addr, src, info.size)
+        for cc in self.cores:
+            cc.node = ""
+            if cc.code:
+                cc.put(make(spec.CTL_HALT))
+        last = max((c.core for c in self.cores if c.code), default=0)
+        code = [cc.code for cc in self.cores[: last + 1]]
+        debug = {
+            (cc.core, pc): node for cc in self.cores for pc, node in enumerate(cc.nodes) if node
+        }
+        meta = {"model": graph.name, "producer": "imcc"}
+        meta.update({f"option.{k}": str(v) for k, v in sorted(ctx.options.items())})
+        return Program(
+            target=self.target,
+            code=code,
+            images=self.images,
+            bindings=self.bindings,
+            constants=self.const_blocks,
+            inputs=inputs,
+            outputs=outputs,
+            debug=debug,
+            meta=meta,
+        )
+
+    def tensor_info(self, value: Value, addr: int) -> TensorInfo:
+        shape = value.shape[1:] if self.graph.batch_axis and value.shape else value.shape
+        quant: dict[str, Any] = {}
+        for user in self.graph.users(value):
+            if isinstance(user, ops.QDense):
+                scale = user.attrs["input_scale"]
+                quant = {
+                    "bits": user.attrs["input_bits"],
+                    "signed": int(user.attrs["input_signed"]),
+                    "scale": "dynamic" if scale is None else float(scale),
+                }
+        return TensorInfo(
+            name=value.name,
+            shape=tuple(shape) or (1,),
+            addr=addr,
+            batch_axis=self.graph.batch_axis,
+            quant=tuple(sorted(quant.items())),
+        )
+
+    # -- lowering of each op ----------------------------------------------------------------
+    def emit_binary(self, op: Op, core: int) -> None:
+        vector_row, scalar_row = _BINARY[type(op)]
+        a, b = op.inputs
+        out = op.outputs[0]
+        size = out.type.size
+        ca, cb = self.graph.constant(a), self.graph.constant(b)
+        cc = self.cores[core]
+        if cb is not None and cb.size == 1:  # x op c: one scalar from memory
+            src = self.local(a, core)
+            dst = cc.buffer.alloc(size, op.name)
+            cc.emit(scalar_row, dst, src, self.local(b, core), size)
+            self.define(out, core, dst)
+            return
+        operands = []
+        for value, constant in ((a, ca), (b, cb)):
+            if value.type.size == size:
+                operands.append(self.local(value, core))
+            elif constant is not None:
+                # Broadcast at compile time: the SIMD unit sees a full-length constant vector.
+                full = np.broadcast_to(constant, out.shape)
+                addr = cc.buffer.alloc(size, f"{value.name!r} broadcast")
+                cc.emit(spec.MEM_LOAD, addr, self.constant_addr(full), size)
+                operands.append(addr)
+            else:
+                raise op.error(
+                    f"broadcasting between two computed values {a.shape} and {b.shape} is not "
+                    "supported"
+                )
+        dst = cc.buffer.alloc(size, op.name)
+        cc.emit(vector_row, dst, operands[0], operands[1], size)
+        self.define(out, core, dst)
+
+    def emit_softmax(self, op: Op, core: int) -> None:
+        x = op.inputs[0]
+        axis = op.attrs.get("axis", -1) % len(x.shape)
+        if axis != len(x.shape) - 1:
+            raise op.error("softmax along an axis other than the last is not supported yet")
+        width = x.shape[-1]
+        size = x.type.size
+        cc = self.cores[core]
+        src = self.local(x, core)
+        dst = cc.buffer.alloc(size, op.name)
+        scalar = cc.buffer.alloc(1, f"{op.name} scalar")
+        for row in range(0, size, width):  # softmax(x) = exp(x - max x) / sum exp(x - max x)
+            cc.emit(spec.SIMD_RMAX, scalar, src + row, width)
+            cc.emit(spec.SIMD_SUB_S, dst + row, src + row, scalar, width)
+            cc.emit(spec.SIMD_EXP, dst + row, dst + row, width)
+            cc.emit(spec.SIMD_RSUM, scalar, dst + row, width)
+            cc.emit(spec.SIMD_DIV_S, dst + row, dst + row, scalar, width)
+        cc.buffer.release(scalar, 1)
+        self.define(op.outputs[0], core, dst)
+
+    def emit_qdense(self, op: Op) -> None:
+        graph = self.graph
+        x, w_int, w_scale, bias = op.inputs
+        k, n = w_int.shape
+        if x.type.size != k:
+            raise op.error(
+                f"input {x.shape} holds {x.type.size} values per sample; only one {k}-long row "
+                "per sample is supported for now"
+            )
+        home = op.attrs["core"]
+        bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
+        slicing: Slicing = op.attrs["slicing"]
+        tiles: tuple[Tile, ...] = op.attrs["tiles"]
+        placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
+
+        # 1. Quantise the input where it already is (the home core for a model input).
+        here = self.copies.get(id(x))
+        qcore = home if not here or home in here else next(iter(here))
+        qc = self.cores[qcore]
+        x_addr = self.local(x, qcore)
+        scale = qc.buffer.alloc(1, f"{op.name} input scale")
+        qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        if op.attrs["input_scale"] is None:  # s = max|x| / qmax, per input vector
+            qc.emit(spec.SIMD_RABSMAX, scale, x_addr, k)
+            qc.emit(spec.SIMD_DIV_S, scale, scale, self.const_local(qcore, qmax), 1)
+        else:
+            qc.emit(spec.MEM_LOAD, scale, self.constant_addr(np.array([op.attrs["input_scale"]])), 1)
+        xq = Value(f"{op.name}.xq", x.type)
+        xq_addr = qc.buffer.alloc(k, f"{op.name} quantised input")
+        qc.emit(spec.SIMD_QUANT, xq_addr, x_addr, scale, bits, int(signed), k)
+        self.define(xq, qcore, xq_addr)
+
+        # 2. Every tile: one MVM, then slices recombined: acc = sum_s 2^(s*cb) (pos_s - neg_s).
+        y_addr = self.cores[home].buffer.alloc(n, op.name)
+        partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
+        temps: list[tuple[int, int, int]] = []
+        for tile, (core, array) in zip(tiles, placement, strict=True):
+            cc = self.cores[core]
+            image = len(self.images)
+            self.images.append(XbarImage(tile_levels(graph, op, tile)))
+            self.bindings.append(Binding(core, array, image))
+            nb, cols = tile.outputs, tile.outputs * slicing.cols_per_output
+            x_local = self.local(xq, core) + tile.row0
+            raw = cc.buffer.alloc(cols, f"{op.name} columns")
+            cc.emit(spec.XBAR_MVM, array, x_local, raw, bits, int(signed))
+            key = (core, tile.out0)
+            first = key not in partial
+            if first:
+                if core == home:
+                    partial[key] = y_addr + tile.out0
+                else:
+                    partial[key] = cc.buffer.alloc(nb, f"{op.name} partial")
+                    temps.append((core, partial[key], nb))
+            acc = partial[key] if first else cc.buffer.alloc(nb, f"{op.name} partial")
+            self.recombine(cc, raw, acc, nb, slicing)
+            if not first:
+                cc.emit(spec.SIMD_ADD, partial[key], partial[key], acc, nb)
+                cc.buffer.release(acc, nb)
+            cc.buffer.release(raw, cols)
+
+        # 3. Partial sums from other cores meet on the home core.
+        hc = self.cores[home]
+        home_blocks = {out0 for core, out0 in partial if core == home}
+        for (core, out0), addr in sorted(partial.items()):
+            if core == home:
+                continue
+            nb = next(t.outputs for t in tiles if t.out0 == out0)
+            if out0 in home_blocks:
+                incoming = hc.buffer.alloc(nb, f"{op.name} incoming partial")
+                self.transfer(core, addr, home, incoming, nb)
+                hc.emit(spec.SIMD_ADD, y_addr + out0, y_addr + out0, incoming, nb)
+                hc.buffer.release(incoming, nb)
+            else:
+                self.transfer(core, addr, home, y_addr + out0, nb)
+                home_blocks.add(out0)
+        for core, addr, size in temps:
+            self.cores[core].buffer.release(addr, size)
+        for core, loc in self.copies.pop(id(xq)).items():
+            self.cores[core].buffer.release(loc.addr, loc.size)
+
+        # 4. y = act(y_int * s_x * s_w + b) on the home core.
+        if qcore != home:
+            incoming = hc.buffer.alloc(1, f"{op.name} input scale")
+            self.transfer(qcore, scale, home, incoming, 1)
+            qc.buffer.release(scale, 1)
+            scale, qc = incoming, hc
+        hc.emit(spec.SIMD_MUL_S, y_addr, y_addr, scale, n)
+        qc.buffer.release(scale, 1)
+        hc.emit(spec.SIMD_MUL, y_addr, y_addr, self.vector_local(home, graph.constants[w_scale]), n)
+        hc.emit(spec.SIMD_ADD, y_addr, y_addr, self.vector_local(home, graph.constants[bias]), n)
+        activation = op.attrs.get("activation", "none")
+        if activation in _ACTIVATION:
+            hc.emit(_ACTIVATION[activation], y_addr, y_addr, n)
+        self.define(op.outputs[0], home, y_addr)
+
+    def recombine(self, cc: CoreCode, raw: int, acc: int, nb: int, slicing: Slicing) -> None:
+        """acc = sum_s 2^(s*cb) * (col[s, +] - col[s, -]), by Horner from the top slice."""
+
+        def column(s: int, p: int) -> int:
+            return raw + (s * SIGNS + p) * nb
+
+        top = slicing.slices - 1
+        cc.emit(spec.SIMD_SUB, acc, column(top, 0), column(top, 1), nb)
+        for s in range(top - 1, -1, -1):
+            cc.emit(spec.SIMD_SUB, column(s, 0), column(s, 0), column(s, 1), nb)
+            cc.emit(spec.SIMD_SHIFTADD, acc, column(s, 0), acc, slicing.cell_bits, nb)
+
+    def const_local(self, core: int, value: float) -> int:
+        return self.vector_local(core, np.array([value], dtype=np.float64))
+
+    def vector_local(self, core: int, values: np.ndarray) -> int:
+        """A constant vector in `core`'s buffer, loaded once per program and kept."""
+        flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        key = (core, flat.tobytes())
+        cache = self.const_cache
+        if key not in cache:
+            cc = self.cores[core]
+            addr = cc.buffer.alloc(flat.size, "constants")
+            cc.emit(spec.MEM_LOAD, addr, self.constant_addr(flat), flat.size)
+            cache[key] = addr
+        return cache[key]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class EmitPass(Pass):
+    """After: ctx.results["program"] is the isa.Program for the graph."""
+
+    name = "emit"
+
+    def run(self, graph: Graph, ctx: Context) -> None:
+        ctx.results["program"] = Emitter(graph, ctx).run(ctx)

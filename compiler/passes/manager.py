@@ -1,0 +1,118 @@
+"""The pass manager: parses a pipeline string, runs passes in order, verifies after each.
+
+A pipeline is `"canonicalize,quantize{weight_bits=16},tile,place,schedule,emit"`. Each pass is a
+small frozen dataclass registered by name; options in braces set its fields. After every pass
+the graph is verified; the IR can be printed after any pass and each pass is timed. An error
+escaping a pass is re-raised with the pass name added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from imcc.compiler.ir.core import Graph
+from imcc.isa.diagnostics import CompileError, Diagnostic
+from imcc.isa.target import Target
+
+log = logging.getLogger(__name__)
+
+PASSES: dict[str, type[Pass]] = {}
+
+
+@dataclass
+class Context:
+    """What passes share besides the graph: the target, compile options and pass results."""
+
+    target: Target
+    options: dict[str, Any]
+    calibration: dict[str, Any] | None = None
+    results: dict[str, Any] = field(default_factory=dict)  # e.g. "plan", "program"
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """Base of all passes: subclasses set `name` and implement `run`."""
+
+    name: ClassVar[str] = ""
+
+    def run(self, graph: Graph, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    PASSES[cls.name] = cls
+    return cls
+
+
+_STAGE = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^}]*)\})?\s*(?:,|$)")
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """`"a,b{x=1,y=two}"` -> [A(), B(x=1, y="two")]; unknown names and options are errors."""
+    passes: list[Pass] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        match = _STAGE.match(text, pos)
+        if not match or match.end() == pos:
+            raise CompileError(f"cannot parse pipeline {text!r} at character {pos + 1}")
+        name, options = match.group(1), match.group(2)
+        pos = match.end()
+        if name not in PASSES:
+            raise CompileError(f"unknown pass {name!r}; passes are {', '.join(sorted(PASSES))}")
+        cls = PASSES[name]
+        kwargs = {}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for item in filter(None, (s.strip() for s in (options or "").split(","))):
+            key, _, raw = item.partition("=")
+            key = key.strip()
+            if key not in fields:
+                raise CompileError(
+                    f"pass {name!r} has no option {key!r}; options are {sorted(fields) or 'none'}"
+                )
+            kwargs[key] = _parse_value(raw.strip())
+        passes.append(cls(**kwargs))
+    return passes
+
+
+def _parse_value(raw: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw.lower(), raw)
+
+
+def run_pipeline(
+    graph: Graph,
+    ctx: Context,
+    pipeline: str | list[Pass],
+    verify: bool = True,
+    print_after: Callable[[str, Graph], None] | None = None,
+) -> None:
+    """Run each pass, verify the graph after it, record its time."""
+    passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+    if verify:
+        graph.verify()
+    for stage in passes:
+        start = time.perf_counter()
+        try:
+            stage.run(graph, ctx)
+            if verify:
+                graph.verify()
+        except Diagnostic as exc:
+            exc.message = f"in pass {stage.name!r}: {exc.message}"
+            raise
+        elapsed = time.perf_counter() - start
+        ctx.timings.append((stage.name, elapsed))
+        log.debug("pass %s took %.3f ms", stage.name, elapsed * 1e3)
+        if print_after is not None:
+            print_after(stage.name, graph)

@@ -1,0 +1,106 @@
+"""quantize: Dense -> QDense with integer weights and an input quantiser.
+
+Before: Dense ops with float weights. After: QDense ops; weights are signed `weight_bits`
+integers with one scale per output channel (s_w[n] = max|W[:, n]| / (2^(b-1) - 1)); inputs are
+`input_bits` integers with a static scale from calibration data (abs-max over the samples) or,
+without calibration data, a scale set per input vector at run time from its abs-max (as
+aihwkit's ABS_MAX noise management does), counted as SIMD work. Inputs known to be
+non-negative (ReLU, sigmoid, softmax outputs, or calibrated data >= 0) use the unsigned range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcc.compiler.ir import ops
+from imcc.compiler.ir.core import Graph, Op, Value
+from imcc.compiler.ir.interpreter import evaluate
+from imcc.compiler.passes.manager import Context, Pass, register
+from imcc.isa.diagnostics import CompileError
+
+_NON_NEGATIVE_ACTIVATIONS = ("relu", "sigmoid")
+
+
+def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantisation; an all-zero column gets scale 1."""
+    qmax = (1 << (bits - 1)) - 1
+    peak = np.max(np.abs(w), axis=0).astype(np.float64)
+    scale = np.where(peak > 0, peak / qmax, 1.0)
+    w_int = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int64)
+    return w_int, scale
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class QuantizePass(Pass):
+    name = "quantize"
+
+    def run(self, graph: Graph, ctx: Context) -> None:
+        weight_bits = int(ctx.options["weight_bits"])
+        input_bits = int(ctx.options["input_bits"])
+        for name, bits in (("weight_bits", weight_bits), ("input_bits", input_bits)):
+            if not 2 <= bits <= 24:
+                raise CompileError(f"{name} = {bits} is outside the supported range [2, 24]")
+        ranges = self._calibrate(graph, ctx)
+        for dense in graph.walk(ops.Dense):
+            if isinstance(dense, ops.QDense):
+                continue
+            x, w, b = dense.inputs
+            w_int, w_scale = quantize_weights(np.asarray(graph.constants[w]), weight_bits)
+            signed = not self._non_negative(graph, x, ranges)
+            scale = None
+            if dense.name in ranges:
+                qmax = (1 << (input_bits - 1)) - 1 if signed else (1 << input_bits) - 1
+                peak = ranges[dense.name][1]
+                scale = peak / qmax if peak > 0 else 1.0
+            qdense = ops.QDense(
+                [
+                    x,
+                    graph.add_constant(f"{dense.name}.w_int", w_int),
+                    graph.add_constant(f"{dense.name}.w_scale", w_scale),
+                    b,
+                ],
+                name=dense.name,
+                weight_bits=weight_bits,
+                input_bits=input_bits,
+                input_signed=signed,
+                input_scale=scale,
+                activation=dense.attrs["activation"],
+            )
+            graph.add_op(qdense, [dense.outputs[0].name])
+            graph.ops.remove(qdense)
+            graph.ops[graph.ops.index(dense)] = qdense
+            graph.replace_uses(dense.outputs[0], qdense.outputs[0])
+        graph.remove_dead()
+
+    @staticmethod
+    def _calibrate(graph: Graph, ctx: Context) -> dict[str, tuple[float, float]]:
+        """(min, abs-max) of every Dense input over the calibration samples."""
+        if ctx.calibration is None:
+            return {}
+        ranges: dict[str, tuple[float, float]] = {}
+
+        def observe(op: Op, args: list[np.ndarray]) -> None:
+            if isinstance(op, ops.Dense) and not isinstance(op, ops.QDense):
+                x = args[0]
+                if not np.all(np.isfinite(x)):
+                    raise CompileError(f"calibration data gives non-finite inputs to {op.name!r}")
+                ranges[op.name] = (float(np.min(x)), float(np.max(np.abs(x))))
+
+        evaluate(graph, ctx.calibration, observe)
+        return ranges
+
+    @staticmethod
+    def _non_negative(graph: Graph, x: Value, ranges: dict[str, tuple[float, float]]) -> bool:
+        producer = x.producer
+        while isinstance(producer, ops.Reshape):  # a reshape keeps every value's sign
+            x = producer.inputs[0]
+            producer = x.producer
+        if isinstance(producer, ops.Dense):
+            return producer.attrs.get("activation") in _NON_NEGATIVE_ACTIVATIONS
+        if isinstance(producer, ops.Relu | ops.Sigmoid | ops.Softmax):
+            return True
+        users = [op for op in graph.users(x) if isinstance(op, ops.Dense)]
+        return bool(users) and all(u.name in ranges and ranges[u.name][0] >= 0 for u in users)

@@ -1,0 +1,777 @@
+"""Text assembly (.s) -> isa.Program: the `imcc asm` path, and how tests write programs by hand.
+
+The generic line grammar in asm.lark splits the text into labels, instructions and directives;
+every operand check comes from the instruction table (spec.py, through encoding.make) and from
+the ranges of the target that `.target` names. Directives describe the rest of a Program, so
+`assemble(disassemble(p))` rebuilds `p` exactly. Every error is an AsmError at file:line:col.
+
+Directives (arguments separated by blanks):
+    .target NAME | .target {json}         the Target (a name needs `target_loader`); once
+    .core N                               the code of core N follows (each core at most once)
+    .node "name" | .node - | .node ""     debug node of the following instructions; - clears
+    .input {json} / .output {json}        one TensorInfo each, as TensorInfo.to_dict(), in order
+    .image INDEX ROWS COLS "BASE64"       crossbar image INDEX: little-endian uint16 levels,
+                                          row-major, base64 (RFC 4648 with padding)
+    .bind cCORE aARRAY IMAGE              array ARRAY of core CORE holds image IMAGE at start
+    .const ADDR v1 v2 ...                 float64 values at global address ADDR (repr() form;
+                                          a NaN other than the default one is nan(0xBITS))
+    .meta KEY "value"                     one entry of Program.meta
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from imcc.isa import spec
+from imcc.isa.diagnostics import AsmError, Diagnostic, EncodingError, SourceLoc, TargetError
+from imcc.isa.encoding import Instr, make, operand_bounds
+from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
+from imcc.isa.target import Target
+
+TargetLoader = Callable[[str], Target]
+
+__all__ = ["TargetLoader", "assemble", "format_float", "is_bare_word"]
+
+# Token kinds of the grammar (terminal names in asm.lark), plus JSON for `{...}` and `[...]`.
+_WORDS = ("NAME", "DOTTED")
+_JSON = "JSON"
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*")
+_DOTTED_RE = re.compile(_NAME_RE.pattern + r"(?:\.[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*)+")
+_FLOAT_WORD_RE = re.compile(r"inf|nan")
+_INT_RE = re.compile(r"([-+]?)(?:0[xX]([0-9a-fA-F]+)|([0-9]+))")
+_NAN_BITS_RE = re.compile(r"nan\(0[xX]([0-9a-fA-F]+)\)")
+
+# The NaN that float("nan") and np.nan produce; any other NaN is written with its bits.
+DEFAULT_NAN_BITS = 0x7FF8000000000000
+_EXPONENT_BITS = 0x7FF0000000000000
+_MANTISSA_BITS = 0x000FFFFFFFFFFFFF
+
+# Largest values the container can hold (u64 addresses, u32 image sides bounded by the loader).
+_MAX_ADDR = (1 << 64) - 1
+_MAX_IMAGE_SIDE = 1 << 16
+
+# What a mistaken operand should have been, in words; other kinds use OperandKind.value.
+_NOUNS = {
+    spec.OperandKind.IMAGE: "an image index",
+    spec.OperandKind.COUNT: "a count",
+    spec.OperandKind.BITS: "a bit width",
+    spec.OperandKind.IMM: "an immediate",
+}
+
+# How many of each prefixed operand the target has: `r20` is out of range on a 16-register core.
+_TARGET_LIMITS: dict[spec.OperandKind, Callable[[Target], int]] = {
+    spec.OperandKind.REG: lambda target: target.core.registers,
+    spec.OperandKind.ARRAY: lambda target: target.core.arrays,
+    spec.OperandKind.CORE: lambda target: target.chip.cores,
+}
+
+# Friendly names of the grammar's terminals, for syntax errors.
+_TERMINAL_NAMES = {
+    "_NL": "end of line",
+    "$END": "end of input",
+    "NAME": "a name",
+    "DOTTED": "a mnemonic",
+    "DIRECTIVE": "a directive",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "DASH": "'-'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+}
+_VALUE_STARTS = frozenset({"NAME", "DOTTED", "INT", "FLOAT", "STRING", "DASH", "LBRACE", "LSQB"})
+
+
+@cache
+def _parser() -> Lark:
+    grammar = resources.files("imcc.isa").joinpath("asm.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def is_bare_word(text: str) -> bool:
+    """Whether `text` reads back as itself without quotes (a name, not a number)."""
+    return bool(
+        (_NAME_RE.fullmatch(text) or _DOTTED_RE.fullmatch(text))
+        and not _FLOAT_WORD_RE.fullmatch(text)
+    )
+
+
+def format_float(bits: int) -> str:
+    """The `.const` text of one float64 given as its 64 bits; exact for every bit pattern."""
+    if bits & _EXPONENT_BITS == _EXPONENT_BITS and bits & _MANTISSA_BITS:
+        # repr() spells every NaN `nan`: keep the sign and payload of the unusual ones.
+        return "nan" if bits == DEFAULT_NAN_BITS else f"nan(0x{bits:016x})"
+    value: float = struct.unpack("<d", struct.pack("<Q", bits))[0]
+    return repr(value)
+
+
+def _parse_int(text: str) -> int | None:
+    match = _INT_RE.fullmatch(text)
+    if match is None:
+        return None
+    sign, hex_digits, digits = match.groups()
+    value = int(hex_digits, 16) if hex_digits is not None else int(digits)
+    return -value if sign == "-" else value
+
+
+@dataclass(frozen=True, slots=True)
+class _Arg:
+    """One token of a statement: its terminal kind (or JSON), exact text and position."""
+
+    kind: str
+    text: str
+    line: int
+    col: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """A label, an instruction or a directive; `head` is the name, mnemonic or directive."""
+
+    kind: str
+    head: _Arg
+    args: tuple[_Arg, ...] = ()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An instruction whose labels, branch ranges and image indices are checked at the end."""
+
+    core: int
+    head: _Arg
+    row: spec.InstrSpec
+    values: list[int]
+    labels: list[tuple[int, _Arg]]  # operand index, label name
+    pcs: list[tuple[int, _Arg]]  # operand index of a TARGET given as an integer
+    images: list[tuple[int, _Arg]]  # operand index of an IMAGE
+
+
+def assemble(
+    text: str, filename: str = "<asm>", target_loader: TargetLoader | None = None
+) -> Program:
+    """Build the Program a text describes; raise AsmError (file:line:col, caret) on any fault.
+
+    `target_loader` resolves `.target NAME` (the CLI passes the compiler's preset loader);
+    without it only `.target {json}` works.
+    """
+    return _Assembler(text, filename, target_loader).run()
+
+
+class _Assembler:
+    """One assembly run: the statements in source order, then label and range fix-ups."""
+
+    def __init__(self, text: str, filename: str, target_loader: TargetLoader | None) -> None:
+        self.text = text
+        self.filename = filename
+        self.target_loader = target_loader
+        self.lines = [line.rstrip("\r") for line in text.split("\n")]
+        self.target: Target | None = None
+        self.core: int | None = None
+        self.core_lines: dict[int, int] = {}
+        self.code: dict[int, list[_Pending]] = {}
+        self.labels: dict[int, dict[str, tuple[int, int]]] = {}  # core -> name -> (pc, line)
+        self.node: str | None = None
+        self.debug: dict[tuple[int, int], str] = {}
+        self.images: list[XbarImage] = []
+        self.bindings: list[tuple[Binding, _Arg]] = []
+        self.bound: dict[tuple[int, int], int] = {}  # (core, array) -> line
+        self.constants: list[tuple[int, np.ndarray]] = []
+        self.inputs: list[TensorInfo] = []
+        self.outputs: list[TensorInfo] = []
+        self.meta: dict[str, str] = {}
+        self.meta_lines: dict[str, int] = {}
+
+    # -- locations and errors
+
+    def loc(self, line: int, col: int) -> SourceLoc:
+        source = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        return SourceLoc(self.filename, line, col, source)
+
+    def error(self, message: str, at: _Arg) -> AsmError:
+        return AsmError(message, self.loc(at.line, at.col))
+
+    # -- driver
+
+    def run(self) -> Program:
+        statements = self.parse()
+        self.target = self.find_target(statements)
+        handlers: dict[str, Callable[[_Statement], None]] = {
+            ".target": lambda statement: None,  # resolved before everything else
+            ".core": self.directive_core,
+            ".node": self.directive_node,
+            ".input": self.directive_input,
+            ".output": self.directive_output,
+            ".image": self.directive_image,
+            ".bind": self.directive_bind,
+            ".const": self.directive_const,
+            ".meta": self.directive_meta,
+        }
+        for statement in statements:
+            if statement.kind == "label":
+                self.label(statement)
+            elif statement.kind == "instruction":
+                self.instruction(statement)
+            else:
+                handler = handlers.get(statement.head.text)
+                if handler is None:
+                    raise self.error(
+                        f"unknown directive {statement.head.text!r}"
+                        + _suggest(statement.head.text, handlers),
+                        statement.head,
+                    )
+                handler(statement)
+        return self.finish()
+
+    def parse(self) -> list[_Statement]:
+        # The grammar wants every line ended; a final newline does not move any position.
+        source = self.text if self.text.endswith("\n") else self.text + "\n"
+        try:
+            tree = _parser().parse(source)
+        except UnexpectedInput as exc:
+            raise self.syntax_error(exc) from None
+        except LarkError as exc:  # pragma: no cover - lark raises UnexpectedInput for input
+            raise AsmError(f"cannot parse: {exc}", self.loc(1, 1)) from None
+        statements = []
+        for node in tree.children:
+            assert isinstance(node, Tree)
+            tokens = node.children
+            head = tokens[0]
+            assert isinstance(head, Token)
+            rest = tokens[1:]
+            if node.data == "instruction" and rest:
+                operands = rest[0]
+                assert isinstance(operands, Tree)
+                rest = operands.children
+            statements.append(
+                _Statement(str(node.data), self.arg(head, source), tuple(self.arg(t, source) for t in rest))
+            )
+        return statements
+
+    def arg(self, node: Token | Tree[Token], source: str) -> _Arg:
+        if isinstance(node, Token):
+            return _Arg(str(node.type), str(node), node.line or 1, node.column or 1)
+        # A JSON object or array: keep its exact text for the JSON parser.
+        meta = node.meta
+        return _Arg(_JSON, source[meta.start_pos : meta.end_pos], meta.line, meta.column)
+
+    def syntax_error(self, exc: UnexpectedInput) -> AsmError:
+        line, col = max(exc.line, 1), max(exc.column, 1)
+        if isinstance(exc, UnexpectedCharacters):
+            char = exc.char
+            message = "unterminated string" if char == '"' else f"unexpected character {char!r}"
+        elif isinstance(exc, UnexpectedToken):
+            token = exc.token
+            found = _TERMINAL_NAMES.get(token.type, "") if token.type in ("_NL", "$END") else ""
+            message = f"unexpected {found or repr(str(token))}"
+            expected = _describe_expected(exc.expected)
+            if expected:
+                message += f"; expected {expected}"
+            if token.type == "$END":
+                line, col = len(self.lines), len(self.lines[-1]) + 1
+        else:  # pragma: no cover - the LALR parser raises only the two above
+            message = "syntax error"
+        return AsmError(message, self.loc(line, col))
+
+    # -- the target, resolved first: operand ranges depend on it
+
+    def find_target(self, statements: list[_Statement]) -> Target:
+        found = [s for s in statements if s.kind == "directive" and s.head.text == ".target"]
+        if not found:
+            raise AsmError(
+                "missing `.target` directive: name the target (`.target NAME`) or give its JSON "
+                "(`.target {...}`)",
+                self.loc(1, 1),
+            )
+        if len(found) > 1:
+            raise self.error(
+                f"duplicate `.target` (the target is already given at line {found[0].head.line})",
+                found[1].head,
+            )
+        statement = found[0]
+        if len(statement.args) != 1:
+            raise self.error(
+                "`.target` takes one argument: a target name or the target's JSON "
+                f"(`.target {{...}}`), not {len(statement.args)}",
+                statement.head,
+            )
+        arg = statement.args[0]
+        if arg.kind == _JSON:
+            try:
+                return Target.from_json(arg.text, "target")
+            except TargetError as exc:
+                raise self.error(exc.message, arg) from None
+        if arg.kind not in (*_WORDS, "STRING"):
+            raise self.error(f"`.target` expects a target name or JSON, not {arg.text!r}", arg)
+        name = self.string(arg) if arg.kind == "STRING" else arg.text
+        if self.target_loader is None:
+            raise self.error(
+                f"cannot resolve target {name!r} here: no target loader was given "
+                "(assemble through the imcc CLI, or give the target's JSON: `.target {...}`)",
+                arg,
+            )
+        try:
+            target = self.target_loader(name)
+        except Diagnostic as exc:
+            raise self.error(exc.message, arg) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise self.error(f"cannot load target {name!r}: {exc}", arg) from None
+        if not isinstance(target, Target):
+            raise self.error(f"the target loader gave no Target for {name!r}", arg)
+        return target
+
+    @property
+    def chip(self) -> Target:
+        assert self.target is not None
+        return self.target
+
+    # -- labels and instructions
+
+    def label(self, statement: _Statement) -> None:
+        head = statement.head
+        name = head.text
+        if self.core is None:
+            raise self.error(
+                f"label {name!r} before the first `.core`: labels belong to a core's code", head
+            )
+        kind = _prefixed_kind(name)
+        if kind is not None:
+            raise self.error(
+                f"label {name!r} would read as {_article(kind.value)}; choose another name", head
+            )
+        labels = self.labels[self.core]
+        if name in labels:
+            raise self.error(
+                f"duplicate label {name!r} (first defined at line {labels[name][1]})", head
+            )
+        labels[name] = (len(self.code[self.core]), head.line)
+
+    def instruction(self, statement: _Statement) -> None:
+        head = statement.head
+        mnemonic = head.text
+        if self.core is None:
+            raise self.error(f"instruction {mnemonic!r} before the first `.core` directive", head)
+        row = spec.BY_MNEMONIC.get(mnemonic)
+        if row is None:
+            raise self.error(
+                f"unknown instruction {mnemonic!r}" + _suggest(mnemonic, spec.BY_MNEMONIC), head
+            )
+        args = statement.args
+        if len(args) != len(row.fields):
+            count = len(row.fields)
+            takes = "no operands" if count == 0 else f"{count} operand{'s' * (count != 1)}"
+            at = args[count] if len(args) > count else head
+            raise self.error(
+                f"{mnemonic!r} takes {takes} ({row.syntax}), not {len(args)}", at
+            )
+        pending = _Pending(self.core, head, row, [], [], [], [])
+        for index, (field, arg) in enumerate(zip(row.fields, args, strict=True)):
+            pending.values.append(self.operand(pending, index, field, arg))
+        code = self.code[self.core]
+        if self.node is not None:
+            self.debug[(self.core, len(code))] = self.node
+        code.append(pending)
+
+    def operand(self, pending: _Pending, index: int, field: spec.Field, arg: _Arg) -> int:
+        kind = field.kind
+        if kind is spec.OperandKind.TARGET:
+            value = _parse_int(arg.text) if arg.kind == "INT" else None
+            if value is not None:
+                if not field.min <= value <= field.max:
+                    raise self.operand_error(pending.row, index, field, arg)
+                pending.pcs.append((index, arg))
+                return value
+            # `nan` and `inf` lex as numbers but are fine label names.
+            if (
+                arg.kind in (*_WORDS, "FLOAT")
+                and _NAME_RE.fullmatch(arg.text)
+                and _prefixed_kind(arg.text) is None
+            ):
+                pending.labels.append((index, arg))
+                return 0
+            raise self.operand_error(pending.row, index, field, arg)
+        if kind.prefix:
+            match = re.fullmatch(re.escape(kind.prefix) + "([0-9]+)", arg.text)
+            value = int(match[1]) if match and arg.kind == "NAME" else None
+            if value is None or not 0 <= value < self.prefixed_limit(field):
+                raise self.operand_error(pending.row, index, field, arg)
+            return value
+        value = _parse_int(arg.text) if arg.kind == "INT" else None
+        lo, hi = operand_bounds(field)
+        if value is None or not lo <= value <= hi:
+            raise self.operand_error(pending.row, index, field, arg)
+        if kind is spec.OperandKind.IMAGE:
+            pending.images.append((index, arg))
+        return value
+
+    def prefixed_limit(self, field: spec.Field) -> int:
+        """How many registers, arrays or cores exist: the field's range cut to the target's."""
+        limit = field.max + 1
+        count = _TARGET_LIMITS.get(field.kind)
+        return limit if count is None else min(limit, count(self.chip))
+
+    def operand_error(self, row: spec.InstrSpec, index: int, field: spec.Field, arg: _Arg) -> AsmError:
+        return self.error(
+            f"operand {index + 1} of {row.mnemonic!r} must be {self.describe(field)}, "
+            f"not {arg.text!r}",
+            arg,
+        )
+
+    def describe(self, field: spec.Field) -> str:
+        kind = field.kind
+        if kind is spec.OperandKind.TARGET:
+            return f"a target (a label or a pc in [0, {field.max}])"
+        noun = _NOUNS.get(kind, _article(kind.value))
+        if kind.prefix:
+            limit = self.prefixed_limit(field)
+            if limit == 0:
+                return f"{noun} (target {self.chip.name!r} has none)"
+            return f"{noun} ({kind.prefix}0..{kind.prefix}{limit - 1})"
+        lo, hi = operand_bounds(field)
+        return f"{noun} in [{lo}, {hi}]"
+
+    # -- directives
+
+    def expect(self, statement: _Statement, usage: str, count: int) -> tuple[_Arg, ...]:
+        args = statement.args
+        if len(args) != count:
+            at = args[count] if len(args) > count else statement.head
+            raise self.error(
+                f"`{statement.head.text}` takes {count} argument{'s' * (count != 1)} ({usage}), "
+                f"not {len(args)}",
+                at,
+            )
+        return args
+
+    def index(self, arg: _Arg, what: str, limit: int, prefix: str = "") -> int:
+        """A non-negative index below `limit`, as an integer or (where given) `prefix` + digits."""
+        value = _parse_int(arg.text) if arg.kind == "INT" else None
+        if value is None and prefix and arg.kind == "NAME":
+            match = re.fullmatch(re.escape(prefix) + "([0-9]+)", arg.text)
+            value = int(match[1]) if match else None
+        if value is None or not 0 <= value < limit:
+            bounds = f"0..{limit - 1}" if limit > 0 else f"none on target {self.chip.name!r}"
+            raise self.error(f"expected {what} ({bounds}), not {arg.text!r}", arg)
+        return value
+
+    def string(self, arg: _Arg) -> str:
+        try:
+            value = json.loads(arg.text)
+        except json.JSONDecodeError as exc:
+            raise self.error(f"malformed string {arg.text!r} ({exc.msg})", arg) from None
+        assert isinstance(value, str)
+        return value
+
+    def word_or_string(self, arg: _Arg, what: str) -> str:
+        if arg.kind == "STRING":
+            return self.string(arg)
+        if arg.kind in (*_WORDS, "INT", "FLOAT"):
+            return arg.text
+        raise self.error(f"expected {what}, not {arg.text!r}", arg)
+
+    def directive_core(self, statement: _Statement) -> None:
+        (arg,) = self.expect(statement, ".core N", 1)
+        core = self.index(arg, "a core index", self.chip.chip.cores, spec.OperandKind.CORE.prefix)
+        if core in self.code:
+            raise self.error(
+                f"core {core} already has code (its `.core` is at line {self.core_lines[core]})",
+                arg,
+            )
+        self.core = core
+        self.core_lines[core] = statement.head.line
+        self.code[core] = []
+        self.labels[core] = {}
+        self.node = None
+
+    def directive_node(self, statement: _Statement) -> None:
+        (arg,) = self.expect(statement, '.node "name", or .node - to clear', 1)
+        if self.core is None:
+            raise self.error("`.node` before the first `.core`", statement.head)
+        if arg.kind == "DASH":
+            self.node = None
+            return
+        name = self.word_or_string(arg, 'a node name ("name") or -')
+        self.node = name or None
+
+    def directive_input(self, statement: _Statement) -> None:
+        self.inputs.append(self.tensor(statement))
+
+    def directive_output(self, statement: _Statement) -> None:
+        self.outputs.append(self.tensor(statement))
+
+    def tensor(self, statement: _Statement) -> TensorInfo:
+        directive = statement.head.text
+        (arg,) = self.expect(statement, f"{directive} {{json}}", 1)
+        data = self.json(arg)
+        if not isinstance(data, dict):
+            raise self.error(f"`{directive}` takes a JSON object, not {arg.text!r}", arg)
+        known = ("name", "shape", "addr", "dtype", "batch_axis", "quant")
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            raise self.error(
+                f"unknown key {unknown[0]!r} in `{directive}`; expected {', '.join(known)}", arg
+            )
+        missing = [key for key in known[:3] if key not in data]
+        if missing:
+            raise self.error(f"`{directive}` is missing {missing[0]!r}", arg)
+
+        def bad(key: str, expected: str) -> AsmError:
+            return self.error(
+                f"{key!r} of `{directive}` must be {expected}, not {json.dumps(data[key])}", arg
+            )
+
+        name, shape, addr = data["name"], data["shape"], data["addr"]
+        dtype, batch_axis = data.get("dtype", "float32"), data.get("batch_axis", True)
+        quant = data.get("quant", {})
+        if not isinstance(name, str):
+            raise bad("name", "a string")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 1 for d in shape):
+            raise bad("shape", "a list of positive integers")
+        if not _is_int(addr) or not 0 <= addr <= _MAX_ADDR:
+            raise bad("addr", f"an integer in [0, {_MAX_ADDR}]")
+        if not isinstance(dtype, str):
+            raise bad("dtype", "a string")
+        if not isinstance(batch_axis, bool):
+            raise bad("batch_axis", "true or false")
+        if not isinstance(quant, dict) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in quant.values()
+        ):
+            raise bad("quant", "an object of strings and numbers")
+        return TensorInfo(
+            name=name,
+            shape=tuple(shape),
+            addr=addr,
+            dtype=dtype,
+            batch_axis=batch_axis,
+            quant=tuple(quant.items()),
+        )
+
+    def json(self, arg: _Arg) -> Any:
+        if arg.kind != _JSON:
+            raise self.error(f"expected a JSON object or list, not {arg.text!r}", arg)
+
+        def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            seen = {}
+            for key, value in pairs:
+                if key in seen:
+                    raise ValueError(f"duplicate key {key!r}")
+                seen[key] = value
+            return seen
+
+        try:
+            return json.loads(arg.text, object_pairs_hook=no_duplicates)
+        except json.JSONDecodeError as exc:
+            # The JSON sits on one line, so its offset is a column offset.
+            at = _Arg(arg.kind, arg.text, arg.line, arg.col + exc.pos)
+            raise self.error(f"malformed JSON ({exc.msg})", at) from None
+        except ValueError as exc:
+            raise self.error(f"malformed JSON ({exc})", arg) from None
+
+    def directive_image(self, statement: _Statement) -> None:
+        usage = '.image INDEX ROWS COLS "BASE64"'
+        index_arg, rows_arg, cols_arg, data_arg = self.expect(statement, usage, 4)
+        expected = len(self.images)
+        index = _parse_int(index_arg.text) if index_arg.kind == "INT" else None
+        if index != expected:
+            raise self.error(
+                f"expected image index {expected} (images are numbered in order from 0), "
+                f"not {index_arg.text!r}",
+                index_arg,
+            )
+        rows = self.index(rows_arg, "a row count", _MAX_IMAGE_SIDE + 1)
+        cols = self.index(cols_arg, "a column count", _MAX_IMAGE_SIDE + 1)
+        for side, arg in ((rows, rows_arg), (cols, cols_arg)):
+            if side == 0:
+                raise self.error(f"an image needs at least one row and column, not {side}", arg)
+        if data_arg.kind != "STRING":
+            raise self.error(
+                f"image levels must be a quoted base64 string, not {data_arg.text!r}", data_arg
+            )
+        try:
+            raw = base64.b64decode(self.string(data_arg), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise self.error(f"image levels are not valid base64 ({exc})", data_arg) from None
+        if len(raw) != rows * cols * 2:
+            raise self.error(
+                f"image levels hold {len(raw)} bytes, but {rows}x{cols} uint16 levels need "
+                f"{rows * cols * 2}",
+                data_arg,
+            )
+        levels = np.frombuffer(raw, dtype="<u2").reshape(rows, cols)
+        self.images.append(XbarImage(levels))
+
+    def directive_bind(self, statement: _Statement) -> None:
+        core_arg, array_arg, image_arg = self.expect(statement, ".bind cCORE aARRAY IMAGE", 3)
+        target = self.chip
+        core = self.index(core_arg, "a core", target.chip.cores, spec.OperandKind.CORE.prefix)
+        array = self.index(
+            array_arg, "an array", target.core.arrays, spec.OperandKind.ARRAY.prefix
+        )
+        image = self.index(image_arg, "an image index", 1 << spec.WIDTH[spec.OperandKind.IMAGE])
+        if (core, array) in self.bound:
+            raise self.error(
+                f"array a{array} of core c{core} is already bound "
+                f"(line {self.bound[(core, array)]})",
+                core_arg,
+            )
+        self.bound[(core, array)] = statement.head.line
+        self.bindings.append((Binding(core, array, image), image_arg))
+
+    def directive_const(self, statement: _Statement) -> None:
+        if not statement.args:
+            raise self.error("`.const` takes an address and values (.const ADDR v1 v2 ...)", statement.head)
+        addr_arg, *value_args = statement.args
+        addr = _parse_int(addr_arg.text) if addr_arg.kind == "INT" else None
+        if addr is None or not 0 <= addr <= _MAX_ADDR:
+            raise self.error(
+                f"expected a global address in [0, {_MAX_ADDR}], not {addr_arg.text!r}", addr_arg
+            )
+        bits = [self.float_bits(arg) for arg in value_args]
+        self.constants.append((addr, np.array(bits, dtype="<u8").view("<f8")))
+
+    def float_bits(self, arg: _Arg) -> int:
+        """The 64 bits of a `.const` value; bits, not Python floats, so NaN payloads survive."""
+        if arg.kind == "FLOAT":
+            match = _NAN_BITS_RE.fullmatch(arg.text.lstrip("+-"))
+            if match is not None:
+                bits = int(match[1], 16)
+                is_nan = bits & _EXPONENT_BITS == _EXPONENT_BITS and bits & _MANTISSA_BITS
+                if arg.text[0] in "+-" or bits >> 64 or not is_nan:
+                    raise self.error(
+                        f"{arg.text!r} is not a NaN: nan(0x...) takes the 64 bits of a NaN", arg
+                    )
+                return bits
+            value = float(arg.text)
+        elif arg.kind == "INT":
+            number = _parse_int(arg.text)
+            assert number is not None
+            try:
+                value = float(number)
+            except OverflowError:
+                raise self.error(f"{arg.text!r} is too large for a float64", arg) from None
+        else:
+            raise self.error(f"expected a number, not {arg.text!r}", arg)
+        result: int = struct.unpack("<Q", struct.pack("<d", value))[0]
+        return result
+
+    def directive_meta(self, statement: _Statement) -> None:
+        key_arg, value_arg = self.expect(statement, '.meta KEY "value"', 2)
+        key = self.word_or_string(key_arg, "a key")
+        if key in self.meta:
+            raise self.error(
+                f"duplicate `.meta` key {key!r} (first given at line {self.meta_lines[key]})",
+                key_arg,
+            )
+        self.meta[key] = self.word_or_string(value_arg, 'a "value"')
+        self.meta_lines[key] = statement.head.line
+
+    # -- fix-ups once every label, core and image is known
+
+    def finish(self) -> Program:
+        code: list[list[Instr]] = [[] for _ in range(max(self.code, default=-1) + 1)]
+        for core, pendings in self.code.items():
+            end = len(pendings)
+            for pending in pendings:
+                code[core].append(self.resolve(pending, end))
+        for binding, arg in self.bindings:
+            if binding.image >= len(self.images):
+                raise self.error(self.missing_image(binding.image), arg)
+        return Program(
+            target=self.chip,
+            code=code,
+            images=self.images,
+            bindings=[binding for binding, _ in self.bindings],
+            constants=self.constants,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            debug=self.debug,
+            meta=self.meta,
+        )
+
+    def resolve(self, pending: _Pending, end: int) -> Instr:
+        row, values = pending.row, pending.values
+        labels = self.labels[pending.core]
+        for index, arg in pending.labels:
+            if arg.text not in labels:
+                raise self.error(
+                    f"undefined label {arg.text!r} in the code of core {pending.core}"
+                    + _suggest(arg.text, labels),
+                    arg,
+                )
+            values[index] = labels[arg.text][0]
+        for index, arg in pending.pcs:
+            if values[index] > end:
+                raise self.error(
+                    f"operand {index + 1} of {row.mnemonic!r} jumps to pc {values[index]}, past "
+                    f"the end of core {pending.core}'s code (pc 0..{end})",
+                    arg,
+                )
+        for index, arg in pending.images:
+            if values[index] >= len(self.images):
+                raise self.error(self.missing_image(values[index]), arg)
+        head = pending.head
+        try:
+            return make(row.mnemonic, *values, loc=self.loc(head.line, head.col))
+        except EncodingError as exc:  # the checks above should have caught it first
+            raise AsmError(exc.message, exc.loc) from None
+
+    def missing_image(self, image: int) -> str:
+        count = len(self.images)
+        have = f"images 0..{count - 1}" if count else "no images"
+        return f"image {image} is not defined (the program has {have})"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _article(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _prefixed_kind(text: str) -> spec.OperandKind | None:
+    """The operand kind whose prefix-and-digits form `text` has (`r5`, `a3`), if any."""
+    for kind in spec.OperandKind:
+        if kind.prefix and re.fullmatch(re.escape(kind.prefix) + "[0-9]+", text):
+            return kind
+    return None
+
+
+def _suggest(word: str, choices: Any) -> str:
+    """"; did you mean ...?" for near misses, including a mnemonic typed without its unit."""
+    names = [str(choice) for choice in choices]
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    if not close:
+        close = [name for name in names if name.split(".", 1)[-1] == word][:3]
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(name) for name in close) + "?"
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = set(expected)
+    words = []
+    if _VALUE_STARTS <= names:
+        words.append("a value")
+        names -= _VALUE_STARTS
+    words += sorted(_TERMINAL_NAMES.get(name, name) for name in names)
+    if len(words) > 1:
+        return ", ".join(words[:-1]) + " or " + words[-1]
+    return "".join(words)

@@ -1,0 +1,106 @@
+"""A whole chip program: per-core code plus the data it needs (crossbar images, constants, I/O).
+
+The compiler's `emit` pass and the assembler build a Program; the container (container.py)
+turns it into .imcb bytes and back; the runtime loads and runs it. Mutable while being built,
+so it is a plain class; its parts are values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imcc.isa.encoding import Instr
+from imcc.isa.target import Target
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TensorInfo:
+    """A model input or output: where it lives in global memory and how it is quantised.
+
+    `shape` is one sample's shape; `batch_axis` says the model had a leading batch axis that
+    the binary processes one sample at a time. `quant` records the quantisation chosen by the
+    compiler (for inputs: bits and a static scale, or "dynamic" for per-vector abs-max).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    addr: int
+    dtype: str = "float32"
+    batch_axis: bool = True
+    quant: tuple[tuple[str, str | int | float], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "addr": self.addr,
+            "dtype": self.dtype,
+            "batch_axis": self.batch_axis,
+            "quant": dict(self.quant),
+        }
+
+
+class XbarImage:
+    """Integer cell levels for one crossbar array: `levels[r, c]` in [0, 2^cell_bits)."""
+
+    def __init__(self, levels: np.ndarray) -> None:
+        self.levels = np.ascontiguousarray(levels, dtype=np.uint16)
+
+    @property
+    def rows(self) -> int:
+        return int(self.levels.shape[0])
+
+    @property
+    def cols(self) -> int:
+        return int(self.levels.shape[1])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, XbarImage) and np.array_equal(self.levels, other.levels)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The image an array holds when the program starts (programmed before the first run)."""
+
+    core: int
+    array: int
+    image: int
+
+
+@dataclass(eq=False)
+class Program:
+    target: Target
+    code: list[list[Instr]]  # one instruction list per core; an empty list is an idle core
+    images: list[XbarImage] = field(default_factory=list)
+    bindings: list[Binding] = field(default_factory=list)
+    constants: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (global addr, values)
+    inputs: list[TensorInfo] = field(default_factory=list)
+    outputs: list[TensorInfo] = field(default_factory=list)
+    debug: dict[tuple[int, int], str] = field(default_factory=dict)  # (core, pc) -> node
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def same_as(self, other: Program) -> bool:
+        """Structural equality, used by round-trip tests."""
+        return (
+            self.target == other.target
+            and self.code == other.code
+            and self.images == other.images
+            and self.bindings == other.bindings
+            and len(self.constants) == len(other.constants)
+            and all(
+                a == c and np.array_equal(b, d)
+                for (a, b), (c, d) in zip(self.constants, other.constants, strict=True)
+            )
+            and self.inputs == other.inputs
+            and self.outputs == other.outputs
+            and self.debug == other.debug
+            and self.meta == other.meta
+        )

@@ -1,0 +1,558 @@
+"""The instruction table: the only place an opcode, a mnemonic or a bit field is spelled.
+
+Encoder, decoder, assembler operand checks, disassembler, `imcc isa` and both simulators derive
+everything from the rows below. The table is checked at import: duplicate opcodes or mnemonics,
+overlapping fields and fields that spill out of the word raise immediately.
+
+Every instruction is one 64-bit little-endian word: the opcode sits in bits [56, 64) and the
+operand fields are packed downwards from bit 55 in the order they are written in assembly.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+WORD_BITS = 64
+OPCODE_BITS = 8
+OPCODE_LSB = WORD_BITS - OPCODE_BITS
+
+
+class Unit(enum.Enum):
+    """The functional units of a core; the prefix of every mnemonic."""
+
+    XBAR = "xbar"
+    ACAM = "acam"
+    SIMD = "simd"
+    MEM = "mem"
+    NOC = "noc"
+    CTL = "ctl"
+
+
+class OperandKind(enum.Enum):
+    """What an operand field holds; decides its text form and its checks.
+
+    The assembly prefix makes a misplaced operand an error instead of a silent reinterpretation:
+    `r3` is a scalar register, `a3` a crossbar array of this core, `c3` a core of the chip.
+    """
+
+    REG = "register"  # r0..r31: scalar registers holding addresses and counters
+    ARRAY = "array"  # a0..: crossbar arrays of the executing core
+    CORE = "core"  # c0..: cores of the chip
+    IMAGE = "image"  # index into the binary's crossbar-image table
+    COUNT = "count"  # element count of a vector operand, >= 1
+    BITS = "bits"  # a bit width, >= 1
+    FLAG = "flag"  # 0 or 1
+    TAG = "tag"  # message tag matching a send with its receive
+    IMM = "immediate"  # signed integer
+    TARGET = "target"  # a pc of the same core; a label in assembly
+
+    @property
+    def prefix(self) -> str:
+        return {OperandKind.REG: "r", OperandKind.ARRAY: "a", OperandKind.CORE: "c"}.get(self, "")
+
+    @property
+    def signed(self) -> bool:
+        return self is OperandKind.IMM
+
+
+class CostClass(enum.Enum):
+    """How the cycle-level simulator prices an instruction (see runtime/costs.py)."""
+
+    XBAR_MVM = "xbar-mvm"
+    XBAR_PROGRAM = "xbar-program"
+    SIMD_ARITH = "simd-arith"
+    SIMD_TRANSCENDENTAL = "simd-transcendental"
+    SIMD_REDUCE = "simd-reduce"
+    MEM = "mem"
+    NOC = "noc"
+    CTL = "ctl"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One operand field: its name (as in docs), kind, and bits [lsb, lsb + width) of the word."""
+
+    name: str
+    kind: OperandKind
+    lsb: int
+    width: int
+
+    @property
+    def min(self) -> int:
+        return -(1 << (self.width - 1)) if self.kind.signed else 0
+
+    @property
+    def max(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.kind.signed else (1 << self.width) - 1
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb
+
+
+class Space(enum.Enum):
+    """Where an address operand points."""
+
+    BUFFER = "buffer"  # the executing core's local buffer
+    GLOBAL = "global"  # the chip's global memory
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A memory range an instruction touches: register field `field` holds the start address;
+    the length is the `n` operand, 1, or the rows / cols of the array's current image."""
+
+    field: str
+    space: Space
+    extent: str  # "n" | "1" | "rows" | "cols"
+    writes: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrSpec:
+    """One row of the table."""
+
+    mnemonic: str
+    opcode: int
+    fields: tuple[Field, ...]
+    cost: CostClass
+    doc: str
+    accesses: tuple[Access, ...] = ()
+
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.mnemonic.split(".", 1)[0])
+
+    @property
+    def syntax(self) -> str:
+        operands = ", ".join(f.name for f in self.fields)
+        return f"{self.mnemonic} {operands}".rstrip()
+
+
+# Widths of each kind of field. A register file of 32, up to 64 arrays per core and 4096 cores
+# cover every preset with room; counts of 2^20 elements cover any single vector operation.
+WIDTH = {
+    OperandKind.REG: 5,
+    OperandKind.ARRAY: 6,
+    OperandKind.CORE: 12,
+    OperandKind.IMAGE: 16,
+    OperandKind.COUNT: 20,
+    OperandKind.BITS: 6,
+    OperandKind.FLAG: 1,
+    OperandKind.TAG: 12,
+    OperandKind.TARGET: 24,
+}
+
+R = OperandKind.REG
+
+
+def _pack(*operands: tuple[str, OperandKind] | tuple[str, OperandKind, int]) -> tuple[Field, ...]:
+    """Lay fields out from bit 55 downwards, in assembly order."""
+    fields = []
+    top = OPCODE_LSB
+    for operand in operands:
+        name, kind = operand[0], operand[1]
+        width = operand[2] if len(operand) == 3 else WIDTH[kind]
+        top -= width
+        fields.append(Field(name, kind, top, width))
+    return tuple(fields)
+
+
+def _row(
+    mnemonic: str,
+    opcode: int,
+    cost: CostClass,
+    doc: str,
+    *operands: tuple,  # type: ignore[type-arg]
+    access: str = "",
+) -> InstrSpec:
+    """`access` lists the memory ranges touched, e.g. "d:w:n a:r:n b:r:1 x:rg:n": field,
+    r/w (read/write) plus g for global memory, and the extent."""
+    accesses = []
+    for item in access.split():
+        name, mode, extent = item.split(":")
+        space = Space.GLOBAL if "g" in mode else Space.BUFFER
+        accesses.append(Access(name, space, extent, "w" in mode))
+    return InstrSpec(
+        mnemonic=mnemonic,
+        opcode=opcode,
+        fields=_pack(*operands),
+        cost=cost,
+        doc=doc,
+        accesses=tuple(accesses),
+    )
+
+
+_VEC3 = (("d", R), ("a", R), ("b", R), ("n", OperandKind.COUNT))
+_VEC2 = (("d", R), ("a", R), ("n", OperandKind.COUNT))
+
+# Each row is also a module constant (spec.SIMD_ADD): the rest of the code names instructions
+# through these, so no mnemonic string is spelled outside this file. Opcodes are grouped by unit
+# in blocks of 0x20 so a unit can grow without renumbering another.
+# -- ctl: scalar control; registers are batch-uniform, so control flow never depends on data
+CTL_NOP = _row("ctl.nop", 0x00, CostClass.CTL, "do nothing for one cycle")
+CTL_HALT = _row("ctl.halt", 0x01, CostClass.CTL, "stop this core")
+CTL_SET = _row("ctl.set", 0x02, CostClass.CTL, "r[d] = imm", ("d", R), ("imm", OperandKind.IMM, 48))
+CTL_ADD = _row(
+    "ctl.add",
+    0x03,
+    CostClass.CTL,
+    "r[d] = r[a] + imm",
+    ("d", R),
+    ("a", R),
+    ("imm", OperandKind.IMM, 32),
+)
+CTL_LOOP = _row(
+    "ctl.loop",
+    0x04,
+    CostClass.CTL,
+    "r[c] = r[c] - 1; jump to target while r[c] > 0",
+    ("c", R),
+    ("target", OperandKind.TARGET),
+)
+CTL_JUMP = _row("ctl.jump", 0x05, CostClass.CTL, "jump to target", ("target", OperandKind.TARGET))
+CTL_BRANCH_EQ = _row(
+    "ctl.branch.eq",
+    0x06,
+    CostClass.CTL,
+    "jump to target if r[a] == r[b]",
+    ("a", R),
+    ("b", R),
+    ("target", OperandKind.TARGET),
+)
+CTL_BRANCH_NE = _row(
+    "ctl.branch.ne",
+    0x07,
+    CostClass.CTL,
+    "jump to target if r[a] != r[b]",
+    ("a", R),
+    ("b", R),
+    ("target", OperandKind.TARGET),
+)
+CTL_BRANCH_LT = _row(
+    "ctl.branch.lt",
+    0x08,
+    CostClass.CTL,
+    "jump to target if r[a] < r[b]",
+    ("a", R),
+    ("b", R),
+    ("target", OperandKind.TARGET),
+)
+# -- xbar: analog matrix-vector multiplication on the crossbar arrays of this core
+XBAR_MVM = _row(
+    "xbar.mvm",
+    0x20,
+    CostClass.XBAR_MVM,
+    "buf[out:out+cols] = ADC(x . G) for x = buf[in:in+rows] as `bits`-bit integers "
+    "(two's complement if `signed`), applied dac_bits per step and shift-added per step",
+    ("array", OperandKind.ARRAY),
+    ("in", R),
+    ("out", R),
+    ("bits", OperandKind.BITS),
+    ("signed", OperandKind.FLAG),
+    access="in:r:rows out:w:cols",
+)
+XBAR_PROGRAM = _row(
+    "xbar.program",
+    0x21,
+    CostClass.XBAR_PROGRAM,
+    "write crossbar image `image` into `array` through the device model",
+    ("array", OperandKind.ARRAY),
+    ("image", OperandKind.IMAGE),
+)
+# -- simd: vector unit over the core's local buffer
+SIMD_COPY = _row(
+    "simd.copy", 0x40, CostClass.SIMD_ARITH, "buf[d+i] = buf[a+i]", *_VEC2, access="d:w:n a:r:n"
+)
+SIMD_ADD = _row(
+    "simd.add",
+    0x41,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] + buf[b+i]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:n",
+)
+SIMD_SUB = _row(
+    "simd.sub",
+    0x42,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] - buf[b+i]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:n",
+)
+SIMD_MUL = _row(
+    "simd.mul",
+    0x43,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] * buf[b+i]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:n",
+)
+SIMD_DIV = _row(
+    "simd.div",
+    0x44,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] / buf[b+i]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:n",
+)
+SIMD_MAX = _row(
+    "simd.max",
+    0x45,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = max(buf[a+i], buf[b+i])",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:n",
+)
+SIMD_ADD_S = _row(
+    "simd.add.s",
+    0x46,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] + buf[b]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:1",
+)
+SIMD_SUB_S = _row(
+    "simd.sub.s",
+    0x47,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] - buf[b]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:1",
+)
+SIMD_MUL_S = _row(
+    "simd.mul.s",
+    0x48,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] * buf[b]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:1",
+)
+SIMD_DIV_S = _row(
+    "simd.div.s",
+    0x49,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] / buf[b]",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:1",
+)
+SIMD_SHIFTADD = _row(
+    "simd.shiftadd",
+    0x4A,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = buf[a+i] + buf[b+i] * 2^shift (integer recombination of slices)",
+    ("d", R),
+    ("a", R),
+    ("b", R),
+    ("shift", OperandKind.IMM, 8),
+    ("n", OperandKind.COUNT),
+    access="d:w:n a:r:n b:r:n",
+)
+SIMD_QUANT = _row(
+    "simd.quant",
+    0x4B,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = clip(round_half_even(buf[a+i] / buf[s]), integer range of `bits`, `signed`);"
+    " 0 where buf[s] == 0",
+    ("d", R),
+    ("a", R),
+    ("s", R),
+    ("bits", OperandKind.BITS),
+    ("signed", OperandKind.FLAG),
+    ("n", OperandKind.COUNT),
+    access="d:w:n a:r:n s:r:1",
+)
+SIMD_RELU = _row(
+    "simd.relu",
+    0x4C,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = max(buf[a+i], 0)",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
+SIMD_SIGMOID = _row(
+    "simd.sigmoid",
+    0x4D,
+    CostClass.SIMD_TRANSCENDENTAL,
+    "buf[d+i] = 1 / (1 + exp(-buf[a+i]))",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
+SIMD_TANH = _row(
+    "simd.tanh",
+    0x4E,
+    CostClass.SIMD_TRANSCENDENTAL,
+    "buf[d+i] = tanh(buf[a+i])",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
+SIMD_EXP = _row(
+    "simd.exp",
+    0x4F,
+    CostClass.SIMD_TRANSCENDENTAL,
+    "buf[d+i] = exp(buf[a+i])",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
+SIMD_RMAX = _row(
+    "simd.rmax",
+    0x50,
+    CostClass.SIMD_REDUCE,
+    "buf[d] = max_i buf[a+i]",
+    *_VEC2,
+    access="d:w:1 a:r:n",
+)
+SIMD_RSUM = _row(
+    "simd.rsum",
+    0x51,
+    CostClass.SIMD_REDUCE,
+    "buf[d] = sum_i buf[a+i]",
+    *_VEC2,
+    access="d:w:1 a:r:n",
+)
+SIMD_RABSMAX = _row(
+    "simd.rabsmax",
+    0x52,
+    CostClass.SIMD_REDUCE,
+    "buf[d] = max_i |buf[a+i]|",
+    *_VEC2,
+    access="d:w:1 a:r:n",
+)
+# -- mem: moves between the core's local buffer and the chip's global memory
+MEM_LOAD = _row(
+    "mem.load",
+    0x60,
+    CostClass.MEM,
+    "buf[d+i] = global[a+i]",
+    ("d", R),
+    ("a", R),
+    ("n", OperandKind.COUNT),
+    access="d:w:n a:rg:n",
+)
+MEM_STORE = _row(
+    "mem.store",
+    0x61,
+    CostClass.MEM,
+    "global[d+i] = buf[a+i]",
+    ("d", R),
+    ("a", R),
+    ("n", OperandKind.COUNT),
+    access="d:wg:n a:r:n",
+)
+# -- noc: messages between cores; recv blocks until the matching send has arrived
+NOC_SEND = _row(
+    "noc.send",
+    0x80,
+    CostClass.NOC,
+    "send buf[a:a+n] to core `core` with `tag`",
+    ("core", OperandKind.CORE),
+    ("tag", OperandKind.TAG),
+    ("a", R),
+    ("n", OperandKind.COUNT),
+    access="a:r:n",
+)
+NOC_RECV = _row(
+    "noc.recv",
+    0x81,
+    CostClass.NOC,
+    "wait for the message from core `core` with `tag`; buf[d:d+n] = its data",
+    ("core", OperandKind.CORE),
+    ("tag", OperandKind.TAG),
+    ("d", R),
+    ("n", OperandKind.COUNT),
+    access="d:w:n",
+)
+
+TABLE: tuple[InstrSpec, ...] = (
+    CTL_NOP,
+    CTL_HALT,
+    CTL_SET,
+    CTL_ADD,
+    CTL_LOOP,
+    CTL_JUMP,
+    CTL_BRANCH_EQ,
+    CTL_BRANCH_NE,
+    CTL_BRANCH_LT,
+    XBAR_MVM,
+    XBAR_PROGRAM,
+    SIMD_COPY,
+    SIMD_ADD,
+    SIMD_SUB,
+    SIMD_MUL,
+    SIMD_DIV,
+    SIMD_MAX,
+    SIMD_ADD_S,
+    SIMD_SUB_S,
+    SIMD_MUL_S,
+    SIMD_DIV_S,
+    SIMD_SHIFTADD,
+    SIMD_QUANT,
+    SIMD_RELU,
+    SIMD_SIGMOID,
+    SIMD_TANH,
+    SIMD_EXP,
+    SIMD_RMAX,
+    SIMD_RSUM,
+    SIMD_RABSMAX,
+    MEM_LOAD,
+    MEM_STORE,
+    NOC_SEND,
+    NOC_RECV,
+)
+
+BY_MNEMONIC: dict[str, InstrSpec] = {}
+BY_OPCODE: dict[int, InstrSpec] = {}
+
+
+def _check(
+    table: Iterable[InstrSpec],
+    by_mnemonic: dict[str, InstrSpec],
+    by_opcode: dict[int, InstrSpec],
+) -> None:
+    """Reject a malformed table at import: the rest of the toolchain trusts it blindly.
+
+    Fills `by_mnemonic` and `by_opcode` as it goes (tests pass fresh dicts and crafted tables).
+    """
+    for spec in table:
+        if spec.mnemonic in by_mnemonic:
+            raise ValueError(f"duplicate mnemonic {spec.mnemonic!r} in the instruction table")
+        if spec.opcode in by_opcode:
+            other = by_opcode[spec.opcode].mnemonic
+            raise ValueError(
+                f"opcode {spec.opcode:#04x} of {spec.mnemonic!r} already belongs to {other!r}"
+            )
+        if not 0 <= spec.opcode < (1 << OPCODE_BITS):
+            raise ValueError(f"opcode {spec.opcode:#x} of {spec.mnemonic!r} overflows its field")
+        Unit(spec.mnemonic.split(".", 1)[0])  # the prefix must name a unit
+        used = 0
+        for field in spec.fields:
+            if field.width <= 0 or field.lsb < 0 or field.lsb + field.width > OPCODE_LSB:
+                raise ValueError(
+                    f"field {field.name!r} of {spec.mnemonic!r} at bits "
+                    f"[{field.lsb}, {field.lsb + field.width}) spills out of the operand bits"
+                )
+            if used & field.mask:
+                raise ValueError(f"field {field.name!r} of {spec.mnemonic!r} overlaps another")
+            used |= field.mask
+        if len({f.name for f in spec.fields}) != len(spec.fields):
+            raise ValueError(f"{spec.mnemonic!r} repeats an operand name")
+        kinds = {f.name: f.kind for f in spec.fields}
+        for access in spec.accesses:
+            if kinds.get(access.field) is not OperandKind.REG:
+                raise ValueError(f"access {access.field!r} of {spec.mnemonic!r} is not a register")
+            if access.extent == "n" and kinds.get("n") is not OperandKind.COUNT:
+                raise ValueError(f"{spec.mnemonic!r} has an n-long access but no count n")
+            if access.extent not in ("n", "1", "rows", "cols"):
+                raise ValueError(f"{spec.mnemonic!r} has unknown extent {access.extent!r}")
+        by_mnemonic[spec.mnemonic] = spec
+        by_opcode[spec.opcode] = spec
+
+
+_check(TABLE, BY_MNEMONIC, BY_OPCODE)
+
+
+def lookup(mnemonic: str) -> InstrSpec:
+    """The row for a mnemonic; KeyError if there is none."""
+    return BY_MNEMONIC[mnemonic]

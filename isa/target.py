@@ -1,0 +1,192 @@
+"""The hardware a binary is built for: the chip, its cores and units, and the cost table.
+
+Part of the ISA contract: the compiler reads it (from TOML presets, compiler/target.py) to map a
+model, the container records it, and the runtime reads it back from the binary to know how many
+cores, arrays and registers exist and what every event costs. Nothing else is needed to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from imcc.isa import spec
+from imcc.isa.diagnostics import TargetError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChipSpec:
+    cores: int
+    mesh_cols: int  # cores sit on a 2-D mesh, row-major, this many per row
+    global_memory_words: int
+    clock_ghz: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoreSpec:
+    registers: int
+    buffer_words: int
+    word_bytes: int  # bytes per buffer word, for memory and network traffic costs
+    simd_lanes: int
+    arrays: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class XbarSpec:
+    rows: int
+    cols: int
+    cell_bits: int  # bits one cell stores: 2^cell_bits conductance levels
+    dac_bits: int  # input bits applied per step; 1 = bit-serial
+    adc_bits: int
+    cols_per_adc: int  # columns multiplexed onto one ADC
+    device: str  # default device model of the arrays
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CostTable:
+    """Latency in cycles and energy in pJ per event; each preset cites its sources."""
+
+    xbar_read_cycles: int  # one analog read of an array (DAC settle + integrate), per input step
+    adc_cycles: int  # one conversion; columns sharing an ADC convert one after another
+    shift_add_cycles: int  # per input step, the digital accumulation behind the ADCs
+    xbar_program_cycles_per_row: int
+    simd_cycles: int  # per group of `simd_lanes` elements
+    simd_transcendental_cycles: int
+    mem_cycles: int  # fixed latency of a global memory access
+    mem_words_per_cycle: int
+    noc_hop_cycles: int
+    noc_words_per_cycle: int
+    ctl_cycles: int
+    dac_pj: float  # per row driven per input step
+    xbar_read_pj: float  # per array per input step
+    adc_pj: float  # per conversion
+    shift_add_pj: float  # per column per input step
+    xbar_program_pj_per_cell: float
+    simd_pj: float  # per lane operation
+    simd_transcendental_pj: float
+    buffer_pj_per_word: float  # local buffer access
+    mem_pj_per_word: float  # global memory access
+    noc_pj_per_word_hop: float
+    ctl_pj: float
+    leakage_pj_per_cycle: float  # per core
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    name: str
+    description: str
+    chip: ChipSpec
+    core: CoreSpec
+    xbar: XbarSpec
+    cost: CostTable
+    defaults: tuple[tuple[str, Any], ...] = ()  # compile option defaults (weight_bits, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["defaults"] = dict(self.defaults)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def fingerprint(self) -> bytes:
+        """SHA-256 of the canonical JSON: the binary and its target must agree on it."""
+        return hashlib.sha256(self.to_json().encode()).digest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "target") -> Target:
+        """Build and validate; every missing, unknown or out-of-range key is a TargetError."""
+        if not isinstance(data, dict):
+            raise TargetError(f"{origin}: a target must be a table, not {type(data).__name__}")
+        parts: dict[str, Any] = {}
+        for key, kind in (
+            ("chip", ChipSpec),
+            ("core", CoreSpec),
+            ("xbar", XbarSpec),
+            ("cost", CostTable),
+        ):
+            parts[key] = _build(kind, data.get(key), f"{origin}: [{key}]")
+        unknown = set(data) - {"name", "description", "defaults", *parts}
+        if unknown:
+            raise TargetError(f"{origin}: unknown keys {sorted(unknown)}")
+        for key in ("name", "description"):
+            if not isinstance(data.get(key), str):
+                raise TargetError(f"{origin}: {key!r} must be a string")
+        defaults = data.get("defaults", {})
+        if not isinstance(defaults, dict):
+            raise TargetError(f"{origin}: [defaults] must be a table")
+        target = cls(
+            name=data["name"],
+            description=data["description"],
+            defaults=tuple(sorted(defaults.items())),
+            **parts,
+        )
+        target.validate(origin)
+        return target
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = "target") -> Target:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TargetError(f"{origin}: not valid JSON ({exc.msg})") from None
+        return cls.from_dict(data, origin)
+
+    def validate(self, origin: str = "target") -> None:
+        """Ranges that the encoding and the simulators rely on."""
+        limits = {
+            "chip.cores": (self.chip.cores, 1, 1 << spec.WIDTH[spec.OperandKind.CORE]),
+            "core.registers": (self.core.registers, 4, 1 << spec.WIDTH[spec.OperandKind.REG]),
+            "core.arrays": (self.core.arrays, 0, 1 << spec.WIDTH[spec.OperandKind.ARRAY]),
+            "core.buffer_words": (self.core.buffer_words, 16, 1 << 30),
+            "core.simd_lanes": (self.core.simd_lanes, 1, 1 << 16),
+            "core.word_bytes": (self.core.word_bytes, 1, 8),
+            "chip.mesh_cols": (self.chip.mesh_cols, 1, self.chip.cores),
+            "chip.global_memory_words": (self.chip.global_memory_words, 1, 1 << 40),
+            "xbar.rows": (self.xbar.rows, 1, 1 << 16),
+            "xbar.cols": (self.xbar.cols, 1, 1 << 16),
+            "xbar.cell_bits": (self.xbar.cell_bits, 1, 16),
+            "xbar.dac_bits": (self.xbar.dac_bits, 1, 16),
+            "xbar.adc_bits": (self.xbar.adc_bits, 1, 32),
+            "xbar.cols_per_adc": (self.xbar.cols_per_adc, 1, self.xbar.cols),
+        }
+        for name, (value, lo, hi) in limits.items():
+            if not lo <= value <= hi:
+                raise TargetError(f"{origin}: {name} = {value} is outside [{lo}, {hi}]")
+        if self.chip.clock_ghz <= 0:
+            raise TargetError(f"{origin}: chip.clock_ghz must be positive")
+        for field in dataclasses.fields(CostTable):
+            if getattr(self.cost, field.name) < 0:
+                raise TargetError(f"{origin}: cost.{field.name} must not be negative")
+
+    def mesh_position(self, core: int) -> tuple[int, int]:
+        return divmod(core, self.chip.mesh_cols)
+
+    def hops(self, src: int, dst: int) -> int:
+        """Manhattan distance on the mesh (XY routing)."""
+        (r0, c0), (r1, c1) = self.mesh_position(src), self.mesh_position(dst)
+        return abs(r0 - r1) + abs(c0 - c1)
+
+
+def _build(kind: type, data: Any, origin: str) -> Any:
+    if not isinstance(data, dict):
+        raise TargetError(f"{origin} is missing or not a table")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    missing = sorted(set(fields) - set(data))
+    unknown = sorted(set(data) - set(fields))
+    if missing:
+        raise TargetError(f"{origin} is missing {missing}")
+    if unknown:
+        raise TargetError(f"{origin} has unknown keys {unknown}; expected {sorted(fields)}")
+    values = {}
+    for name, field in fields.items():
+        value = data[name]
+        expected = {"int": int, "float": (int, float), "str": str}[str(field.type)]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise TargetError(f"{origin}: {name} = {value!r} must be of type {field.type}")
+        values[name] = float(value) if field.type == "float" else value
+    return kind(**values)

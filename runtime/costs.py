@@ -1,0 +1,115 @@
+"""Time and energy of one executed instruction, from the target's cost table.
+
+The cycle-level simulator adds these around the shared semantics; the functional simulator
+uses the energy and event counts only. Prices depend on the instruction and on static machine
+state (the shape of the image an array holds), never on data, so they are cached per pc.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from imcc.isa import spec
+from imcc.isa.encoding import Instr
+from imcc.isa.target import Target
+from imcc.runtime.periphery import InputSteps
+
+COMPONENTS = (
+    "dac", "array", "adc", "shift_add", "simd", "buffer", "memory", "noc", "control",
+    "programming", "leakage",
+)  # fmt: skip
+EVENTS = (
+    "dac_steps", "array_activations", "adc_conversions", "shift_adds", "simd_lane_ops",
+    "buffer_words", "memory_words", "noc_words", "noc_word_hops", "instructions", "cells_programmed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    cycles: int
+    unit: str
+    energy: tuple[tuple[str, float], ...]  # (component, pJ)
+    counts: tuple[tuple[str, int], ...]  # (event, count)
+
+
+def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int = 0) -> Price:
+    """Latency and energy of `instr`; `rows`/`cols` are the array image's for xbar ops."""
+    cost, row = target.cost, instr.spec
+    lanes = target.core.simd_lanes
+    ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
+    unit = row.unit.value
+    energy: dict[str, float] = {}
+    counts: dict[str, int] = {"instructions": 1}
+    if row.cost is spec.CostClass.XBAR_MVM:
+        steps = len(InputSteps.make(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
+        conversions_per_adc = math.ceil(cols / target.xbar.cols_per_adc)
+        # per step: drive and read the array, convert every column (columns sharing an ADC
+        # one after another), accumulate the step into the column registers
+        cycles = steps * (
+            cost.xbar_read_cycles + conversions_per_adc * cost.adc_cycles + cost.shift_add_cycles
+        )
+        counts.update(
+            dac_steps=steps * rows,
+            array_activations=steps,
+            adc_conversions=steps * cols,
+            shift_adds=steps * cols,
+            buffer_words=rows + cols,
+        )
+        energy.update(
+            dac=steps * rows * cost.dac_pj,
+            array=steps * cost.xbar_read_pj,
+            adc=steps * cols * cost.adc_pj,
+            shift_add=steps * cols * cost.shift_add_pj,
+            buffer=(rows + cols) * cost.buffer_pj_per_word,
+        )
+    elif row.cost is spec.CostClass.XBAR_PROGRAM:
+        cycles = rows * cost.xbar_program_cycles_per_row
+        counts["cells_programmed"] = rows * cols
+        energy["programming"] = rows * cols * cost.xbar_program_pj_per_cell
+    elif row.cost in (
+        spec.CostClass.SIMD_ARITH,
+        spec.CostClass.SIMD_TRANSCENDENTAL,
+        spec.CostClass.SIMD_REDUCE,
+    ):
+        n = ops["n"]
+        transcendental = row.cost is spec.CostClass.SIMD_TRANSCENDENTAL
+        per_group = cost.simd_transcendental_cycles if transcendental else cost.simd_cycles
+        cycles = math.ceil(n / lanes) * per_group
+        if row.cost is spec.CostClass.SIMD_REDUCE:
+            cycles += math.ceil(math.log2(max(lanes, 2)))  # the reduction tree over lanes
+        words = sum(n if a.extent == "n" else 1 for a in row.accesses)
+        counts.update(simd_lane_ops=n, buffer_words=words)
+        energy.update(
+            simd=n * (cost.simd_transcendental_pj if transcendental else cost.simd_pj),
+            buffer=words * cost.buffer_pj_per_word,
+        )
+    elif row.cost is spec.CostClass.MEM:
+        n = ops["n"]
+        cycles = cost.mem_cycles + math.ceil(n / cost.mem_words_per_cycle)
+        counts.update(memory_words=n, buffer_words=n)
+        energy.update(memory=n * cost.mem_pj_per_word, buffer=n * cost.buffer_pj_per_word)
+    elif row.cost is spec.CostClass.NOC:
+        n = ops["n"]
+        hops = target.hops(core, ops["core"])
+        cycles = 1 + math.ceil(n / cost.noc_words_per_cycle)  # injection / ejection time
+        counts.update(noc_words=n, buffer_words=n)
+        energy["buffer"] = n * cost.buffer_pj_per_word
+        if row is spec.NOC_SEND:  # the network energy is paid once, by the sender
+            counts["noc_word_hops"] = n * hops
+            energy["noc"] = n * hops * cost.noc_pj_per_word_hop
+    else:
+        cycles = cost.ctl_cycles
+        energy["control"] = cost.ctl_pj
+    return Price(
+        cycles=int(cycles),
+        unit=unit,
+        energy=tuple(sorted(energy.items())),
+        counts=tuple(sorted(counts.items())),
+    )
+
+
+def transfer_cycles(target: Target, src: int, dst: int, n: int) -> int:
+    """Cycles from a send issuing to its data arriving: hops, then serialisation."""
+    cost = target.cost
+    return target.hops(src, dst) * cost.noc_hop_cycles + math.ceil(n / cost.noc_words_per_cycle)

@@ -1,0 +1,203 @@
+"""The two simulators: functional (semantics only) and cycle-level (semantics + time + energy).
+
+Both step cores through the same `SEMANTICS`; the cycle-level engine keeps a clock per core,
+always advancing the core that is earliest, so a message's arrival time is known before any
+receive that could consume it; a receive waits until its message has crossed the mesh. Before
+each instruction the address ranges it touches are bounds-checked (a trap names core and pc),
+and a cycle budget (instructions, for the functional engine) stops programs that never halt.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from imcc.isa import spec
+from imcc.isa.encoding import Instr
+from imcc.runtime.costs import Price, price, transfer_cycles
+from imcc.runtime.machine import CoreState, Machine
+from imcc.runtime.semantics import BLOCKED, HALTED, SEMANTICS
+
+
+@dataclass
+class Tally:
+    """Counts and energy accumulated over one run of the program (one inference)."""
+
+    energy: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    busy: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # unit -> cycles
+    layer_energy: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    layer_busy: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    layer_counts: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
+    stall_cycles: int = 0
+    cycles: int = 0
+
+    def add(self, node: str, p: Price, macs: int) -> None:
+        self.busy[p.unit] += p.cycles
+        self.layer_busy[node] += p.cycles
+        layer = self.layer_counts[node]
+        for name, pj in p.energy:
+            self.energy[name] += pj
+            self.layer_energy[node] += pj
+        for name, count in p.counts:
+            self.counts[name] += count
+            layer[name] += count
+        if macs:
+            self.counts["macs"] += macs
+            layer["macs"] += macs
+
+
+class Engine:
+    def __init__(self, machine: Machine, max_cycles: int) -> None:
+        self.m = machine
+        self.max_cycles = max_cycles
+        self.prices: dict[tuple[int, int, int], tuple[Price, int]] = {}
+
+    # -- shared per-instruction work --------------------------------------------------------
+    def check(self, c: CoreState, instr: Instr) -> None:
+        """Bounds of every range the instruction touches, and arrays that must hold images."""
+        row = instr.spec
+        ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
+        target = self.m.target
+        state = None
+        if row is spec.XBAR_MVM or row is spec.XBAR_PROGRAM:
+            state = c.arrays[ops["array"]]
+            if row is spec.XBAR_MVM and state is None:
+                raise self.m.trap(c, f"array a{ops['array']} holds no image")
+        for access in row.accesses:
+            start = int(c.regs[ops[access.field]])
+            if access.extent == "n":
+                length = ops["n"]
+            elif access.extent == "1":
+                length = 1
+            else:
+                assert state is not None
+                length = state.rows if access.extent == "rows" else state.cols
+            size = (
+                target.chip.global_memory_words
+                if access.space is spec.Space.GLOBAL
+                else target.core.buffer_words
+            )
+            if start < 0 or start + length > size:
+                raise self.m.trap(
+                    c,
+                    f"{access.field} = r{ops[access.field]} = {start}: range "
+                    f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
+                )
+
+    def price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
+        """(price, crossbar MACs) of the instruction at c.pc, cached per pc and array image."""
+        row = instr.spec
+        state = c.arrays[instr.operands[0]] if row.unit is spec.Unit.XBAR else None
+        if row is spec.XBAR_PROGRAM:
+            state = None
+            image = self.m.program.images[instr.operands[1]]
+            shape, key_image = (image.rows, image.cols), instr.operands[1]
+        else:
+            shape = (state.rows, state.cols) if state is not None else (0, 0)
+            key_image = state.image if state is not None else -1
+        key = (c.index, c.pc, key_image)
+        cached = self.prices.get(key)
+        if cached is None:
+            p = price(self.m.target, instr, shape[0], shape[1], c.index)
+            macs = shape[0] * shape[1] if row is spec.XBAR_MVM else 0
+            cached = self.prices[key] = (p, macs)
+        return cached
+
+    def step(self, c: CoreState) -> int | None:
+        if c.pc >= len(c.code):
+            raise self.m.trap(c, "ran past the end of its code without ctl.halt")
+        instr = c.code[c.pc]
+        self.check(c, instr)
+        return SEMANTICS[instr.mnemonic](self.m, c, instr)
+
+    def advance(self, c: CoreState, outcome: int | None) -> None:
+        if outcome == HALTED:
+            c.halted = True
+        elif outcome is None:
+            c.pc += 1
+        else:
+            c.pc = outcome
+
+    def deadlock(self, waiting: list[CoreState]) -> Exception:
+        c = waiting[0]
+        others = ", ".join(
+            f"core {w.index} pc {w.pc} waits for core {w.code[w.pc].operands[0]} tag "
+            f"{w.code[w.pc].operands[1]}"
+            for w in waiting
+        )
+        return self.m.trap(c, f"deadlock: every running core waits for a message ({others})")
+
+
+class FunctionalEngine(Engine):
+    """Runs each core until it blocks or halts, round robin; no time."""
+
+    def run(self, tally: Tally | None) -> None:
+        m = self.m
+        budget = self.max_cycles
+        running = [c for c in m.cores if not c.halted]
+        while running:
+            progressed = False
+            for c in running:
+                while not c.halted:
+                    before = c.pc
+                    outcome = self.step(c)
+                    if outcome == BLOCKED:
+                        break
+                    if tally is not None:
+                        p, macs = self.price_of(c, c.code[before])
+                        tally.add(m.program.debug.get((c.index, before), ""), p, macs)
+                    self.advance(c, outcome)
+                    progressed = True
+                    budget -= 1
+                    if budget < 0:
+                        raise m.trap(c, f"no halt after {self.max_cycles:,} instructions "
+                                     "(instruction budget exhausted)")
+            if not progressed:
+                raise self.deadlock([c for c in running if not c.halted])
+            running = [c for c in running if not c.halted]
+
+
+class CycleEngine(Engine):
+    """Advances the earliest core one instruction at a time, adding latency and energy."""
+
+    def run(self, tally: Tally) -> None:
+        m = self.m
+        target = m.target
+        cores = [c for c in m.cores if not c.halted]
+        blocked: set[int] = set()
+        while True:
+            ready = [c for c in cores if not c.halted and c.index not in blocked]
+            if not ready:
+                waiting = [c for c in cores if not c.halted]
+                if waiting:
+                    raise self.deadlock(waiting)
+                break
+            c = min(ready, key=lambda core: (core.time, core.index))
+            if c.time > self.max_cycles:
+                raise m.trap(c, f"no halt after {self.max_cycles:,} cycles (cycle budget "
+                             "exhausted)")
+            m.now = c.time
+            pc = c.pc
+            outcome = self.step(c)
+            if outcome == BLOCKED:
+                blocked.add(c.index)
+                continue
+            instr = c.code[pc]
+            p, macs = self.price_of(c, instr)
+            start = c.time
+            if instr.spec is spec.NOC_SEND:
+                blocked.discard(instr.operands[0])  # the receiver may now proceed
+            elif instr.spec is spec.NOC_RECV and c.received is not None:
+                arrival = c.received.sent_at + transfer_cycles(
+                    target, instr.operands[0], c.index, instr.operands[3]
+                )
+                if arrival > start:
+                    tally.stall_cycles += arrival - start
+                    start = arrival
+            c.time = start + p.cycles
+            tally.add(m.program.debug.get((c.index, pc), ""), p, macs)
+            self.advance(c, outcome)
+        tally.cycles = max((c.time for c in m.cores), default=0)

@@ -1,0 +1,98 @@
+"""The simulated chip's state: cores (registers, buffer, arrays, pc), global memory, mailboxes.
+
+Execution is batched: every buffer and memory word holds one value per sample of the batch
+(arrays of shape (words, batch)), while registers and control flow are shared by all samples.
+That is exact because no instruction moves data into a register: control flow never depends
+on data, so each sample would take the same path anyway.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcc.isa.diagnostics import CoreLoc, SimulationError
+from imcc.isa.encoding import Instr
+from imcc.isa.program import Program
+from imcc.runtime.devices import ArrayState, Device
+from imcc.runtime.periphery import Adc, full_scale
+
+
+@dataclass
+class Message:
+    data: np.ndarray  # (n, batch)
+    sent_at: int  # cycle the send issued (0 in functional mode)
+
+
+class CoreState:
+    def __init__(self, index: int, code: list[Instr], registers: int, arrays: int) -> None:
+        self.index = index
+        self.code = code
+        self.regs = np.zeros(registers, dtype=np.int64)
+        self.arrays: list[ArrayState | None] = [None] * arrays
+        self.buffer = np.zeros((0, 0))
+        self.pc = 0
+        self.halted = not code
+        self.time = 0  # cycle at which the core may issue its next instruction
+        self.received: Message | None = None  # the message the last noc.recv consumed
+
+    def reset(self, buffer_words: int, batch: int) -> None:
+        self.regs[:] = 0
+        self.buffer = np.zeros((buffer_words, batch))
+        self.pc = 0
+        self.halted = not self.code
+        self.time = 0
+        self.received = None
+
+
+class Machine:
+    def __init__(self, program: Program, device: Device, seed: int) -> None:
+        self.program = program
+        self.target = program.target
+        self.device = device
+        self.rng = np.random.default_rng(seed)
+        cfg = self.target
+        self.cores = [
+            CoreState(i, code, cfg.core.registers, cfg.core.arrays)
+            for i, code in enumerate(program.code)
+        ]
+        self.adc = Adc(
+            cfg.xbar.adc_bits, full_scale(cfg.xbar.rows, cfg.xbar.cell_bits, cfg.xbar.dac_bits)
+        )
+        self.memory = np.zeros((0, 0))
+        self.mailboxes: dict[tuple[int, int, int], deque[Message]] = {}
+        self.now = 0
+        for binding in program.bindings:
+            self.program_array(binding.core, binding.array, binding.image)
+
+    def program_array(self, core: int, array: int, image: int) -> None:
+        levels = self.program.images[image].levels.astype(np.int64)
+        self.cores[core].arrays[array] = self.device.program(levels, image, self.rng)
+
+    def reset(self, batch: int, extent: int) -> None:
+        """Fresh buffers and memory for a batch; arrays keep what was programmed."""
+        for core in self.cores:
+            core.reset(self.target.core.buffer_words, batch)
+        self.memory = np.zeros((extent, batch))
+        for addr, values in self.program.constants:
+            self.memory[addr : addr + len(values)] = values[:, None]
+        self.mailboxes.clear()
+        self.now = 0
+
+    def global_range(self, start: int, n: int) -> np.ndarray:
+        """A view of global memory, growing the backing store on first touch."""
+        end = start + n
+        if end > self.memory.shape[0]:
+            grown = np.zeros((end, self.memory.shape[1]))
+            grown[: self.memory.shape[0]] = self.memory
+            self.memory = grown
+        return self.memory[start:end]
+
+    def trap(self, core: CoreState, message: str) -> SimulationError:
+        instr = core.code[core.pc] if core.pc < len(core.code) else None
+        node = self.program.debug.get((core.index, core.pc), "")
+        return SimulationError(
+            message, CoreLoc(core.index, core.pc, instr.mnemonic if instr else "", node)
+        )

@@ -1,0 +1,83 @@
+"""What a run reports: time, energy by component, event counts, per-layer and per-unit figures.
+
+Figures are per inference: every sample of a batch runs the same program (no pipelining across
+samples yet), so the batch takes `batch` times as long. The functional simulator counts events
+and dynamic energy but not time: its `cycles` and `latency_s` are None and leakage is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerReport:
+    node: str
+    busy_cycles: int  # instruction cycles issued for this node, summed over cores
+    energy_pj: float
+    counts: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    mode: str
+    device: str
+    target: str
+    batch: int
+    cycles: int | None
+    latency_s: float | None
+    energy_pj: float
+    energy_breakdown_pj: dict[str, float]
+    counts: dict[str, int]
+    utilisation: dict[str, float]  # unit -> busy fraction of (cycles x cores)
+    stall_cycles: int | None  # cycles cores spent waiting for messages
+    layers: tuple[LayerReport, ...]
+
+    @property
+    def throughput_per_s(self) -> float | None:
+        return None if not self.latency_s else 1.0 / self.latency_s
+
+    @property
+    def tops_per_w(self) -> float | None:
+        """Crossbar MAC operations (2 ops each, at the model's input precision) per pJ."""
+        macs = self.counts.get("macs", 0)
+        return 2 * macs / self.energy_pj if self.energy_pj else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = [
+            {"node": l.node, "busy_cycles": l.busy_cycles, "energy_pj": l.energy_pj,
+             "counts": dict(l.counts)}
+            for l in self.layers
+        ]  # fmt: skip
+        data["throughput_per_s"] = self.throughput_per_s
+        data["tops_per_w"] = self.tops_per_w
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    def table(self) -> str:
+        """A readable summary for people."""
+        lines = [f"target {self.target}, device {self.device}, {self.mode} simulation, "
+                 f"batch {self.batch}"]
+        if self.cycles is not None and self.latency_s is not None:
+            lines.append(f"  latency      {self.cycles:,} cycles = {self.latency_s * 1e6:.3f} us "
+                         "per inference")
+        lines.append(f"  energy       {self.energy_pj / 1e3:,.3f} nJ per inference")
+        if self.tops_per_w:
+            lines.append(f"  efficiency   {self.tops_per_w:.3f} TOPS/W (crossbar MACs)")
+        total = self.energy_pj or 1.0
+        for component, pj in sorted(self.energy_breakdown_pj.items(), key=lambda kv: -kv[1]):
+            if pj:
+                lines.append(f"    {component:<12} {pj:>14,.1f} pJ  {100 * pj / total:5.1f} %")
+        if self.utilisation:
+            busy = ", ".join(f"{u} {100 * f:.1f} %" for u, f in sorted(self.utilisation.items()))
+            lines.append(f"  utilisation  {busy}")
+        lines.append("  per layer:")
+        for layer in self.layers:
+            lines.append(f"    {layer.node:<24} {layer.busy_cycles:>10,} busy cycles "
+                         f"{layer.energy_pj:>14,.1f} pJ")
+        return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""Instruction semantics: one function per instruction, registered by its table row.
+
+This is the living definition of the ISA. Both simulators call `SEMANTICS[mnemonic]`; the
+cycle-level one only adds time and energy around the call. A function returns None to fall
+through to pc + 1, a pc to jump to, BLOCKED to retry later (a receive whose message has not
+arrived), or HALTED. Address ranges were bounds-checked before the call (see engine.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from imcc.isa import spec
+from imcc.isa.encoding import Instr
+from imcc.runtime.machine import CoreState, Machine, Message
+from imcc.runtime.periphery import InputSteps
+
+BLOCKED = -1
+HALTED = -2
+
+Semantics = Callable[[Machine, CoreState, Instr], int | None]
+SEMANTICS: dict[str, Semantics] = {}
+
+
+def semantics(*rows: spec.InstrSpec) -> Callable[[Semantics], Semantics]:
+    def register(fn: Semantics) -> Semantics:
+        for row in rows:
+            if row.mnemonic in SEMANTICS:
+                raise ValueError(f"two semantics for {row.mnemonic}")
+            SEMANTICS[row.mnemonic] = fn
+        return fn
+
+    return register
+
+
+# -- ctl ------------------------------------------------------------------------------------
+@semantics(spec.CTL_NOP)
+def ctl_nop(m: Machine, c: CoreState, i: Instr) -> int | None:
+    return None
+
+
+@semantics(spec.CTL_HALT)
+def ctl_halt(m: Machine, c: CoreState, i: Instr) -> int | None:
+    return HALTED
+
+
+@semantics(spec.CTL_SET)
+def ctl_set(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, imm = i.operands
+    c.regs[d] = imm
+    return None
+
+
+@semantics(spec.CTL_ADD)
+def ctl_add(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, imm = i.operands
+    c.regs[d] = c.regs[a] + imm
+    return None
+
+
+@semantics(spec.CTL_LOOP)
+def ctl_loop(m: Machine, c: CoreState, i: Instr) -> int | None:
+    r, target = i.operands
+    c.regs[r] -= 1
+    return target if c.regs[r] > 0 else None
+
+
+@semantics(spec.CTL_JUMP)
+def ctl_jump(m: Machine, c: CoreState, i: Instr) -> int | None:
+    return i.operands[0]
+
+
+_COMPARE: dict[str, Callable[[int, int], bool]] = {
+    spec.CTL_BRANCH_EQ.mnemonic: lambda a, b: a == b,
+    spec.CTL_BRANCH_NE.mnemonic: lambda a, b: a != b,
+    spec.CTL_BRANCH_LT.mnemonic: lambda a, b: a < b,
+}
+
+
+@semantics(spec.CTL_BRANCH_EQ, spec.CTL_BRANCH_NE, spec.CTL_BRANCH_LT)
+def ctl_branch(m: Machine, c: CoreState, i: Instr) -> int | None:
+    a, b, target = i.operands
+    return target if _COMPARE[i.mnemonic](int(c.regs[a]), int(c.regs[b])) else None
+
+
+# -- xbar -----------------------------------------------------------------------------------
+def mvm(m: Machine, c: CoreState, array: int, x: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Column results of one MVM: DAC steps, device reads, ADC, shift-add over steps."""
+    state = c.arrays[array]
+    assert state is not None  # checked by the engine before the call
+    modulus = 1 << bits
+    x_int = np.mod(np.rint(x).astype(np.int64), modulus)  # the DAC sees `bits` bits
+    if signed:
+        x_int = np.where(x_int >= modulus >> 1, x_int - modulus, x_int)
+    if m.device.exact and m.adc.lossless:
+        # Exact device, lossless ADC: sum_t weight_t * chunk_t = x, so one matmul is the same
+        # integer result as the step-by-step path below (tested bit for bit).
+        return m.device.read(state, x_int.astype(np.float64), m.rng)
+    steps = InputSteps.make(bits, signed, m.target.xbar.dac_bits)
+    acc = np.zeros((state.cols, x.shape[1]))
+    for chunk, weight in steps.chunks(x_int, bits):
+        acc += weight * m.adc.convert(m.device.read(state, chunk, m.rng))
+    return acc
+
+
+@semantics(spec.XBAR_MVM)
+def xbar_mvm(m: Machine, c: CoreState, i: Instr) -> int | None:
+    array, rin, rout, bits, signed = i.operands
+    state = c.arrays[array]
+    assert state is not None
+    start = int(c.regs[rin])
+    y = mvm(m, c, array, c.buffer[start : start + state.rows], bits, bool(signed))
+    out = int(c.regs[rout])
+    c.buffer[out : out + state.cols] = y
+    return None
+
+
+@semantics(spec.XBAR_PROGRAM)
+def xbar_program(m: Machine, c: CoreState, i: Instr) -> int | None:
+    array, image = i.operands
+    m.program_array(c.index, array, image)
+    return None
+
+
+# -- simd -----------------------------------------------------------------------------------
+def _vec(c: CoreState, reg: int, n: int) -> np.ndarray:
+    start = int(c.regs[reg])
+    return c.buffer[start : start + n]
+
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    spec.SIMD_ADD.mnemonic: np.add,
+    spec.SIMD_SUB.mnemonic: np.subtract,
+    spec.SIMD_MUL.mnemonic: np.multiply,
+    spec.SIMD_DIV.mnemonic: np.divide,
+    spec.SIMD_MAX.mnemonic: np.maximum,
+    spec.SIMD_ADD_S.mnemonic: np.add,
+    spec.SIMD_SUB_S.mnemonic: np.subtract,
+    spec.SIMD_MUL_S.mnemonic: np.multiply,
+    spec.SIMD_DIV_S.mnemonic: np.divide,
+}
+_SCALAR_B = {
+    spec.SIMD_ADD_S.mnemonic,
+    spec.SIMD_SUB_S.mnemonic,
+    spec.SIMD_MUL_S.mnemonic,
+    spec.SIMD_DIV_S.mnemonic,
+}
+
+
+@semantics(
+    spec.SIMD_ADD, spec.SIMD_SUB, spec.SIMD_MUL, spec.SIMD_DIV, spec.SIMD_MAX,
+    spec.SIMD_ADD_S, spec.SIMD_SUB_S, spec.SIMD_MUL_S, spec.SIMD_DIV_S,
+)  # fmt: skip
+def simd_binary(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, b, n = i.operands
+    rhs = _vec(c, b, 1) if i.mnemonic in _SCALAR_B else _vec(c, b, n)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        result = _BINARY[i.mnemonic](_vec(c, a, n), rhs)
+    _vec(c, d, n)[:] = result
+    return None
+
+
+@semantics(spec.SIMD_SHIFTADD)
+def simd_shiftadd(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, b, shift, n = i.operands
+    _vec(c, d, n)[:] = _vec(c, a, n) + _vec(c, b, n) * float(2.0**shift)
+    return None
+
+
+@semantics(spec.SIMD_QUANT)
+def simd_quant(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, s, bits, signed, n = i.operands
+    lo, hi = (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    scale = _vec(c, s, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.rint(_vec(c, a, n) / np.where(scale == 0, 1.0, scale))
+    _vec(c, d, n)[:] = np.clip(np.where(scale == 0, 0.0, q), lo, hi)
+    return None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    spec.SIMD_COPY.mnemonic: np.copy,
+    spec.SIMD_RELU.mnemonic: lambda x: np.maximum(x, 0.0),
+    spec.SIMD_SIGMOID.mnemonic: _sigmoid,
+    spec.SIMD_TANH.mnemonic: np.tanh,
+    spec.SIMD_EXP.mnemonic: np.exp,
+}
+
+
+@semantics(spec.SIMD_COPY, spec.SIMD_RELU, spec.SIMD_SIGMOID, spec.SIMD_TANH, spec.SIMD_EXP)
+def simd_unary(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, n = i.operands
+    with np.errstate(over="ignore"):
+        _vec(c, d, n)[:] = _UNARY[i.mnemonic](_vec(c, a, n))
+    return None
+
+
+_REDUCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    spec.SIMD_RMAX.mnemonic: lambda x: np.max(x, axis=0),
+    spec.SIMD_RSUM.mnemonic: lambda x: np.sum(x, axis=0),
+    spec.SIMD_RABSMAX.mnemonic: lambda x: np.max(np.abs(x), axis=0),
+}
+
+
+@semantics(spec.SIMD_RMAX, spec.SIMD_RSUM, spec.SIMD_RABSMAX)
+def simd_reduce(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, n = i.operands
+    _vec(c, d, 1)[0] = _REDUCE[i.mnemonic](_vec(c, a, n))
+    return None
+
+
+# -- mem ------------------------------------------------------------------------------------
+@semantics(spec.MEM_LOAD)
+def mem_load(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, n = i.operands
+    _vec(c, d, n)[:] = m.global_range(int(c.regs[a]), n)
+    return None
+
+
+@semantics(spec.MEM_STORE)
+def mem_store(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, n = i.operands
+    m.global_range(int(c.regs[d]), n)[:] = _vec(c, a, n)
+    return None
+
+
+# -- noc ------------------------------------------------------------------------------------
+@semantics(spec.NOC_SEND)
+def noc_send(m: Machine, c: CoreState, i: Instr) -> int | None:
+    dst, tag, a, n = i.operands
+    box = m.mailboxes.setdefault((c.index, dst, tag), deque())
+    box.append(Message(_vec(c, a, n).copy(), m.now))
+    return None
+
+
+@semantics(spec.NOC_RECV)
+def noc_recv(m: Machine, c: CoreState, i: Instr) -> int | None:
+    src, tag, d, n = i.operands
+    box = m.mailboxes.get((src, c.index, tag))
+    if not box:
+        return BLOCKED
+    message = box.popleft()
+    if message.data.shape[0] != n:
+        raise m.trap(
+            c, f"message from core {src} tag {tag} holds {message.data.shape[0]} words, "
+            f"the receive expects {n}"
+        )
+    _vec(c, d, n)[:] = message.data
+    c.received = message
+    return None
+
+
+missing = sorted(set(spec.BY_MNEMONIC) - set(SEMANTICS))
+assert not missing, f"instructions without semantics: {missing}"

@@ -1,0 +1,177 @@
+"""Simulator: load a binary, program its arrays through a device model, run inputs.
+
+`Simulator(binary, device="ideal", seed=0, mode="cycle")` validates the whole binary first,
+programs every bound array once (the device samples its programming-time effects there), and
+then `run(inputs)` executes the program on a batch. Inputs are checked (names, dtypes, shapes,
+finite values) before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imcc.isa.container import Binary
+from imcc.isa.diagnostics import SimulationError
+from imcc.isa.program import Program, TensorInfo
+from imcc.runtime.devices import make_device
+from imcc.runtime.engine import CycleEngine, FunctionalEngine, Tally
+from imcc.runtime.loader import validate
+from imcc.runtime.machine import Machine
+from imcc.runtime.report import LayerReport, RunReport
+
+MODES = ("functional", "cycle")
+DEFAULT_MAX_CYCLES = 10**9
+BATCH_CHUNK = 512  # samples simulated together; bounds memory to buffer_words x 512 per core
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    report: RunReport
+
+
+class Simulator:
+    def __init__(
+        self,
+        binary: Binary | Program | str | os.PathLike[str],
+        device: str | None = None,
+        seed: int = 0,
+        mode: str = "cycle",
+        max_cycles: int = DEFAULT_MAX_CYCLES,
+    ) -> None:
+        if isinstance(binary, str | os.PathLike):
+            binary = Binary.load(binary)
+        name = binary.name if isinstance(binary, Binary) else "<program>"
+        program = binary.program if isinstance(binary, Binary) else binary
+        if mode not in MODES:
+            raise SimulationError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
+        if max_cycles < 1:
+            raise SimulationError(f"max_cycles must be positive, not {max_cycles}")
+        validate(program, name)
+        self.program = program
+        self.mode = mode
+        self.max_cycles = max_cycles
+        self.device_name = device or program.target.xbar.device
+        self.machine = Machine(program, make_device(self.device_name), seed)
+        self.extent = max(
+            [a + len(v) for a, v in program.constants]
+            + [t.addr + t.size for t in (*program.inputs, *program.outputs)]
+            + [0]
+        )
+
+    def run(self, inputs: dict[str, Any] | np.ndarray | Any) -> RunResult:
+        arrays, lead = self._check_inputs(inputs)
+        batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
+        outputs = {t.name: np.empty((batch, t.size)) for t in self.program.outputs}
+        tally: Tally | None = None
+        for start in range(0, batch, BATCH_CHUNK):
+            stop = min(start + BATCH_CHUNK, batch)
+            m = self.machine
+            m.reset(stop - start, self.extent)
+            for info in self.program.inputs:
+                m.memory[info.addr : info.addr + info.size] = arrays[info.name][start:stop].T
+            first = tally is None
+            if first:
+                tally = Tally()
+            if self.mode == "cycle" and first:
+                CycleEngine(m, self.max_cycles).run(tally)
+            else:
+                FunctionalEngine(m, self.max_cycles).run(tally if first else None)
+            for info in self.program.outputs:
+                block = m.global_range(info.addr, info.size)
+                outputs[info.name][start:stop] = block.T
+        assert tally is not None
+        shaped = {
+            info.name: outputs[info.name].reshape(*lead, *info.shape).astype(np.float32)
+            for info in self.program.outputs
+        }
+        return RunResult(shaped, self._report(tally, batch))
+
+    def _check_inputs(self, inputs: Any) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+        declared = self.program.inputs
+        if not isinstance(inputs, dict):
+            if len(declared) != 1:
+                names = ", ".join(t.name for t in declared)
+                raise SimulationError(f"the model has {len(declared)} inputs ({names}); pass "
+                                      "a dict of name -> array")
+            inputs = {declared[0].name: inputs}
+        unknown = sorted(set(inputs) - {t.name for t in declared})
+        if unknown:
+            raise SimulationError(f"unknown inputs {unknown}; the model's inputs are "
+                                  f"{[t.name for t in declared]}")
+        arrays: dict[str, np.ndarray] = {}
+        lead: tuple[int, ...] | None = None
+        for info in declared:
+            if info.name not in inputs:
+                raise SimulationError(f"missing input {info.name!r} of shape {info.shape}")
+            raw = np.asarray(inputs[info.name])
+            if raw.dtype.kind not in "fiub":
+                raise SimulationError(f"input {info.name!r} has dtype {raw.dtype}; expected a "
+                                      "real number type (float32)")
+            array = raw.astype(np.float64)
+            tail = array.shape[array.ndim - len(info.shape):] if array.ndim >= len(info.shape) \
+                else None
+            if tail != info.shape:
+                raise SimulationError(f"input {info.name!r} has shape {raw.shape}; expected "
+                                      f"{info.shape} or (batch, {', '.join(map(str, info.shape))})")
+            this_lead = array.shape[: array.ndim - len(info.shape)]
+            if lead is not None and this_lead != lead:
+                raise SimulationError(f"input {info.name!r} has batch shape {this_lead} but "
+                                      f"other inputs have {lead}")
+            lead = this_lead
+            bad = ~np.isfinite(array)
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise SimulationError(f"input {info.name!r} holds {array[index]} at index "
+                                      f"{index}; inputs must be finite")
+            arrays[info.name] = array.reshape(-1, info.size)
+        return arrays, lead or ()
+
+    def _report(self, tally: Tally, batch: int) -> RunReport:
+        target = self.program.target
+        cycle = self.mode == "cycle"
+        energy = dict(tally.energy)
+        if cycle:
+            energy["leakage"] = tally.cycles * target.chip.cores * target.cost.leakage_pj_per_cycle
+        total_core_cycles = max(tally.cycles, 1) * target.chip.cores
+        layers = tuple(
+            LayerReport(
+                node=node or "(unattributed)",
+                busy_cycles=tally.layer_busy[node],
+                energy_pj=tally.layer_energy[node],
+                counts=tuple(sorted(tally.layer_counts[node].items())),
+            )
+            for node in sorted(tally.layer_busy, key=lambda n: self._first_pc(n))
+        )
+        return RunReport(
+            mode=self.mode,
+            device=self.device_name,
+            target=target.name,
+            batch=batch,
+            cycles=tally.cycles if cycle else None,
+            latency_s=tally.cycles / (target.chip.clock_ghz * 1e9) if cycle else None,
+            energy_pj=float(sum(energy.values())),
+            energy_breakdown_pj={k: float(v) for k, v in sorted(energy.items())},
+            counts=dict(sorted(tally.counts.items())),
+            utilisation=(
+                {u: b / total_core_cycles for u, b in sorted(tally.busy.items())} if cycle else {}
+            ),
+            stall_cycles=tally.stall_cycles if cycle else None,
+            layers=layers,
+        )
+
+    def _first_pc(self, node: str) -> tuple[int, int]:
+        pcs = [(pc, core) for (core, pc), n in self.program.debug.items() if n == node]
+        return min(pcs) if pcs else (1 << 30, 0)
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return list(self.program.inputs)
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return list(self.program.outputs)
