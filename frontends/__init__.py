@@ -1,0 +1,1 @@
+"""Frontends: trained models -> graph IR (compiler/ir). `imcc.frontends.onnx` reads ONNX."""

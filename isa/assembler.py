@@ -24,6 +24,7 @@ import base64
 import binascii
 import difflib
 import json
+import math
 import re
 import struct
 from collections.abc import Callable
@@ -33,14 +34,13 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-from lark import Lark, Token, Tree
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-
 from imcc.isa import spec
 from imcc.isa.diagnostics import AsmError, Diagnostic, EncodingError, SourceLoc, TargetError
 from imcc.isa.encoding import Instr, make, operand_bounds
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
 from imcc.isa.target import Target
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 TargetLoader = Callable[[str], Target]
 
@@ -54,6 +54,12 @@ _DOTTED_RE = re.compile(_NAME_RE.pattern + r"(?:\.[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+
 _FLOAT_WORD_RE = re.compile(r"inf|nan")
 _INT_RE = re.compile(r"([-+]?)(?:0[xX]([0-9a-fA-F]+)|([0-9]+))")
 _NAN_BITS_RE = re.compile(r"nan\(0[xX]([0-9a-fA-F]+)\)")
+# `r5`, `a3`, `c2`: the prefixes come from the table's operand kinds.
+_PREFIXED = {
+    kind: re.compile(re.escape(kind.prefix) + "([0-9]{1,9})")
+    for kind in spec.OperandKind
+    if kind.prefix
+}
 
 # The NaN that float("nan") and np.nan produce; any other NaN is written with its bits.
 DEFAULT_NAN_BITS = 0x7FF8000000000000
@@ -103,7 +109,7 @@ _VALUE_STARTS = frozenset({"NAME", "DOTTED", "INT", "FLOAT", "STRING", "DASH", "
 @cache
 def _parser() -> Lark:
     grammar = resources.files("imcc.isa").joinpath("asm.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return Lark(grammar, parser="lalr", maybe_placeholders=False)
 
 
 def is_bare_word(text: str) -> bool:
@@ -128,7 +134,10 @@ def _parse_int(text: str) -> int | None:
     if match is None:
         return None
     sign, hex_digits, digits = match.groups()
-    value = int(hex_digits, 16) if hex_digits is not None else int(digits)
+    try:
+        value = int(hex_digits, 16) if hex_digits is not None else int(digits)
+    except ValueError:  # more digits than Python converts; far outside every field anyway
+        value = 1 << 16384
     return -value if sign == "-" else value
 
 
@@ -233,7 +242,7 @@ class _Assembler:
                 handler = handlers.get(statement.head.text)
                 if handler is None:
                     raise self.error(
-                        f"unknown directive {statement.head.text!r}"
+                        f"unknown directive {_shown(statement.head.text)}"
                         + _suggest(statement.head.text, handlers),
                         statement.head,
                     )
@@ -261,16 +270,20 @@ class _Assembler:
                 assert isinstance(operands, Tree)
                 rest = operands.children
             statements.append(
-                _Statement(str(node.data), self.arg(head, source), tuple(self.arg(t, source) for t in rest))
+                _Statement(
+                    str(node.data), self.arg(head, source), tuple(self.arg(t, source) for t in rest)
+                )
             )
         return statements
 
     def arg(self, node: Token | Tree[Token], source: str) -> _Arg:
         if isinstance(node, Token):
             return _Arg(str(node.type), str(node), node.line or 1, node.column or 1)
-        # A JSON object or array: keep its exact text for the JSON parser.
-        meta = node.meta
-        return _Arg(_JSON, source[meta.start_pos : meta.end_pos], meta.line, meta.column)
+        # A JSON object or array: its exact text, from its opening to its closing bracket.
+        first, last = node.children[0], node.children[-1]
+        assert isinstance(first, Token) and isinstance(last, Token)
+        text = source[first.start_pos or 0 : last.end_pos]
+        return _Arg(_JSON, text, first.line or 1, first.column or 1)
 
     def syntax_error(self, exc: UnexpectedInput) -> AsmError:
         line, col = max(exc.line, 1), max(exc.column, 1)
@@ -280,7 +293,7 @@ class _Assembler:
         elif isinstance(exc, UnexpectedToken):
             token = exc.token
             found = _TERMINAL_NAMES.get(token.type, "") if token.type in ("_NL", "$END") else ""
-            message = f"unexpected {found or repr(str(token))}"
+            message = f"unexpected {found or _shown(str(token))}"
             expected = _describe_expected(exc.expected)
             if expected:
                 message += f"; expected {expected}"
@@ -318,12 +331,16 @@ class _Assembler:
                 return Target.from_json(arg.text, "target")
             except TargetError as exc:
                 raise self.error(exc.message, arg) from None
+            except RecursionError:
+                raise self.error("malformed JSON (nested too deeply)", arg) from None
         if arg.kind not in (*_WORDS, "STRING"):
-            raise self.error(f"`.target` expects a target name or JSON, not {arg.text!r}", arg)
+            raise self.error(
+                f"`.target` expects a target name or JSON, not {_shown(arg.text)}", arg
+            )
         name = self.string(arg) if arg.kind == "STRING" else arg.text
         if self.target_loader is None:
             raise self.error(
-                f"cannot resolve target {name!r} here: no target loader was given "
+                f"cannot resolve target {_shown(name)} here: no target loader was given "
                 "(assemble through the imcc CLI, or give the target's JSON: `.target {...}`)",
                 arg,
             )
@@ -332,9 +349,9 @@ class _Assembler:
         except Diagnostic as exc:
             raise self.error(exc.message, arg) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise self.error(f"cannot load target {name!r}: {exc}", arg) from None
+            raise self.error(f"cannot load target {_shown(name)}: {exc}", arg) from None
         if not isinstance(target, Target):
-            raise self.error(f"the target loader gave no Target for {name!r}", arg)
+            raise self.error(f"the target loader gave no Target for {_shown(name)}", arg)
         return target
 
     @property
@@ -349,17 +366,19 @@ class _Assembler:
         name = head.text
         if self.core is None:
             raise self.error(
-                f"label {name!r} before the first `.core`: labels belong to a core's code", head
+                f"label {_shown(name)} before the first `.core`: labels belong to a core's code",
+                head,
             )
         kind = _prefixed_kind(name)
         if kind is not None:
             raise self.error(
-                f"label {name!r} would read as {_article(kind.value)}; choose another name", head
+                f"label {_shown(name)} would read as {_article(kind.value)}; choose another name",
+                head,
             )
         labels = self.labels[self.core]
         if name in labels:
             raise self.error(
-                f"duplicate label {name!r} (first defined at line {labels[name][1]})", head
+                f"duplicate label {_shown(name)} (first defined at line {labels[name][1]})", head
             )
         labels[name] = (len(self.code[self.core]), head.line)
 
@@ -367,20 +386,21 @@ class _Assembler:
         head = statement.head
         mnemonic = head.text
         if self.core is None:
-            raise self.error(f"instruction {mnemonic!r} before the first `.core` directive", head)
+            raise self.error(
+                f"instruction {_shown(mnemonic)} before the first `.core` directive", head
+            )
         row = spec.BY_MNEMONIC.get(mnemonic)
         if row is None:
             raise self.error(
-                f"unknown instruction {mnemonic!r}" + _suggest(mnemonic, spec.BY_MNEMONIC), head
+                f"unknown instruction {_shown(mnemonic)}" + _suggest(mnemonic, spec.BY_MNEMONIC),
+                head,
             )
         args = statement.args
         if len(args) != len(row.fields):
             count = len(row.fields)
             takes = "no operands" if count == 0 else f"{count} operand{'s' * (count != 1)}"
             at = args[count] if len(args) > count else head
-            raise self.error(
-                f"{mnemonic!r} takes {takes} ({row.syntax}), not {len(args)}", at
-            )
+            raise self.error(f"{mnemonic!r} takes {takes} ({row.syntax}), not {len(args)}", at)
         pending = _Pending(self.core, head, row, [], [], [], [])
         for index, (field, arg) in enumerate(zip(row.fields, args, strict=True)):
             pending.values.append(self.operand(pending, index, field, arg))
@@ -408,8 +428,7 @@ class _Assembler:
                 return 0
             raise self.operand_error(pending.row, index, field, arg)
         if kind.prefix:
-            match = re.fullmatch(re.escape(kind.prefix) + "([0-9]+)", arg.text)
-            value = int(match[1]) if match and arg.kind == "NAME" else None
+            value = _prefixed_index(kind, arg.text) if arg.kind == "NAME" else None
             if value is None or not 0 <= value < self.prefixed_limit(field):
                 raise self.operand_error(pending.row, index, field, arg)
             return value
@@ -423,14 +442,16 @@ class _Assembler:
 
     def prefixed_limit(self, field: spec.Field) -> int:
         """How many registers, arrays or cores exist: the field's range cut to the target's."""
-        limit = field.max + 1
+        limit: int = field.max + 1
         count = _TARGET_LIMITS.get(field.kind)
         return limit if count is None else min(limit, count(self.chip))
 
-    def operand_error(self, row: spec.InstrSpec, index: int, field: spec.Field, arg: _Arg) -> AsmError:
+    def operand_error(
+        self, row: spec.InstrSpec, index: int, field: spec.Field, arg: _Arg
+    ) -> AsmError:
         return self.error(
             f"operand {index + 1} of {row.mnemonic!r} must be {self.describe(field)}, "
-            f"not {arg.text!r}",
+            f"not {_shown(arg.text)}",
             arg,
         )
 
@@ -460,22 +481,21 @@ class _Assembler:
             )
         return args
 
-    def index(self, arg: _Arg, what: str, limit: int, prefix: str = "") -> int:
-        """A non-negative index below `limit`, as an integer or (where given) `prefix` + digits."""
+    def index(self, arg: _Arg, what: str, limit: int, kind: spec.OperandKind | None = None) -> int:
+        """A non-negative index below `limit`: an integer, or `r5`-style where `kind` is given."""
         value = _parse_int(arg.text) if arg.kind == "INT" else None
-        if value is None and prefix and arg.kind == "NAME":
-            match = re.fullmatch(re.escape(prefix) + "([0-9]+)", arg.text)
-            value = int(match[1]) if match else None
+        if value is None and kind is not None and arg.kind == "NAME":
+            value = _prefixed_index(kind, arg.text)
         if value is None or not 0 <= value < limit:
             bounds = f"0..{limit - 1}" if limit > 0 else f"none on target {self.chip.name!r}"
-            raise self.error(f"expected {what} ({bounds}), not {arg.text!r}", arg)
+            raise self.error(f"expected {what} ({bounds}), not {_shown(arg.text)}", arg)
         return value
 
     def string(self, arg: _Arg) -> str:
         try:
             value = json.loads(arg.text)
         except json.JSONDecodeError as exc:
-            raise self.error(f"malformed string {arg.text!r} ({exc.msg})", arg) from None
+            raise self.error(f"malformed string {_shown(arg.text)} ({exc.msg})", arg) from None
         assert isinstance(value, str)
         return value
 
@@ -484,11 +504,11 @@ class _Assembler:
             return self.string(arg)
         if arg.kind in (*_WORDS, "INT", "FLOAT"):
             return arg.text
-        raise self.error(f"expected {what}, not {arg.text!r}", arg)
+        raise self.error(f"expected {what}, not {_shown(arg.text)}", arg)
 
     def directive_core(self, statement: _Statement) -> None:
         (arg,) = self.expect(statement, ".core N", 1)
-        core = self.index(arg, "a core index", self.chip.chip.cores, spec.OperandKind.CORE.prefix)
+        core = self.index(arg, "a core index", self.chip.chip.cores, spec.OperandKind.CORE)
         if core in self.code:
             raise self.error(
                 f"core {core} already has code (its `.core` is at line {self.core_lines[core]})",
@@ -521,12 +541,13 @@ class _Assembler:
         (arg,) = self.expect(statement, f"{directive} {{json}}", 1)
         data = self.json(arg)
         if not isinstance(data, dict):
-            raise self.error(f"`{directive}` takes a JSON object, not {arg.text!r}", arg)
+            raise self.error(f"`{directive}` takes a JSON object, not {_shown(arg.text)}", arg)
         known = ("name", "shape", "addr", "dtype", "batch_axis", "quant")
         unknown = [key for key in data if key not in known]
         if unknown:
             raise self.error(
-                f"unknown key {unknown[0]!r} in `{directive}`; expected {', '.join(known)}", arg
+                f"unknown key {_shown(unknown[0])} in `{directive}`; expected {', '.join(known)}",
+                arg,
             )
         missing = [key for key in known[:3] if key not in data]
         if missing:
@@ -534,7 +555,8 @@ class _Assembler:
 
         def bad(key: str, expected: str) -> AsmError:
             return self.error(
-                f"{key!r} of `{directive}` must be {expected}, not {json.dumps(data[key])}", arg
+                f"{key!r} of `{directive}` must be {expected}, not {_clip(json.dumps(data[key]))}",
+                arg,
             )
 
         name, shape, addr = data["name"], data["shape"], data["addr"]
@@ -565,13 +587,13 @@ class _Assembler:
 
     def json(self, arg: _Arg) -> Any:
         if arg.kind != _JSON:
-            raise self.error(f"expected a JSON object or list, not {arg.text!r}", arg)
+            raise self.error(f"expected a JSON object or list, not {_shown(arg.text)}", arg)
 
         def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             seen = {}
             for key, value in pairs:
                 if key in seen:
-                    raise ValueError(f"duplicate key {key!r}")
+                    raise ValueError(f"duplicate key {_shown(key)}")
                 seen[key] = value
             return seen
 
@@ -583,6 +605,8 @@ class _Assembler:
             raise self.error(f"malformed JSON ({exc.msg})", at) from None
         except ValueError as exc:
             raise self.error(f"malformed JSON ({exc})", arg) from None
+        except RecursionError:
+            raise self.error("malformed JSON (nested too deeply)", arg) from None
 
     def directive_image(self, statement: _Statement) -> None:
         usage = '.image INDEX ROWS COLS "BASE64"'
@@ -592,7 +616,7 @@ class _Assembler:
         if index != expected:
             raise self.error(
                 f"expected image index {expected} (images are numbered in order from 0), "
-                f"not {index_arg.text!r}",
+                f"not {_shown(index_arg.text)}",
                 index_arg,
             )
         rows = self.index(rows_arg, "a row count", _MAX_IMAGE_SIDE + 1)
@@ -602,7 +626,8 @@ class _Assembler:
                 raise self.error(f"an image needs at least one row and column, not {side}", arg)
         if data_arg.kind != "STRING":
             raise self.error(
-                f"image levels must be a quoted base64 string, not {data_arg.text!r}", data_arg
+                f"image levels must be a quoted base64 string, not {_shown(data_arg.text)}",
+                data_arg,
             )
         try:
             raw = base64.b64decode(self.string(data_arg), validate=True)
@@ -620,10 +645,8 @@ class _Assembler:
     def directive_bind(self, statement: _Statement) -> None:
         core_arg, array_arg, image_arg = self.expect(statement, ".bind cCORE aARRAY IMAGE", 3)
         target = self.chip
-        core = self.index(core_arg, "a core", target.chip.cores, spec.OperandKind.CORE.prefix)
-        array = self.index(
-            array_arg, "an array", target.core.arrays, spec.OperandKind.ARRAY.prefix
-        )
+        core = self.index(core_arg, "a core", target.chip.cores, spec.OperandKind.CORE)
+        array = self.index(array_arg, "an array", target.core.arrays, spec.OperandKind.ARRAY)
         image = self.index(image_arg, "an image index", 1 << spec.WIDTH[spec.OperandKind.IMAGE])
         if (core, array) in self.bound:
             raise self.error(
@@ -636,12 +659,15 @@ class _Assembler:
 
     def directive_const(self, statement: _Statement) -> None:
         if not statement.args:
-            raise self.error("`.const` takes an address and values (.const ADDR v1 v2 ...)", statement.head)
+            raise self.error(
+                "`.const` takes an address and values (.const ADDR v1 v2 ...)", statement.head
+            )
         addr_arg, *value_args = statement.args
         addr = _parse_int(addr_arg.text) if addr_arg.kind == "INT" else None
         if addr is None or not 0 <= addr <= _MAX_ADDR:
             raise self.error(
-                f"expected a global address in [0, {_MAX_ADDR}], not {addr_arg.text!r}", addr_arg
+                f"expected a global address in [0, {_MAX_ADDR}], not {_shown(addr_arg.text)}",
+                addr_arg,
             )
         bits = [self.float_bits(arg) for arg in value_args]
         self.constants.append((addr, np.array(bits, dtype="<u8").view("<f8")))
@@ -655,19 +681,21 @@ class _Assembler:
                 is_nan = bits & _EXPONENT_BITS == _EXPONENT_BITS and bits & _MANTISSA_BITS
                 if arg.text[0] in "+-" or bits >> 64 or not is_nan:
                     raise self.error(
-                        f"{arg.text!r} is not a NaN: nan(0x...) takes the 64 bits of a NaN", arg
+                        f"{_shown(arg.text)} is not a NaN: nan(0x...) takes the 64 bits of a NaN",
+                        arg,
                     )
                 return bits
             value = float(arg.text)
+            if math.isinf(value) and "inf" not in arg.text:
+                raise self.error(f"{_shown(arg.text)} is too large for a float64", arg)
         elif arg.kind == "INT":
-            number = _parse_int(arg.text)
-            assert number is not None
+            number = _parse_int(arg.text) or 0
             try:
                 value = float(number)
             except OverflowError:
-                raise self.error(f"{arg.text!r} is too large for a float64", arg) from None
+                raise self.error(f"{_shown(arg.text)} is too large for a float64", arg) from None
         else:
-            raise self.error(f"expected a number, not {arg.text!r}", arg)
+            raise self.error(f"expected a number, not {_shown(arg.text)}", arg)
         result: int = struct.unpack("<Q", struct.pack("<d", value))[0]
         return result
 
@@ -676,7 +704,7 @@ class _Assembler:
         key = self.word_or_string(key_arg, "a key")
         if key in self.meta:
             raise self.error(
-                f"duplicate `.meta` key {key!r} (first given at line {self.meta_lines[key]})",
+                f"duplicate `.meta` key {_shown(key)} (first given at line {self.meta_lines[key]})",
                 key_arg,
             )
         self.meta[key] = self.word_or_string(value_arg, 'a "value"')
@@ -711,7 +739,7 @@ class _Assembler:
         for index, arg in pending.labels:
             if arg.text not in labels:
                 raise self.error(
-                    f"undefined label {arg.text!r} in the code of core {pending.core}"
+                    f"undefined label {_shown(arg.text)} in the code of core {pending.core}"
                     + _suggest(arg.text, labels),
                     arg,
                 )
@@ -734,7 +762,7 @@ class _Assembler:
 
     def missing_image(self, image: int) -> str:
         count = len(self.images)
-        have = f"images 0..{count - 1}" if count else "no images"
+        have = {0: "no images", 1: "only image 0"}.get(count, f"images 0..{count - 1}")
         return f"image {image} is not defined (the program has {have})"
 
 
@@ -748,30 +776,49 @@ def _article(noun: str) -> str:
 
 def _prefixed_kind(text: str) -> spec.OperandKind | None:
     """The operand kind whose prefix-and-digits form `text` has (`r5`, `a3`), if any."""
-    for kind in spec.OperandKind:
-        if kind.prefix and re.fullmatch(re.escape(kind.prefix) + "[0-9]+", text):
+    for kind, pattern in _PREFIXED.items():
+        if pattern.fullmatch(text):
             return kind
     return None
 
 
+def _prefixed_index(kind: spec.OperandKind, text: str) -> int | None:
+    """5 for `r5` when `kind` is a register, else None."""
+    pattern = _PREFIXED.get(kind)
+    match = pattern.fullmatch(text) if pattern else None
+    return int(match[1]) if match else None
+
+
+def _clip(text: str) -> str:
+    """Source text for a message, shortened if it is long (a whole base64 image, say)."""
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _shown(text: str) -> str:
+    return repr(_clip(text))
+
+
 def _suggest(word: str, choices: Any) -> str:
-    """"; did you mean ...?" for near misses, including a mnemonic typed without its unit."""
+    """ "; did you mean ...?" for near misses, including a mnemonic typed without its unit."""
     names = [str(choice) for choice in choices]
     close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
     if not close:
         close = [name for name in names if name.split(".", 1)[-1] == word][:3]
     if not close:
         return ""
-    return "; did you mean " + " or ".join(repr(name) for name in close) + "?"
+    return f"; did you mean {_either([repr(name) for name in close])}?"
+
+
+def _either(words: list[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _describe_expected(expected: set[str]) -> str:
     names = set(expected)
     words = []
-    if _VALUE_STARTS <= names:
+    if names >= _VALUE_STARTS:
         words.append("a value")
         names -= _VALUE_STARTS
     words += sorted(_TERMINAL_NAMES.get(name, name) for name in names)
-    if len(words) > 1:
-        return ", ".join(words[:-1]) + " or " + words[-1]
-    return "".join(words)
+    return _either(words) if words else ""

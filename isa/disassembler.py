@@ -11,7 +11,6 @@ import base64
 import json
 
 import numpy as np
-
 from imcc.isa import spec
 from imcc.isa.assembler import TargetLoader, format_float, is_bare_word
 from imcc.isa.diagnostics import Diagnostic
@@ -37,10 +36,11 @@ def disassemble(program: Program, target_loader: TargetLoader | None = None) -> 
     for index, image in enumerate(program.images):
         levels = base64.b64encode(image.levels.astype("<u2").tobytes()).decode("ascii")
         lines.append(f'.image {index} {image.rows} {image.cols} "{levels}"')
+    core_prefix, array_prefix = spec.OperandKind.CORE.prefix, spec.OperandKind.ARRAY.prefix
     for binding in program.bindings:
-        core = spec.OperandKind.CORE.prefix
-        array = spec.OperandKind.ARRAY.prefix
-        lines.append(f".bind {core}{binding.core} {array}{binding.array} {binding.image}")
+        lines.append(
+            f".bind {core_prefix}{binding.core} {array_prefix}{binding.array} {binding.image}"
+        )
     for addr, values in program.constants:
         bits = np.ascontiguousarray(values, dtype="<f8").reshape(-1).view("<u8")
         lines.append(" ".join([f".const {addr}", *(format_float(int(b)) for b in bits)]))

@@ -108,7 +108,7 @@ class Engine:
 
     def step(self, c: CoreState) -> int | None:
         if c.pc >= len(c.code):
-            raise self.m.trap(c, "ran past the end of its code without ctl.halt")
+            raise self.m.trap(c, f"ran past the end of its code without {spec.CTL_HALT.mnemonic}")
         instr = c.code[c.pc]
         self.check(c, instr)
         return SEMANTICS[instr.mnemonic](self.m, c, instr)

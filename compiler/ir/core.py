@@ -116,6 +116,9 @@ class Graph:
         self.batch_axis = True
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
+        # The model's names for its outputs; fixed before passes run, since rewrites may
+        # replace an output value by another (an Identity removed, an activation fused).
+        self.output_names: list[str] = []
         self.ops: list[Op] = []
         self.constants: dict[Value, np.ndarray] = {}
         self._names: set[str] = set()

@@ -10,6 +10,7 @@ Registers hold buffer and memory addresses; an LRU cache avoids re-setting the s
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -215,8 +216,10 @@ class Emitter:
             self.global_addr[id(value)] = addr
             inputs.append(self.tensor_info(value, addr))
         outputs = []
-        for value in graph.outputs:
-            outputs.append(self.tensor_info(value, self.global_alloc(value.type.size)))
+        names = graph.output_names or [v.name for v in graph.outputs]
+        for value, name in zip(graph.outputs, names, strict=True):
+            info = self.tensor_info(value, self.global_alloc(value.type.size))
+            outputs.append(dataclasses.replace(info, name=name))
 
         for op in graph.ops:
             core = op.attrs["core"]

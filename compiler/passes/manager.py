@@ -100,6 +100,8 @@ def run_pipeline(
 ) -> None:
     """Run each pass, verify the graph after it, record its time."""
     passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+    if not graph.output_names:
+        graph.output_names = [v.name for v in graph.outputs]
     if verify:
         graph.verify()
     for stage in passes:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from math import prod
 
 import numpy as np
-from onnx import numpy_helper
-
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Op, Value
-from imcc.frontends.onnx.registry import NodeContext, Result, converter
+from onnx import numpy_helper
+
+from .registry import NodeContext, Result, converter
 
 
 def _axis(ctx: NodeContext, axis: int, rank: int, *, inclusive: bool = False) -> int:
@@ -89,8 +89,8 @@ def _check_batch_broadcast(ctx: NodeContext, operands: Sequence[Value]) -> None:
         ) from None
     if not ctx.batch_axis:
         return
-    for index, value in enumerate(operands):
-        if ctx.constant(index) is None and len(value.shape) < len(result):
+    for value in operands:
+        if ctx.graph.constant(value) is None and len(value.shape) < len(result):
             raise ctx.error(
                 f"{ctx.op_type} broadcasts {value.name!r} of shape {value.shape} to rank "
                 f"{len(result)}, which would move its batch axis off axis 0"

@@ -10,19 +10,18 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import onnx
-from onnx import helper
-
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.isa.diagnostics import CompileError, FrontendError, NodeLoc
+from onnx import helper
 
 # What a converter gives back for each ONNX output: an IR value, or an array when the result
 # is known at import time (Constant, or a folded computation on constants).
-Result = Value | np.ndarray
-Converter = Callable[["NodeContext"], Sequence[Result]]
+Result: TypeAlias = Value | np.ndarray
+Converter: TypeAlias = Callable[["NodeContext"], Sequence[Result]]
 
 DEFAULT_DOMAIN = ""
 
@@ -163,7 +162,7 @@ class NodeContext:
         return index < len(self._operands) and self._operands[index] is not None
 
     def input_name(self, index: int) -> str:
-        return self.node.input[index]
+        return str(self.node.input[index])
 
     def constant(self, index: int) -> np.ndarray | None:
         """The operand's array if it is known at import time, else None."""

@@ -1,0 +1,314 @@
+"""The `imcc` command: compile, run, asm, disasm, inspect, targets, isa, demo, bench.
+
+Exit status: 0 on success, 1 on a user error (one line naming what and where, no traceback),
+2 on a usage error (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imcc.isa.diagnostics import Diagnostic
+
+
+class UserError(Diagnostic):
+    """A bad command-line argument that argparse cannot see (file contents, names)."""
+
+
+def _load_array(path: str) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"no such file: {path!r}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path!r} as a .npy/.npz array: {exc}") from None
+
+
+def _inputs(specs: Sequence[str]) -> dict[str, np.ndarray] | np.ndarray:
+    """`--input x.npy` (one-input models), `--input name=x.npy`, or an .npz of all inputs."""
+    named: dict[str, np.ndarray] = {}
+    for item in specs:
+        name, sep, path = item.partition("=")
+        if not sep:
+            data = _load_array(item)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                named.update({k: data[k] for k in data.files})
+                continue
+            if len(specs) > 1:
+                raise UserError(f"with several --input options, name each: NAME={item}")
+            return np.asarray(data)
+        data = _load_array(path)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            raise UserError(f"{path!r} is an .npz archive; NAME= takes one .npy array")
+        named[name] = np.asarray(data)
+    return named
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import time
+
+    import imcc
+    from imcc.compiler.passes.manager import PASSES
+
+    calibrate = None
+    if args.calibrate:
+        data = _load_array(args.calibrate)
+        calibrate = {k: data[k] for k in data.files} if hasattr(data, "files") else data
+
+    def print_after(name: str, graph: Any) -> None:
+        if args.print_ir_after in (name, "all"):
+            print(f"// IR after {name}\n{graph.dump()}\n")
+
+    if args.print_ir_after not in (None, "all", *PASSES):
+        raise UserError(f"unknown pass {args.print_ir_after!r} for --print-ir-after; passes "
+                        f"are {', '.join(sorted(PASSES))}")
+    timings: list[tuple[str, float]] = []
+    start = time.perf_counter()
+    binary = imcc.compile(
+        args.model,
+        target=args.target,
+        calibrate=calibrate,
+        pipeline=args.pipeline,
+        print_after=print_after,
+        timings=timings,
+        weight_bits=args.weight_bits,
+        input_bits=args.input_bits,
+        cell_bits=args.cell_bits,
+        spread=args.spread or None,
+    )
+    elapsed = time.perf_counter() - start
+    binary.save(args.output)
+    cores = sum(1 for c in binary.program.code if c)
+    print(f"wrote {args.output}: {len(binary.data):,} bytes, target {binary.target.name!r}, "
+          f"{cores} cores, {len(binary.program.images)} crossbar images "
+          f"({elapsed * 1e3:.0f} ms)")
+    if args.timings:
+        for name, seconds in timings:
+            print(f"  {name:<14} {seconds * 1e3:8.2f} ms")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import imcc
+
+    sim = imcc.Simulator(
+        args.binary, device=args.device, seed=args.seed, mode=args.mode,
+        max_cycles=args.max_cycles,
+    )  # fmt: skip
+    result = sim.run(_inputs(args.input))
+    if args.output:
+        from imcc.isa.container import write_atomic
+
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **result.outputs)
+        write_atomic(Path(args.output), buffer.getvalue())
+    if args.report:
+        from imcc.isa.container import write_atomic
+
+        write_atomic(Path(args.report), result.report.to_json().encode())
+    for name, value in result.outputs.items():
+        summary = np.array2string(value.reshape(-1)[:8], precision=4, separator=", ")
+        more = " ..." if value.size > 8 else ""
+        print(f"{name}: shape {value.shape} {summary}{more}")
+    print(result.report.table())
+    return 0
+
+
+def cmd_asm(args: argparse.Namespace) -> int:
+    from imcc.compiler.target import load_target
+    from imcc.isa.assembler import assemble
+    from imcc.isa.container import Binary
+
+    try:
+        text = Path(args.source).read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read {args.source!r}: {exc.strerror}") from None
+    program = assemble(text, args.source, target_loader=load_target)
+    from imcc.runtime.loader import validate
+
+    validate(program, args.source)
+    binary = Binary(program)
+    binary.save(args.output)
+    print(f"wrote {args.output}: {len(binary.data):,} bytes")
+    return 0
+
+
+def cmd_disasm(args: argparse.Namespace) -> int:
+    import imcc
+    from imcc.compiler.target import load_target
+    from imcc.isa.disassembler import disassemble
+
+    text = disassemble(imcc.load(args.binary).program, target_loader=load_target)
+    if args.output:
+        from imcc.isa.container import write_atomic
+
+        write_atomic(Path(args.output), text.encode())
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import imcc
+
+    binary = imcc.load(args.binary)
+    p = binary.program
+    t = p.target
+    print(f"{args.binary}: imcc binary, {len(binary.data):,} bytes")
+    print(f"  target   {t.name} ({t.description}), fingerprint {t.fingerprint.hex()[:16]}")
+    print(f"  model    {p.meta.get('model', '?')}; options "
+          + ", ".join(f"{k[7:]}={v}" for k, v in p.meta.items() if k.startswith("option.")))
+    for core, code in enumerate(p.code):
+        if code:
+            arrays = sorted(b.array for b in p.bindings if b.core == core)
+            nodes = sorted({p.debug[(core, pc)] for pc in range(len(code)) if (core, pc) in p.debug})
+            print(f"  core {core:<3} {len(code):5} instructions, arrays {arrays}, "
+                  f"nodes {', '.join(nodes)}")
+    cells = sum(img.rows * img.cols for img in p.images)
+    print(f"  xbar     {len(p.images)} images, {cells:,} cells of {t.xbar.cell_bits} bits")
+    print(f"  consts   {sum(len(v) for _, v in p.constants):,} words in "
+          f"{len(p.constants)} blocks")
+    for kind, tensors in (("input", p.inputs), ("output", p.outputs)):
+        for tensor in tensors:
+            quant = ", ".join(f"{k}={v}" for k, v in tensor.quant)
+            print(f"  {kind:<8} {tensor.name} {tensor.shape} at {tensor.addr}"
+                  + (f" ({quant})" if quant else ""))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from imcc.compiler.target import DEFAULT_TARGET, load_target, preset_names
+
+    for name in preset_names():
+        t = load_target(name)
+        mark = " (default)" if name == DEFAULT_TARGET else ""
+        print(f"{name}{mark}: {t.description}")
+        print(f"    {t.chip.cores} cores x {t.core.arrays} arrays of {t.xbar.rows}x{t.xbar.cols} "
+              f"{t.xbar.cell_bits}-bit cells, DAC {t.xbar.dac_bits} b, ADC {t.xbar.adc_bits} b "
+              f"per {t.xbar.cols_per_adc} columns, {t.chip.clock_ghz} GHz, device "
+              f"{t.xbar.device}")
+    return 0
+
+
+def cmd_isa(args: argparse.Namespace) -> int:
+    from imcc.isa.docs import isa_reference
+
+    sys.stdout.write(isa_reference())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from imcc.demo import run_demo
+
+    run_demo(target=args.target, mode=args.mode)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from imcc.bench import run_bench
+
+    figures = run_bench(repeats=args.repeats)
+    if args.json:
+        print(json.dumps(figures, indent=2, sort_keys=True))
+    else:
+        from imcc.bench import format_bench
+
+        print(format_bench(figures))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imcc",
+        description="Compile models for in-memory-computing accelerators and simulate them.",
+        epilog="Exit status: 0 success, 1 error in the input (message says what and where), "
+        "2 bad usage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="compile an ONNX model to an .imcb binary")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("-o", "--output", required=True, help="binary to write (.imcb)")
+    p.add_argument("--target", help="target preset name or TOML file (default: edge-rram)")
+    p.add_argument("--weight-bits", type=int, help="signed weight bits (default: target's)")
+    p.add_argument("--input-bits", type=int, help="MVM input bits (default: target's)")
+    p.add_argument("--cell-bits", type=int, help="bits per crossbar cell (default: target's)")
+    p.add_argument("--spread", action="store_true", help="deal tiles over all cores")
+    p.add_argument("--calibrate", metavar="DATA", help=".npy/.npz of sample inputs for static "
+                   "input scales (default: per-vector scales at run time)")
+    p.add_argument("--pipeline", help="pass pipeline, e.g. "
+                   "'canonicalize,quantize,bitslice,tile,place{spread=true},schedule,emit'")
+    p.add_argument("--print-ir-after", metavar="PASS", help="print the IR after PASS (or all)")
+    p.add_argument("--timings", action="store_true", help="print the time of each pass")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="simulate a binary on inputs")
+    p.add_argument("binary")
+    p.add_argument("--input", action="append", required=True, metavar="[NAME=]X.npy",
+                   help="input array (.npy; NAME= for multi-input models; or one .npz)")
+    p.add_argument("-o", "--output", help="write outputs to this .npz")
+    p.add_argument("--mode", choices=["cycle", "functional"], default="cycle")
+    p.add_argument("--device", help="device model (default: the target's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-cycles", type=int, default=10**9, help="cycle budget per inference")
+    p.add_argument("--report", metavar="R.json", help="write the run report as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("asm", help="assemble a .s file into a binary")
+    p.add_argument("source")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_asm)
+
+    p = sub.add_parser("disasm", help="print a binary as assembly text")
+    p.add_argument("binary")
+    p.add_argument("-o", "--output", help="write to a file instead of standard output")
+    p.set_defaults(func=cmd_disasm)
+
+    p = sub.add_parser("inspect", help="summarise a binary")
+    p.add_argument("binary")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("targets", help="list the target presets")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("isa", help="print the instruction set reference")
+    p.set_defaults(func=cmd_isa)
+
+    p = sub.add_parser("demo", help="train, compile and simulate an MLP on the digits data")
+    p.add_argument("--target", help="target preset or TOML file")
+    p.add_argument("--mode", choices=["cycle", "functional"], default="cycle")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="time compilation and simulation against baselines")
+    p.add_argument("--json", action="store_true", help="print figures as JSON")
+    p.add_argument("--repeats", type=int, default=7, help="timed repetitions (median kept)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except Diagnostic as exc:
+        print(f"imcc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imcc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,452 @@
+"""The .imcb container: exact round trips, and a clear error naming the section for every fault.
+
+Also home of the random-Program strategy that the assembler tests reuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from imcc.isa import container, spec
+from imcc.isa.diagnostics import BinaryFormatError
+from imcc.isa.encoding import Instr, encode, make, operand_bounds
+from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
+from imcc.isa.target import CostTable, Target
+
+# Hypothesis runs derandomized: the same examples on every machine and every run.
+PROPERTY = settings(
+    derandomize=True,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def target_dict(
+    name: str = "tiny",
+    cores: int = 4,
+    registers: int = 32,
+    arrays: int = 4,
+    clock_ghz: float = 1.0,
+    cost: float = 0.5,
+) -> dict[str, Any]:
+    """A small, valid target description (what a TOML preset holds)."""
+    costs: dict[str, int | float] = {
+        f.name: (2 if f.type == "int" else cost) for f in dataclasses.fields(CostTable)
+    }
+    return {
+        "name": name,
+        "description": "a small chip for tests",
+        "chip": {
+            "cores": cores,
+            "mesh_cols": max(1, cores // 2),
+            "global_memory_words": 1 << 20,
+            "clock_ghz": clock_ghz,
+        },
+        "core": {
+            "registers": registers,
+            "buffer_words": 4096,
+            "word_bytes": 4,
+            "simd_lanes": 8,
+            "arrays": arrays,
+        },
+        "xbar": {
+            "rows": 8,
+            "cols": 8,
+            "cell_bits": 2,
+            "dac_bits": 1,
+            "adc_bits": 8,
+            "cols_per_adc": 4,
+            "device": "ideal",
+        },
+        "cost": costs,
+        "defaults": {"weight_bits": 8},
+    }
+
+
+@st.composite
+def targets(draw: st.DrawFn) -> Target:
+    data = target_dict(
+        name=draw(st.sampled_from(["tiny", "edge-x2", "my chip", "nan", "v1.2"])),
+        cores=draw(st.integers(1, 4)),
+        registers=draw(st.integers(4, 32)),
+        arrays=draw(st.integers(1, 4)),
+        clock_ghz=draw(st.floats(0.01, 10.0)),
+        cost=draw(st.floats(0.0, 1e6)),
+    )
+    return Target.from_dict(data)
+
+
+def float_bits(value: float) -> int:
+    return int(struct.unpack("<Q", struct.pack("<d", value))[0])
+
+
+# float64 values as bits: ordinary floats, the awkward ones, and NaNs with any sign and payload.
+FLOAT_BITS = st.one_of(
+    st.floats(allow_nan=False).map(float_bits),
+    st.sampled_from([float_bits(v) for v in (-0.0, 0.0, np.inf, -np.inf, np.nan, 5e-324)]),
+    st.integers(0, (1 << 64) - 1),
+    st.integers(0, (1 << 52) - 1).map(lambda m: 0xFFF0000000000000 | m | 1),
+)
+NAMES = st.text(min_size=1, max_size=8)
+QUANT_VALUES = st.one_of(
+    st.text(max_size=6), st.integers(-(1 << 40), 1 << 40), st.floats(allow_nan=False)
+)
+
+
+@st.composite
+def tensors(draw: st.DrawFn) -> TensorInfo:
+    quant = draw(st.dictionaries(st.text(max_size=6), QUANT_VALUES, max_size=3))
+    return TensorInfo(
+        name=draw(NAMES),
+        shape=tuple(draw(st.lists(st.integers(1, 16), max_size=3))),
+        addr=draw(st.integers(0, 1 << 40)),
+        dtype=draw(st.sampled_from(["float32", "int8", "float64"])),
+        batch_axis=draw(st.booleans()),
+        # The container stores quant as a JSON object and reads it back sorted.
+        quant=tuple(sorted(quant.items())),
+    )
+
+
+def operand_values(target: Target, images: int, length: int) -> dict[spec.OperandKind, Any]:
+    """Strategies for each operand kind, within the table's and this program's ranges."""
+    limits = {
+        spec.OperandKind.REG: target.core.registers,
+        spec.OperandKind.ARRAY: target.core.arrays,
+        spec.OperandKind.CORE: target.chip.cores,
+        spec.OperandKind.IMAGE: images,
+    }
+    out: dict[spec.OperandKind, Any] = {
+        kind: st.integers(0, limit - 1) for kind, limit in limits.items() if limit
+    }
+    out[spec.OperandKind.TARGET] = st.integers(0, length)
+    return out
+
+
+@st.composite
+def instructions(draw: st.DrawFn, target: Target, images: int, length: int) -> Instr:
+    kinds = operand_values(target, images, length)
+    rows = [r for r in spec.TABLE if all(f.kind in kinds or not f.kind.prefix for f in r.fields)]
+    rows = [
+        r for r in rows if images or all(f.kind is not spec.OperandKind.IMAGE for f in r.fields)
+    ]
+    row = draw(st.sampled_from(rows))
+    values = []
+    for field in row.fields:
+        lo, hi = operand_bounds(field)
+        values.append(draw(kinds.get(field.kind, st.integers(lo, hi))))
+    return make(row.mnemonic, *values)
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> Program:
+    """A random valid Program: every part of it populated, every operand within range."""
+    target = draw(targets())
+    images = [
+        XbarImage(
+            draw(
+                hnp.arrays(
+                    np.uint16,
+                    st.tuples(st.integers(1, 4), st.integers(1, 4)),
+                    elements=st.integers(0, 65535),
+                )
+            )
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    code: list[list[Instr]] = []
+    debug: dict[tuple[int, int], str] = {}
+    for core in range(draw(st.integers(0, target.chip.cores))):
+        length = draw(st.integers(0, 6))
+        code.append([draw(instructions(target, len(images), length)) for _ in range(length)])
+        nodes = draw(st.lists(st.one_of(st.none(), NAMES), min_size=length, max_size=length))
+        debug.update({(core, pc): node for pc, node in enumerate(nodes) if node is not None})
+    pairs = [(c, a) for c in range(target.chip.cores) for a in range(target.core.arrays)]
+    bound = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=3)) if images else []
+    bindings = [Binding(c, a, draw(st.integers(0, len(images) - 1))) for c, a in bound]
+    constants = [
+        (
+            draw(st.integers(0, (1 << 64) - 1)),
+            np.array(draw(st.lists(FLOAT_BITS, max_size=5)), dtype="<u8").view("<f8"),
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    return Program(
+        target=target,
+        code=code,
+        images=images,
+        bindings=bindings,
+        constants=constants,
+        inputs=draw(st.lists(tensors(), max_size=2)),
+        outputs=draw(st.lists(tensors(), max_size=2)),
+        debug=debug,
+        meta=draw(st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)),
+    )
+
+
+def same_program(a: Program, b: Program) -> bool:
+    """Program.same_as, with constants compared bit for bit.
+
+    same_as compares constants with np.array_equal, for which NaN != NaN and -0.0 == 0.0; the
+    bit patterns are what must survive a round trip.
+    """
+
+    def bits(p: Program) -> Program:
+        constants = [(addr, np.asarray(v, dtype="<f8").view("<u8")) for addr, v in p.constants]
+        return dataclasses.replace(p, constants=constants)
+
+    return bits(a).same_as(bits(b))
+
+
+def small_program() -> Program:
+    """A fixed program where every section is non-empty."""
+    target = Target.from_dict(target_dict(cores=2))
+    return Program(
+        target=target,
+        code=[
+            [make("ctl.set", 1, 4), make("xbar.program", 0, 0), make("ctl.halt")],
+            [make("ctl.nop")],
+        ],
+        images=[XbarImage(np.arange(12, dtype=np.uint16).reshape(3, 4))],
+        bindings=[Binding(0, 1, 0)],
+        constants=[(64, np.array([1.5, -0.0, np.nan]))],
+        inputs=[TensorInfo(name="x", shape=(4,), addr=0, quant=(("bits", 8),))],
+        outputs=[TensorInfo(name="y", shape=(2,), addr=16)],
+        debug={(0, 0): "conv1", (0, 1): "conv1"},
+        meta={"model": "test"},
+    )
+
+
+# -- round trip
+
+
+@PROPERTY
+@given(programs())
+def test_container_round_trip_is_exact(program: Program) -> None:
+    data = container.to_bytes(program)
+    again = container.from_bytes(data)
+    assert same_program(again, program)
+    assert container.to_bytes(again) == data
+
+
+def test_serialisation_is_deterministic() -> None:
+    assert container.to_bytes(small_program()) == container.to_bytes(small_program())
+
+
+# -- a raw view of the layout, to damage files on purpose
+
+
+def sections(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(kind, index, offset, body) per section table entry."""
+    count = container._HEADER.unpack_from(data)[3]
+    out = []
+    for i in range(count):
+        kind, index, _, offset, size, _, _ = container._ENTRY.unpack_from(
+            data, container._HEADER.size + i * container._ENTRY.size
+        )
+        out.append((kind, index, offset, data[offset : offset + size]))
+    return out
+
+
+def build(parts: list[tuple[int, int, bytes]], fingerprint: bytes) -> bytes:
+    """A container with exactly these sections and correct CRCs (the writer, by hand)."""
+    offset = container._HEADER.size + container._ENTRY.size * len(parts)
+    table = b""
+    for kind, index, body in parts:
+        table += container._ENTRY.pack(kind, index, 0, offset, len(body), zlib.crc32(body), 0)
+        offset += len(body)
+    header = container._HEADER.pack(
+        container.MAGIC, container.VERSION, 0, len(parts), fingerprint, zlib.crc32(table)
+    )
+    return header + table + b"".join(body for _, _, body in parts)
+
+
+def rebuilt(data: bytes, replace: dict[tuple[int, int], bytes | None]) -> bytes:
+    """`data` with some section bodies replaced (or removed, for None), CRCs made valid."""
+    fingerprint = container._HEADER.unpack_from(data)[4]
+    parts = []
+    for kind, index, _, body in sections(data):
+        new = replace.get((kind, index), body)
+        if new is not None:
+            parts.append((kind, index, new))
+    return build(parts, fingerprint)
+
+
+def load_error(data: bytes) -> str:
+    with pytest.raises(BinaryFormatError) as info:
+        container.from_bytes(data, "t.imcb")
+    return str(info.value)
+
+
+def test_rebuilding_unchanged_sections_gives_the_same_bytes() -> None:
+    data = container.to_bytes(small_program())
+    assert rebuilt(data, {}) == data
+
+
+# -- every fault is a BinaryFormatError naming the section
+
+
+def test_truncated_header() -> None:
+    data = container.to_bytes(small_program())
+    for cut in (0, 7, container._HEADER.size - 1):
+        message = load_error(data[:cut])
+        assert message.startswith("t.imcb: section header: ")
+        assert "truncated?" in message
+
+
+def test_truncated_table() -> None:
+    data = container.to_bytes(small_program())
+    message = load_error(data[: container._HEADER.size + container._ENTRY.size])
+    assert message.startswith("t.imcb: section table: ")
+    assert "truncated?" in message
+
+
+def test_truncated_data_names_the_cut_section() -> None:
+    data = container.to_bytes(small_program())
+    kind, index, _, _ = sections(data)[-1]
+    message = load_error(data[:-1])
+    assert message.startswith(f"t.imcb: section {container.Kind(kind).name}[{index}]: ")
+    assert "outside the" in message and "truncated?" in message
+
+
+def test_flipped_byte_in_each_section_fails_its_crc() -> None:
+    data = container.to_bytes(small_program())
+    checked = set()
+    for kind, index, offset, body in sections(data):
+        if not body:
+            continue
+        damaged = bytearray(data)
+        damaged[offset + len(body) // 2] ^= 0x40
+        label = f"{container.Kind(kind).name}[{index}]"
+        assert (
+            load_error(bytes(damaged))
+            == f"t.imcb: section {label}: CRC32 mismatch (corrupted file)"
+        )
+        checked.add(container.Kind(kind).name)
+    assert checked == {kind.name for kind in container.Kind}
+
+
+def test_flipped_byte_in_the_table() -> None:
+    data = bytearray(container.to_bytes(small_program()))
+    data[container._HEADER.size + 10] ^= 0x01
+    assert load_error(bytes(data)) == (
+        "t.imcb: section table: section table CRC mismatch (corrupted file)"
+    )
+
+
+def test_wrong_magic() -> None:
+    data = b"NOTIMCB!" + container.to_bytes(small_program())[8:]
+    message = load_error(data)
+    assert message.startswith("t.imcb: section header: bad magic b'NOTIMCB!'")
+
+
+def test_wrong_version() -> None:
+    data = bytearray(container.to_bytes(small_program()))
+    struct.pack_into("<H", data, 8, container.VERSION + 1)
+    assert load_error(bytes(data)) == (
+        f"t.imcb: section header: format version {container.VERSION + 1} is not supported "
+        f"(this imcc reads version {container.VERSION})"
+    )
+
+
+@pytest.mark.parametrize("kind", ["TARGET", "IO", "META", "BIND", "CONST", "DEBUG"])
+def test_missing_section(kind: str) -> None:
+    data = container.to_bytes(small_program())
+    message = load_error(rebuilt(data, {(container.Kind[kind], 0): None}))
+    assert message == f"t.imcb: section {kind}: required section is missing"
+
+
+def test_missing_code_section_in_the_middle() -> None:
+    program = small_program()
+    program.code.append([make("ctl.halt")])
+    data = rebuilt(container.to_bytes(program), {(container.Kind.CODE, 1): None})
+    assert load_error(data) == (
+        "t.imcb: section CODE: code sections must be numbered 0..n-1 by core, found [0, 2]"
+    )
+
+
+def test_bad_fingerprint() -> None:
+    data = bytearray(container.to_bytes(small_program()))
+    data[20] ^= 0xFF  # inside the 32-byte target fingerprint of the header
+    assert load_error(bytes(data)) == (
+        "t.imcb: section header: target fingerprint does not match the TARGET section"
+    )
+
+
+def test_unknown_opcode_names_the_core_and_pc() -> None:
+    data = container.to_bytes(small_program())
+    code = bytearray(sections(data)[3][3])
+    unused = next(op for op in range(256) if op not in spec.BY_OPCODE)
+    struct.pack_into("<Q", code, 8, unused << spec.OPCODE_LSB)
+    message = load_error(rebuilt(data, {(container.Kind.CODE, 0): bytes(code)}))
+    assert message.startswith("t.imcb: section CODE[0]: core 0 pc 1: ")
+    assert f"unknown opcode {unused:#04x}" in message
+
+
+def test_code_that_is_not_whole_words() -> None:
+    data = container.to_bytes(small_program())
+    word = encode(make("ctl.halt")).to_bytes(8, "little")
+    message = load_error(rebuilt(data, {(container.Kind.CODE, 1): word + b"\0"}))
+    assert message == "t.imcb: section CODE[1]: code of core 1 is 9 bytes, not whole words"
+
+
+def test_corrupt_image_levels() -> None:
+    data = container.to_bytes(small_program())
+    body = container._IMAGE.pack(3, 4) + b"not zlib"
+    message = load_error(rebuilt(data, {(container.Kind.IMAGE, 0): body}))
+    assert message.startswith("t.imcb: section IMAGE[0]: compressed levels are corrupt")
+
+
+def test_image_with_too_few_levels() -> None:
+    data = container.to_bytes(small_program())
+    body = container._IMAGE.pack(3, 4) + zlib.compress(b"\0" * 10)
+    message = load_error(rebuilt(data, {(container.Kind.IMAGE, 0): body}))
+    assert message == "t.imcb: section IMAGE[0]: levels hold 10 bytes, expected 24 for 3x4"
+
+
+def test_malformed_json_section() -> None:
+    data = container.to_bytes(small_program())
+    message = load_error(rebuilt(data, {(container.Kind.IO, 0): b"{not json"}))
+    assert message.startswith("t.imcb: section IO: not valid JSON")
+
+
+def test_constant_block_past_the_section_end() -> None:
+    data = container.to_bytes(small_program())
+    body = container._CONST.pack(0, 1000) + b"\0" * 8
+    message = load_error(rebuilt(data, {(container.Kind.CONST, 0): body}))
+    assert message == (
+        "t.imcb: section CONST at byte 16: constant block of 1000 values runs past the section end"
+    )
+
+
+def test_duplicate_section() -> None:
+    data = container.to_bytes(small_program())
+    fingerprint = container._HEADER.unpack_from(data)[4]
+    parts = [(kind, index, body) for kind, index, _, body in sections(data)]
+    message = load_error(build([*parts, parts[2]], fingerprint))
+    assert message == "t.imcb: section META[0]: section appears twice"
+
+
+def test_unknown_section_kind() -> None:
+    data = container.to_bytes(small_program())
+    fingerprint = container._HEADER.unpack_from(data)[4]
+    parts = [(kind, index, body) for kind, index, _, body in sections(data)]
+    message = load_error(build([*parts, (99, 0, b"")], fingerprint))
+    assert message == f"t.imcb: section table: entry {len(parts)} has unknown section kind 99"
+
+
+def test_binary_save_and_load(tmp_path: Any) -> None:
+    binary = container.Binary(small_program())
+    path = tmp_path / "p.imcb"
+    binary.save(path)
+    again = container.Binary.load(path)
+    assert again.data == binary.data
+    assert same_program(again.program, binary.program)

@@ -1,0 +1,197 @@
+"""The loader rejects what cannot run, before anything runs; traps name core and pc."""
+
+from __future__ import annotations
+
+import dataclasses
+import numpy as np
+import pytest
+
+import imcc
+from imcc.isa.diagnostics import BinaryFormatError, SimulationError
+from imcc.isa import spec
+from imcc.isa.encoding import make
+from imcc.isa.program import Binding, XbarImage
+from tests.runtime.programs import binary, image_directive, with_io
+
+LEVELS = np.ones((4, 4), dtype=np.int64)
+HEAD = image_directive(0, LEVELS) + ".bind c0 a0 0\n"
+
+
+def load_error(text: str, patch: tuple[int, spec.InstrSpec, tuple[int, ...]] | None = None) -> str:
+    """Load `text`; `patch` = (pc, row, operands) replaces the `ctl.nop` at pc of core 0 with an
+    instruction the assembler would refuse, as a hand-crafted binary could hold."""
+    prog = with_io(text).program
+    if patch is not None:
+        pc, row, operands = patch
+        prog.code[0][pc] = make(row, *operands)
+    with pytest.raises(BinaryFormatError) as info:
+        imcc.Simulator(imcc.Binary(prog, name="test.imcb"))
+    return str(info.value)
+
+
+def test_a_valid_program_loads_and_runs() -> None:
+    result = imcc.Simulator(
+        with_io(HEAD + ".core 0\nctl.set r0, 0\nctl.set r1, 16\nmem.load r0, r0, 4\n"
+                "xbar.mvm a0, r0, r2, 8, 1\nmem.store r1, r2, 4\nctl.halt\n")
+    ).run(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert result.outputs["y"].tolist() == [10.0] * 4
+
+
+def test_rejects_an_instruction_naming_a_missing_core() -> None:
+    message = load_error(".core 0\nctl.set r0, 0\nctl.nop\nctl.halt\n",
+                         (1, spec.NOC_SEND, (9, 0, 0, 1)))
+    assert message == (
+        "test.imcb: section CODE[0]: pc 1 (noc.send): core c9 does not exist; there are 4 cores"
+    )
+
+
+def test_rejects_an_instruction_naming_a_missing_array() -> None:
+    message = load_error(HEAD + ".core 0\nctl.nop\nctl.halt\n",
+                         (0, spec.XBAR_MVM, (8, 0, 1, 8, 1)))
+    assert message == (
+        "test.imcb: section CODE[0]: pc 0 (xbar.mvm): array a8 does not exist; there are 8 arrays"
+    )
+
+
+def test_rejects_an_mvm_on_an_array_without_image() -> None:
+    message = load_error(HEAD + ".core 0\nxbar.mvm a1, r0, r1, 8, 1\nctl.halt\n")
+    assert message.endswith("pc 0 (xbar.mvm): array a1 holds no image when this runs")
+
+
+def test_rejects_a_register_the_target_does_not_have() -> None:
+    prog = with_io(".core 0\nctl.set r20, 1\nctl.halt\n").program
+    prog.target = dataclasses.replace(
+        prog.target, core=dataclasses.replace(prog.target.core, registers=16)
+    )
+    with pytest.raises(BinaryFormatError) as info:
+        imcc.Simulator(imcc.Binary(prog, name="test.imcb"))
+    assert str(info.value) == (
+        "test.imcb: section CODE[0]: pc 0 (ctl.set): d r20 does not exist; there are 16 registers"
+    )
+
+
+def test_rejects_a_static_address_outside_the_buffer() -> None:
+    message = load_error(".core 0\nctl.set r0, 16380\nsimd.relu r0, r0, 8\nctl.halt\n")
+    assert message == (
+        "test.imcb: section CODE[0]: pc 1 (simd.relu): d = r0 addresses [16380, 16388) outside "
+        "the 16384-word buffer"
+    )
+
+
+def test_rejects_a_global_address_outside_memory() -> None:
+    message = load_error(".core 0\nctl.set r0, 0\nctl.set r1, 1048575\nmem.load r0, r1, 2\n"
+                         "ctl.halt\n")
+    assert "pc 2 (mem.load): a = r1 addresses [1048575, 1048577) outside the 1048576-word global" \
+        in message
+
+
+def test_rejects_a_branch_past_the_code() -> None:
+    message = load_error(".core 0\nctl.nop\nctl.halt\n", (0, spec.CTL_JUMP, (7,)))
+    assert message.endswith("pc 0 (ctl.jump): target 7 does not exist; there are 2 instructions")
+
+
+def test_rejects_an_image_larger_than_the_arrays() -> None:
+    big = np.zeros((129, 4), dtype=np.int64)
+    prog = with_io(".core 0\nctl.halt\n").program
+    prog.images.append(XbarImage(big))
+    with pytest.raises(BinaryFormatError) as info:
+        imcc.Simulator(imcc.Binary(prog, name="test.imcb"))
+    message = str(info.value)
+    assert message == "test.imcb: section IMAGE[0]: image is 129x4 but arrays are 128x128"
+
+
+def test_rejects_a_level_the_cells_cannot_hold() -> None:
+    prog = with_io(".core 0\nctl.halt\n").program
+    prog.images.append(XbarImage(np.full((2, 2), 4)))
+    with pytest.raises(BinaryFormatError) as info:
+        imcc.Simulator(imcc.Binary(prog, name="test.imcb"))
+    message = str(info.value)
+    assert message == "test.imcb: section IMAGE[0]: level 4 exceeds the 2-bit cells' top level 3"
+
+
+def test_rejects_a_binding_to_a_missing_array() -> None:
+    prog = with_io(image_directive(0, LEVELS) + ".core 0\nctl.halt\n").program
+    prog.bindings.append(Binding(1, 9, 0))
+    with pytest.raises(BinaryFormatError) as info:
+        imcc.Simulator(imcc.Binary(prog, name="test.imcb"))
+    message = str(info.value)
+    assert "section BIND: binding names array a9 of core 1, which does not exist" in message
+
+
+def test_a_program_that_never_halts_exhausts_the_cycle_budget() -> None:
+    program = with_io(".core 0\nspin:\n    ctl.jump spin\n")
+    with pytest.raises(SimulationError) as info:
+        imcc.Simulator(program, mode="cycle", max_cycles=1000).run(np.zeros(4))
+    assert str(info.value) == (
+        "core 0 pc 0 (ctl.jump): no halt after 1,000 cycles (cycle budget exhausted)"
+    )
+    with pytest.raises(SimulationError, match=r"core 0 pc 0 \(ctl.jump\): no halt after 1,000 "
+                       r"instructions \(instruction budget exhausted\)"):
+        imcc.Simulator(program, mode="functional", max_cycles=1000).run(np.zeros(4))
+
+
+@pytest.mark.parametrize("mode", ["functional", "cycle"])
+def test_a_receive_without_send_is_a_deadlock(mode: str) -> None:
+    program = with_io(".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n"
+                      ".core 1\nctl.halt\n")
+    with pytest.raises(SimulationError) as info:
+        imcc.Simulator(program, mode=mode).run(np.zeros(4))
+    assert str(info.value) == (
+        "core 0 pc 1 (noc.recv): deadlock: every running core waits for a message "
+        "(core 0 pc 1 waits for core 1 tag 5)"
+    )
+
+
+@pytest.mark.parametrize("mode", ["functional", "cycle"])
+def test_a_dynamic_address_out_of_range_traps_with_core_and_pc(mode: str) -> None:
+    # r0 is changed inside a loop, so the loader cannot know it; the simulator checks it.
+    program = with_io(".core 0\nctl.set r0, 16000\nctl.set r1, 3\nagain:\n"
+                      "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, again\n"
+                      "ctl.halt\n")
+    with pytest.raises(SimulationError) as info:
+        imcc.Simulator(program, mode=mode).run(np.zeros(4))
+    assert str(info.value) == (
+        "core 0 pc 3 (simd.relu): d = r0 = 16400: range [16400, 16408) is outside the "
+        "16384-word buffer"
+    )
+
+
+def test_running_off_the_end_without_halt_traps() -> None:
+    program = with_io(".core 0\nctl.nop\n")
+    with pytest.raises(SimulationError, match=r"core 0 pc 1: ran past the end of its code"):
+        imcc.Simulator(program).run(np.zeros(4))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (np.zeros(3), "input 'x' has shape (3,); expected (4,) or (batch, 4)"),
+        (np.array([1.0, np.nan, 0, 0]), "input 'x' holds nan at index (1,); inputs must be finite"),
+        (np.array(["a", "b", "c", "d"]), "input 'x' has dtype <U1; expected a real number type"),
+        ({"z": np.zeros(4)}, "unknown inputs ['z']; the model's inputs are ['x']"),
+        ({}, "missing input 'x' of shape (4,)"),
+    ],
+)
+def test_bad_inputs_are_rejected_before_running(inputs: object, message: str) -> None:
+    program = with_io(".core 0\nctl.halt\n")
+    with pytest.raises(SimulationError) as info:
+        imcc.Simulator(program).run(inputs)
+    assert str(info.value).startswith(message)
+
+
+def test_unknown_mode_and_device_are_clear_errors() -> None:
+    program = with_io(".core 0\nctl.halt\n")
+    with pytest.raises(SimulationError, match="unknown mode 'fast'; modes are functional, cycle"):
+        imcc.Simulator(program, mode="fast")
+    with pytest.raises(SimulationError, match="unknown device 'pcm2'; devices are ideal"):
+        imcc.Simulator(program, device="pcm2")
+
+
+def test_binary_round_trip_through_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    original = binary(".target edge-rram\n.output {\"name\": \"y\", \"shape\": [1], \"addr\": 0, "
+                      "\"dtype\": \"float32\", \"batch_axis\": true, \"quant\": {}}\n"
+                      ".core 0\nctl.halt\n")
+    original.save(tmp_path / "p.imcb")
+    loaded = imcc.load(tmp_path / "p.imcb")
+    assert loaded.data == original.data
+    assert loaded.program.same_as(original.program)
