@@ -14,11 +14,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imcc.api import compile, load
-    from imcc.isa.container import Binary
-    from imcc.isa.diagnostics import Diagnostic
-    from imcc.runtime.report import RunReport
-    from imcc.runtime.simulator import RunResult, Simulator
+    from imcc.api import compile as compile
+    from imcc.api import load as load
+    from imcc.isa.container import Binary as Binary
+    from imcc.isa.diagnostics import Diagnostic as Diagnostic
+    from imcc.runtime.report import RunReport as RunReport
+    from imcc.runtime.simulator import RunResult as RunResult
+    from imcc.runtime.simulator import Simulator as Simulator
 
 _EXPORTS = {
     "compile": "imcc.api",
@@ -29,7 +31,7 @@ _EXPORTS = {
     "RunResult": "imcc.runtime.simulator",
     "Simulator": "imcc.runtime.simulator",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["Binary", "Diagnostic", "RunReport", "RunResult", "Simulator", "compile", "load"]
 __version__ = "0.1.0"
 
 

@@ -59,8 +59,9 @@ def compile(
             array = np.asarray(calibrate[value.name], dtype=np.float64)
             per_sample = value.shape[1:] if graph.batch_axis else value.shape
             data[value.name] = array.reshape(-1, *per_sample) if graph.batch_axis else array
-    result = compile_graph(graph, target, calibrate=data, pipeline=pipeline,
-                           print_after=print_after, **options)
+    result = compile_graph(
+        graph, target, calibrate=data, pipeline=pipeline, print_after=print_after, **options
+    )
     if timings is not None:
         timings.extend(result.timings)
     name = str(model) if isinstance(model, str | os.PathLike) else "<compiled>"

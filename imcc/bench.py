@@ -36,8 +36,7 @@ def run_bench(repeats: int = 7) -> dict[str, Any]:
     onnx_model = mlp_to_onnx(train_mlp(data))
     x = data.x_test
     batch = len(x)
-    figures: dict[str, Any] = {"model": "digits MLP 64-64-10", "batch": batch,
-                               "repeats": repeats}
+    figures: dict[str, Any] = {"model": "digits MLP 64-64-10", "batch": batch, "repeats": repeats}
     figures["compile_s"] = median_seconds(lambda: imcc.compile(onnx_model), repeats)
     binary = imcc.compile(onnx_model)
 
@@ -56,7 +55,11 @@ def run_bench(repeats: int = 7) -> dict[str, Any]:
 
     for mode in ("functional", "cycle"):
         sim = imcc.Simulator(binary, mode=mode)
-        seconds = median_seconds(lambda sim=sim: sim.run(x), repeats)
+
+        def simulate(sim: imcc.Simulator = sim) -> object:
+            return sim.run(x)
+
+        seconds = median_seconds(simulate, repeats)
         figures[f"{mode}_per_inference_s"] = seconds / batch
         figures[f"{mode}_vs_onnxruntime"] = seconds / ort_s
         figures[f"{mode}_vs_numpy_gemm"] = seconds / gemm_s

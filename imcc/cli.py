@@ -68,8 +68,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"// IR after {name}\n{graph.dump()}\n")
 
     if args.print_ir_after not in (None, "all", *PASSES):
-        raise UserError(f"unknown pass {args.print_ir_after!r} for --print-ir-after; passes "
-                        f"are {', '.join(sorted(PASSES))}")
+        raise UserError(
+            f"unknown pass {args.print_ir_after!r} for --print-ir-after; passes "
+            f"are {', '.join(sorted(PASSES))}"
+        )
     timings: list[tuple[str, float]] = []
     start = time.perf_counter()
     binary = imcc.compile(
@@ -87,9 +89,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     binary.save(args.output)
     cores = sum(1 for c in binary.program.code if c)
-    print(f"wrote {args.output}: {len(binary.data):,} bytes, target {binary.target.name!r}, "
-          f"{cores} cores, {len(binary.program.images)} crossbar images "
-          f"({elapsed * 1e3:.0f} ms)")
+    print(
+        f"wrote {args.output}: {len(binary.data):,} bytes, target {binary.target.name!r}, "
+        f"{cores} cores, {len(binary.program.images)} crossbar images "
+        f"({elapsed * 1e3:.0f} ms)"
+    )
     if args.timings:
         for name, seconds in timings:
             print(f"  {name:<14} {seconds * 1e3:8.2f} ms")
@@ -105,12 +109,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = sim.run(_inputs(args.input))
     if args.output:
-        from imcc.isa.container import write_atomic
-
         import io
 
+        from imcc.isa.container import write_atomic
+
         buffer = io.BytesIO()
-        np.savez(buffer, **result.outputs)
+        arrays: dict[str, Any] = dict(result.outputs)
+        np.savez(buffer, **arrays)
         write_atomic(Path(args.output), buffer.getvalue())
     if args.report:
         from imcc.isa.container import write_atomic
@@ -166,23 +171,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     t = p.target
     print(f"{args.binary}: imcc binary, {len(binary.data):,} bytes")
     print(f"  target   {t.name} ({t.description}), fingerprint {t.fingerprint.hex()[:16]}")
-    print(f"  model    {p.meta.get('model', '?')}; options "
-          + ", ".join(f"{k[7:]}={v}" for k, v in p.meta.items() if k.startswith("option.")))
+    print(
+        f"  model    {p.meta.get('model', '?')}; options "
+        + ", ".join(f"{k[7:]}={v}" for k, v in p.meta.items() if k.startswith("option."))
+    )
     for core, code in enumerate(p.code):
         if code:
             arrays = sorted(b.array for b in p.bindings if b.core == core)
-            nodes = sorted({p.debug[(core, pc)] for pc in range(len(code)) if (core, pc) in p.debug})
-            print(f"  core {core:<3} {len(code):5} instructions, arrays {arrays}, "
-                  f"nodes {', '.join(nodes)}")
+            nodes = sorted(
+                {p.debug[(core, pc)] for pc in range(len(code)) if (core, pc) in p.debug}
+            )
+            print(
+                f"  core {core:<3} {len(code):5} instructions, arrays {arrays}, "
+                f"nodes {', '.join(nodes)}"
+            )
     cells = sum(img.rows * img.cols for img in p.images)
     print(f"  xbar     {len(p.images)} images, {cells:,} cells of {t.xbar.cell_bits} bits")
-    print(f"  consts   {sum(len(v) for _, v in p.constants):,} words in "
-          f"{len(p.constants)} blocks")
+    print(f"  consts   {sum(len(v) for _, v in p.constants):,} words in {len(p.constants)} blocks")
     for kind, tensors in (("input", p.inputs), ("output", p.outputs)):
         for tensor in tensors:
             quant = ", ".join(f"{k}={v}" for k, v in tensor.quant)
-            print(f"  {kind:<8} {tensor.name} {tensor.shape} at {tensor.addr}"
-                  + (f" ({quant})" if quant else ""))
+            print(
+                f"  {kind:<8} {tensor.name} {tensor.shape} at {tensor.addr}"
+                + (f" ({quant})" if quant else "")
+            )
     return 0
 
 
@@ -193,10 +205,12 @@ def cmd_targets(args: argparse.Namespace) -> int:
         t = load_target(name)
         mark = " (default)" if name == DEFAULT_TARGET else ""
         print(f"{name}{mark}: {t.description}")
-        print(f"    {t.chip.cores} cores x {t.core.arrays} arrays of {t.xbar.rows}x{t.xbar.cols} "
-              f"{t.xbar.cell_bits}-bit cells, DAC {t.xbar.dac_bits} b, ADC {t.xbar.adc_bits} b "
-              f"per {t.xbar.cols_per_adc} columns, {t.chip.clock_ghz} GHz, device "
-              f"{t.xbar.device}")
+        print(
+            f"    {t.chip.cores} cores x {t.core.arrays} arrays of {t.xbar.rows}x{t.xbar.cols} "
+            f"{t.xbar.cell_bits}-bit cells, DAC {t.xbar.dac_bits} b, ADC {t.xbar.adc_bits} b "
+            f"per {t.xbar.cols_per_adc} columns, {t.chip.clock_ghz} GHz, device "
+            f"{t.xbar.device}"
+        )
     return 0
 
 
@@ -245,18 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-bits", type=int, help="MVM input bits (default: target's)")
     p.add_argument("--cell-bits", type=int, help="bits per crossbar cell (default: target's)")
     p.add_argument("--spread", action="store_true", help="deal tiles over all cores")
-    p.add_argument("--calibrate", metavar="DATA", help=".npy/.npz of sample inputs for static "
-                   "input scales (default: per-vector scales at run time)")
-    p.add_argument("--pipeline", help="pass pipeline, e.g. "
-                   "'canonicalize,quantize,bitslice,tile,place{spread=true},schedule,emit'")
+    p.add_argument(
+        "--calibrate",
+        metavar="DATA",
+        help=".npy/.npz of sample inputs for static "
+        "input scales (default: per-vector scales at run time)",
+    )
+    p.add_argument(
+        "--pipeline",
+        help="pass pipeline, e.g. "
+        "'canonicalize,quantize,bitslice,tile,place{spread=true},schedule,emit'",
+    )
     p.add_argument("--print-ir-after", metavar="PASS", help="print the IR after PASS (or all)")
     p.add_argument("--timings", action="store_true", help="print the time of each pass")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="simulate a binary on inputs")
     p.add_argument("binary")
-    p.add_argument("--input", action="append", required=True, metavar="[NAME=]X.npy",
-                   help="input array (.npy; NAME= for multi-input models; or one .npz)")
+    p.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="[NAME=]X.npy",
+        help="input array (.npy; NAME= for multi-input models; or one .npz)",
+    )
     p.add_argument("-o", "--output", help="write outputs to this .npz")
     p.add_argument("--mode", choices=["cycle", "functional"], default="cycle")
     p.add_argument("--device", help="device model (default: the target's)")
@@ -300,8 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except Diagnostic as exc:

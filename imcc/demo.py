@@ -78,9 +78,7 @@ def mlp_to_onnx(model: Any, pixel_scale: float = 1 / 16, opset: int = 13) -> onn
         if i < layers - 1 and act is not None:
             nodes.append(helper.make_node(act, [current], [f"act{i}"], name=f"act{i}"))
             current = f"act{i}"
-    nodes.append(
-        helper.make_node("Softmax", [current], ["probabilities"], name="softmax", axis=-1)
-    )
+    nodes.append(helper.make_node("Softmax", [current], ["probabilities"], name="softmax", axis=-1))
     n_in, n_out = model.coefs_[0].shape[0], model.coefs_[-1].shape[1]
     graph = helper.make_graph(
         nodes,
@@ -112,15 +110,18 @@ def run_demo(target: str | None = None, mode: str = "cycle", out: Any = print) -
     start = time.perf_counter()
     model = train_mlp(data)
     onnx_model = mlp_to_onnx(model)
-    out(f"  trained MLPClassifier 64-64-10 in {time.perf_counter() - start:.1f} s, "
-        "exported to ONNX")
+    out(
+        f"  trained MLPClassifier 64-64-10 in {time.perf_counter() - start:.1f} s, exported to ONNX"
+    )
     start = time.perf_counter()
     binary = imcc.compile(onnx_model, target=target)
     compile_s = time.perf_counter() - start
-    out(f"  compiled for {binary.target.name!r} in {compile_s * 1e3:.0f} ms: "
+    out(
+        f"  compiled for {binary.target.name!r} in {compile_s * 1e3:.0f} ms: "
         f"{sum(len(c) for c in binary.program.code)} instructions on "
         f"{sum(1 for c in binary.program.code if c)} cores, "
-        f"{len(binary.program.images)} crossbar arrays, {len(binary.data):,} bytes")
+        f"{len(binary.program.images)} crossbar arrays, {len(binary.data):,} bytes"
+    )
     start = time.perf_counter()
     result = imcc.Simulator(binary, mode=mode).run(data.x_test)
     simulate_s = time.perf_counter() - start
@@ -132,8 +133,10 @@ def run_demo(target: str | None = None, mode: str = "cycle", out: Any = print) -
     out("")
     out(f"  accuracy on the chip (8-bit weights and inputs): {100 * chip_acc:6.2f} %")
     out(f"  accuracy with onnxruntime (float32):             {100 * ort_acc:6.2f} %")
-    out(f"  predictions that agree:                          "
-        f"{100 * float(np.mean(chip == reference)):6.2f} %")
+    out(
+        f"  predictions that agree:                          "
+        f"{100 * float(np.mean(chip == reference)):6.2f} %"
+    )
     out("")
     out(result.report.table())
     return {"chip_accuracy": chip_acc, "onnxruntime_accuracy": ort_acc, "report": result.report}

@@ -34,13 +34,14 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
 from imcc.isa import spec
 from imcc.isa.diagnostics import AsmError, Diagnostic, EncodingError, SourceLoc, TargetError
 from imcc.isa.encoding import Instr, make, operand_bounds
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
 from imcc.isa.target import Target
-from lark import Lark, Token, Tree
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 TargetLoader = Callable[[str], Target]
 

@@ -114,20 +114,26 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
         return BinaryFormatError(message, SectionLoc(name, section, offset))
 
     if len(data) < _HEADER.size:
-        raise fail("header", f"file is {len(data)} bytes, shorter than the {_HEADER.size}-byte "
-                   "header (truncated?)")
+        raise fail(
+            "header",
+            f"file is {len(data)} bytes, shorter than the {_HEADER.size}-byte header (truncated?)",
+        )
     magic, version, _, count, fingerprint, table_crc = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise fail("header", f"bad magic {magic!r}: not an imcc binary (expected {MAGIC!r})")
     if version != VERSION:
-        raise fail("header", f"format version {version} is not supported (this imcc reads "
-                   f"version {VERSION})")
+        raise fail(
+            "header",
+            f"format version {version} is not supported (this imcc reads version {VERSION})",
+        )
     if not 0 < count <= MAX_SECTIONS:
         raise fail("header", f"section count {count} is out of range")
     table_end = _HEADER.size + count * _ENTRY.size
     if table_end > len(data):
-        raise fail("table", f"section table needs {table_end} bytes but the file has "
-                   f"{len(data)} (truncated?)")
+        raise fail(
+            "table",
+            f"section table needs {table_end} bytes but the file has {len(data)} (truncated?)",
+        )
     table = data[_HEADER.size : table_end]
     if zlib.crc32(table) != table_crc:
         raise fail("table", "section table CRC mismatch (corrupted file)")
@@ -141,8 +147,11 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
             raise fail("table", f"entry {i} has unknown section kind {raw_kind}") from None
         label = f"{kind.name}[{index}]"
         if offset < table_end or offset + size > len(data):
-            raise fail(label, f"section spans bytes [{offset}, {offset + size}) outside the "
-                       f"{len(data)}-byte file (truncated?)")
+            raise fail(
+                label,
+                f"section spans bytes [{offset}, {offset + size}) outside the "
+                f"{len(data)}-byte file (truncated?)",
+            )
         body = data[offset : offset + size]
         if zlib.crc32(body) != crc:
             raise fail(label, "CRC32 mismatch (corrupted file)")
@@ -155,8 +164,9 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
             raise fail(kind.name, "required section is missing")
 
     try:
-        target = Target.from_json(entries[(Kind.TARGET, 0)].decode("utf-8", "replace"),
-                                  f"{name}: section TARGET")
+        target = Target.from_json(
+            entries[(Kind.TARGET, 0)].decode("utf-8", "replace"), f"{name}: section TARGET"
+        )
     except TargetError as exc:
         raise fail("TARGET", exc.message) from None
     if target.fingerprint != fingerprint:
@@ -182,13 +192,16 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
         try:
             code.append(decode_code(entries[(Kind.CODE, core)], core))
         except Diagnostic as exc:
-            raise fail(f"CODE[{core}]", f"{exc.loc}: {exc.message}" if exc.loc else exc.message)
+            message = f"{exc.loc}: {exc.message}" if exc.loc else exc.message
+            raise fail(f"CODE[{core}]", message) from None
     images = []
     image_ids = sorted(index for kind, index in entries if kind is Kind.IMAGE)
     if image_ids != list(range(len(image_ids))):
         raise fail("IMAGE", f"images must be numbered 0..n-1, found {image_ids}")
     for index in image_ids:
-        images.append(_image(entries[(Kind.IMAGE, index)], lambda m, i=index: fail(f"IMAGE[{i}]", m)))
+        images.append(
+            _image(entries[(Kind.IMAGE, index)], lambda m, i=index: fail(f"IMAGE[{i}]", m))
+        )
 
     bind_data = _load_json(entries, Kind.BIND, fail)
     try:

@@ -11,6 +11,7 @@ import base64
 import json
 
 import numpy as np
+
 from imcc.isa import spec
 from imcc.isa.assembler import TargetLoader, format_float, is_bare_word
 from imcc.isa.diagnostics import Diagnostic

@@ -107,9 +107,7 @@ def decode(word: int, loc: Loc = None) -> Instr:
     used = sum(f.mask for f in row.fields)
     stray = word & ((1 << spec.OPCODE_LSB) - 1) & ~used
     if stray:
-        raise EncodingError(
-            f"word {word:#018x} ({row.mnemonic}) sets unused bits {stray:#x}", loc
-        )
+        raise EncodingError(f"word {word:#018x} ({row.mnemonic}) sets unused bits {stray:#x}", loc)
     operands = []
     for i, field in enumerate(row.fields):
         raw = (word >> field.lsb) & ((1 << field.width) - 1)

@@ -95,8 +95,8 @@ class Program:
             and self.images == other.images
             and self.bindings == other.bindings
             and len(self.constants) == len(other.constants)
-            and all(
-                a == c and np.array_equal(b, d)
+            and all(  # bit for bit: NaN equals itself, -0.0 differs from 0.0
+                a == c and b.tobytes() == d.tobytes()
                 for (a, b), (c, d) in zip(self.constants, other.constants, strict=True)
             )
             and self.inputs == other.inputs

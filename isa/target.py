@@ -182,11 +182,11 @@ def _build(kind: type, data: Any, origin: str) -> Any:
         raise TargetError(f"{origin} is missing {missing}")
     if unknown:
         raise TargetError(f"{origin} has unknown keys {unknown}; expected {sorted(fields)}")
-    values = {}
+    values: dict[str, Any] = {}
+    kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,)}
     for name, field in fields.items():
-        value = data[name]
-        expected = {"int": int, "float": (int, float), "str": str}[str(field.type)]
-        if isinstance(value, bool) or not isinstance(value, expected):
+        value: Any = data[name]
+        if isinstance(value, bool) or not isinstance(value, kinds[str(field.type)]):
             raise TargetError(f"{origin}: {name} = {value!r} must be of type {field.type}")
-        values[name] = float(value) if field.type == "float" else value
+        values[name] = float(data[name]) if field.type == "float" else data[name]
     return kind(**values)

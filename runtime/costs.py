@@ -15,15 +15,6 @@ from imcc.isa.encoding import Instr
 from imcc.isa.target import Target
 from imcc.runtime.periphery import InputSteps
 
-COMPONENTS = (
-    "dac", "array", "adc", "shift_add", "simd", "buffer", "memory", "noc", "control",
-    "programming", "leakage",
-)  # fmt: skip
-EVENTS = (
-    "dac_steps", "array_activations", "adc_conversions", "shift_adds", "simd_lane_ops",
-    "buffer_words", "memory_words", "noc_words", "noc_word_hops", "instructions", "cells_programmed",
-)  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class Price:

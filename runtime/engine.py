@@ -50,10 +50,16 @@ class Tally:
 
 
 class Engine:
-    def __init__(self, machine: Machine, max_cycles: int) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        max_cycles: int,
+        prices: dict[tuple[int, int, int], tuple[Price, int]] | None = None,
+    ) -> None:
         self.m = machine
         self.max_cycles = max_cycles
-        self.prices: dict[tuple[int, int, int], tuple[Price, int]] = {}
+        # (core, pc, image) -> price; static, so a simulator keeps it across runs
+        self.prices = {} if prices is None else prices
 
     # -- shared per-instruction work --------------------------------------------------------
     def check(self, c: CoreState, instr: Instr) -> None:
@@ -153,8 +159,11 @@ class FunctionalEngine(Engine):
                     progressed = True
                     budget -= 1
                     if budget < 0:
-                        raise m.trap(c, f"no halt after {self.max_cycles:,} instructions "
-                                     "(instruction budget exhausted)")
+                        raise m.trap(
+                            c,
+                            f"no halt after {self.max_cycles:,} instructions "
+                            "(instruction budget exhausted)",
+                        )
             if not progressed:
                 raise self.deadlock([c for c in running if not c.halted])
             running = [c for c in running if not c.halted]
@@ -177,8 +186,9 @@ class CycleEngine(Engine):
                 break
             c = min(ready, key=lambda core: (core.time, core.index))
             if c.time > self.max_cycles:
-                raise m.trap(c, f"no halt after {self.max_cycles:,} cycles (cycle budget "
-                             "exhausted)")
+                raise m.trap(
+                    c, f"no halt after {self.max_cycles:,} cycles (cycle budget exhausted)"
+                )
             m.now = c.time
             pc = c.pc
             outcome = self.step(c)

@@ -9,62 +9,89 @@ is checked again by the simulator before each instruction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from imcc.isa import spec
 from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
+from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
 
 
 def validate(program: Program, name: str = "<binary>") -> None:
     target = program.target
     cfg_cores, arrays = target.chip.cores, target.core.arrays
-    memory, buffer = target.chip.global_memory_words, target.core.buffer_words
+    memory = target.chip.global_memory_words
 
     def fail(section: str, message: str) -> BinaryFormatError:
         return BinaryFormatError(message, SectionLoc(name, section))
 
     if len(program.code) > cfg_cores:
-        raise fail("CODE", f"{len(program.code)} cores have code but target "
-                   f"{target.name!r} has {cfg_cores}")
+        raise fail(
+            "CODE",
+            f"{len(program.code)} cores have code but target {target.name!r} has {cfg_cores}",
+        )
     if not any(program.code):
         raise fail("CODE", "no core has any code")
     top_level = (1 << target.xbar.cell_bits) - 1
     for index, image in enumerate(program.images):
         if image.rows > target.xbar.rows or image.cols > target.xbar.cols:
-            raise fail(f"IMAGE[{index}]", f"image is {image.rows}x{image.cols} but arrays are "
-                       f"{target.xbar.rows}x{target.xbar.cols}")
+            raise fail(
+                f"IMAGE[{index}]",
+                f"image is {image.rows}x{image.cols} but arrays are "
+                f"{target.xbar.rows}x{target.xbar.cols}",
+            )
         if image.levels.size and int(image.levels.max()) > top_level:
-            raise fail(f"IMAGE[{index}]", f"level {int(image.levels.max())} exceeds the "
-                       f"{target.xbar.cell_bits}-bit cells' top level {top_level}")
+            raise fail(
+                f"IMAGE[{index}]",
+                f"level {int(image.levels.max())} exceeds the "
+                f"{target.xbar.cell_bits}-bit cells' top level {top_level}",
+            )
     held: dict[tuple[int, int], int] = {}
     for b in program.bindings:
         if not (0 <= b.core < cfg_cores and 0 <= b.array < arrays):
-            raise fail("BIND", f"binding names array a{b.array} of core {b.core}, which does "
-                       f"not exist ({cfg_cores} cores x {arrays} arrays)")
+            raise fail(
+                "BIND",
+                f"binding names array a{b.array} of core {b.core}, which does "
+                f"not exist ({cfg_cores} cores x {arrays} arrays)",
+            )
         if not 0 <= b.image < len(program.images):
-            raise fail("BIND", f"binding names image {b.image}; the binary has "
-                       f"{len(program.images)}")
+            raise fail(
+                "BIND", f"binding names image {b.image}; the binary has {len(program.images)}"
+            )
         if (b.core, b.array) in held:
             raise fail("BIND", f"array a{b.array} of core {b.core} is bound twice")
         held[(b.core, b.array)] = b.image
     for addr, values in program.constants:
         if addr < 0 or addr + len(values) > memory:
-            raise fail("CONST", f"constants at [{addr}, {addr + len(values)}) fall outside the "
-                       f"{memory}-word global memory")
+            raise fail(
+                "CONST",
+                f"constants at [{addr}, {addr + len(values)}) fall outside the "
+                f"{memory}-word global memory",
+            )
     names: set[str] = set()
     for tensor in (*program.inputs, *program.outputs):
         if tensor.name in names:
             raise fail("IO", f"tensor name {tensor.name!r} appears twice")
         names.add(tensor.name)
         if tensor.addr < 0 or tensor.addr + tensor.size > memory:
-            raise fail("IO", f"tensor {tensor.name!r} at [{tensor.addr}, "
-                       f"{tensor.addr + tensor.size}) falls outside the global memory")
+            raise fail(
+                "IO",
+                f"tensor {tensor.name!r} at [{tensor.addr}, "
+                f"{tensor.addr + tensor.size}) falls outside the global memory",
+            )
     if not program.outputs:
         raise fail("IO", "the binary declares no outputs")
     for core, code in enumerate(program.code):
         _check_code(program, core, code, held, fail)
 
 
-def _check_code(program, core, code, held, fail):  # type: ignore[no-untyped-def]
+def _check_code(
+    program: Program,
+    core: int,
+    code: list[Instr],
+    held: dict[tuple[int, int], int],
+    fail: Callable[[str, str], BinaryFormatError],
+) -> None:
     target = program.target
     limits = {
         spec.OperandKind.REG: (target.core.registers, "registers", "r"),
@@ -92,8 +119,11 @@ def _check_code(program, core, code, held, fail):  # type: ignore[no-untyped-def
             if field.kind in limits:
                 count, what, prefix = limits[field.kind]
                 if value >= count:
-                    raise fail(section, f"{where}: {field.name} {prefix}{value} does not exist; "
-                               f"there are {count} {what}")
+                    raise fail(
+                        section,
+                        f"{where}: {field.name} {prefix}{value} does not exist; "
+                        f"there are {count} {what}",
+                    )
         if row.cost is spec.CostClass.NOC and ops["core"] == core:
             raise fail(section, f"{where}: core {core} sends to or receives from itself")
         if row is spec.XBAR_MVM and ops["array"] not in shapes:
@@ -111,12 +141,18 @@ def _check_code(program, core, code, held, fail):  # type: ignore[no-untyped-def
             else:
                 image = shapes[ops["array"]]
                 length = image.rows if access.extent == "rows" else image.cols
-            size = (target.chip.global_memory_words if access.space is spec.Space.GLOBAL
-                    else target.core.buffer_words)
+            size = (
+                target.chip.global_memory_words
+                if access.space is spec.Space.GLOBAL
+                else target.core.buffer_words
+            )
             if start < 0 or start + length > size:
-                raise fail(section, f"{where}: {access.field} = r{ops[access.field]} addresses "
-                           f"[{start}, {start + length}) outside the {size}-word "
-                           f"{access.space.value}")
+                raise fail(
+                    section,
+                    f"{where}: {access.field} = r{ops[access.field]} addresses "
+                    f"[{start}, {start + length}) outside the {size}-word "
+                    f"{access.space.value}",
+                )
         if row is spec.CTL_SET:
             known[ops["d"]] = ops["imm"]
         elif row is spec.CTL_ADD:

@@ -48,9 +48,9 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["layers"] = [
-            {"node": l.node, "busy_cycles": l.busy_cycles, "energy_pj": l.energy_pj,
-             "counts": dict(l.counts)}
-            for l in self.layers
+            {"node": layer.node, "busy_cycles": layer.busy_cycles, "energy_pj": layer.energy_pj,
+             "counts": dict(layer.counts)}
+            for layer in self.layers
         ]  # fmt: skip
         data["throughput_per_s"] = self.throughput_per_s
         data["tops_per_w"] = self.tops_per_w
@@ -61,11 +61,15 @@ class RunReport:
 
     def table(self) -> str:
         """A readable summary for people."""
-        lines = [f"target {self.target}, device {self.device}, {self.mode} simulation, "
-                 f"batch {self.batch}"]
+        lines = [
+            f"target {self.target}, device {self.device}, {self.mode} simulation, "
+            f"batch {self.batch}"
+        ]
         if self.cycles is not None and self.latency_s is not None:
-            lines.append(f"  latency      {self.cycles:,} cycles = {self.latency_s * 1e6:.3f} us "
-                         "per inference")
+            lines.append(
+                f"  latency      {self.cycles:,} cycles = {self.latency_s * 1e6:.3f} us "
+                "per inference"
+            )
         lines.append(f"  energy       {self.energy_pj / 1e3:,.3f} nJ per inference")
         if self.tops_per_w:
             lines.append(f"  efficiency   {self.tops_per_w:.3f} TOPS/W (crossbar MACs)")
@@ -78,6 +82,8 @@ class RunReport:
             lines.append(f"  utilisation  {busy}")
         lines.append("  per layer:")
         for layer in self.layers:
-            lines.append(f"    {layer.node:<24} {layer.busy_cycles:>10,} busy cycles "
-                         f"{layer.energy_pj:>14,.1f} pJ")
+            lines.append(
+                f"    {layer.node:<24} {layer.busy_cycles:>10,} busy cycles "
+                f"{layer.energy_pj:>14,.1f} pJ"
+            )
         return "\n".join(lines)

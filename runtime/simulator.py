@@ -17,6 +17,7 @@ import numpy as np
 from imcc.isa.container import Binary
 from imcc.isa.diagnostics import SimulationError
 from imcc.isa.program import Program, TensorInfo
+from imcc.runtime.costs import Price
 from imcc.runtime.devices import make_device
 from imcc.runtime.engine import CycleEngine, FunctionalEngine, Tally
 from imcc.runtime.loader import validate
@@ -57,6 +58,7 @@ class Simulator:
         self.max_cycles = max_cycles
         self.device_name = device or program.target.xbar.device
         self.machine = Machine(program, make_device(self.device_name), seed)
+        self.prices: dict[tuple[int, int, int], tuple[Price, int]] = {}
         self.extent = max(
             [a + len(v) for a, v in program.constants]
             + [t.addr + t.size for t in (*program.inputs, *program.outputs)]
@@ -67,24 +69,21 @@ class Simulator:
         arrays, lead = self._check_inputs(inputs)
         batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
         outputs = {t.name: np.empty((batch, t.size)) for t in self.program.outputs}
-        tally: Tally | None = None
+        tally = Tally()
         for start in range(0, batch, BATCH_CHUNK):
             stop = min(start + BATCH_CHUNK, batch)
             m = self.machine
             m.reset(stop - start, self.extent)
             for info in self.program.inputs:
                 m.memory[info.addr : info.addr + info.size] = arrays[info.name][start:stop].T
-            first = tally is None
-            if first:
-                tally = Tally()
+            first = start == 0  # timing and energy are the same for every sample: count once
             if self.mode == "cycle" and first:
-                CycleEngine(m, self.max_cycles).run(tally)
+                CycleEngine(m, self.max_cycles, self.prices).run(tally)
             else:
-                FunctionalEngine(m, self.max_cycles).run(tally if first else None)
+                FunctionalEngine(m, self.max_cycles, self.prices).run(tally if first else None)
             for info in self.program.outputs:
                 block = m.global_range(info.addr, info.size)
                 outputs[info.name][start:stop] = block.T
-        assert tally is not None
         shaped = {
             info.name: outputs[info.name].reshape(*lead, *info.shape).astype(np.float32)
             for info in self.program.outputs
@@ -96,13 +95,15 @@ class Simulator:
         if not isinstance(inputs, dict):
             if len(declared) != 1:
                 names = ", ".join(t.name for t in declared)
-                raise SimulationError(f"the model has {len(declared)} inputs ({names}); pass "
-                                      "a dict of name -> array")
+                raise SimulationError(
+                    f"the model has {len(declared)} inputs ({names}); pass a dict of name -> array"
+                )
             inputs = {declared[0].name: inputs}
         unknown = sorted(set(inputs) - {t.name for t in declared})
         if unknown:
-            raise SimulationError(f"unknown inputs {unknown}; the model's inputs are "
-                                  f"{[t.name for t in declared]}")
+            raise SimulationError(
+                f"unknown inputs {unknown}; the model's inputs are {[t.name for t in declared]}"
+            )
         arrays: dict[str, np.ndarray] = {}
         lead: tuple[int, ...] | None = None
         for info in declared:
@@ -110,24 +111,34 @@ class Simulator:
                 raise SimulationError(f"missing input {info.name!r} of shape {info.shape}")
             raw = np.asarray(inputs[info.name])
             if raw.dtype.kind not in "fiub":
-                raise SimulationError(f"input {info.name!r} has dtype {raw.dtype}; expected a "
-                                      "real number type (float32)")
+                raise SimulationError(
+                    f"input {info.name!r} has dtype {raw.dtype}; expected a "
+                    "real number type (float32)"
+                )
             array = raw.astype(np.float64)
-            tail = array.shape[array.ndim - len(info.shape):] if array.ndim >= len(info.shape) \
+            tail = (
+                array.shape[array.ndim - len(info.shape) :]
+                if array.ndim >= len(info.shape)
                 else None
+            )
             if tail != info.shape:
-                raise SimulationError(f"input {info.name!r} has shape {raw.shape}; expected "
-                                      f"{info.shape} or (batch, {', '.join(map(str, info.shape))})")
+                raise SimulationError(
+                    f"input {info.name!r} has shape {raw.shape}; expected "
+                    f"{info.shape} or (batch, {', '.join(map(str, info.shape))})"
+                )
             this_lead = array.shape[: array.ndim - len(info.shape)]
             if lead is not None and this_lead != lead:
-                raise SimulationError(f"input {info.name!r} has batch shape {this_lead} but "
-                                      f"other inputs have {lead}")
+                raise SimulationError(
+                    f"input {info.name!r} has batch shape {this_lead} but other inputs have {lead}"
+                )
             lead = this_lead
             bad = ~np.isfinite(array)
             if bad.any():
                 index = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise SimulationError(f"input {info.name!r} holds {array[index]} at index "
-                                      f"{index}; inputs must be finite")
+                raise SimulationError(
+                    f"input {info.name!r} holds {array[index]} at index "
+                    f"{index}; inputs must be finite"
+                )
             arrays[info.name] = array.reshape(-1, info.size)
         return arrays, lead or ()
 

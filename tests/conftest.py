@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import onnx
@@ -53,11 +54,13 @@ def mlp_onnx(
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "x"
-    for i, (k, n) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (k, n) in enumerate(itertools.pairwise(widths)):
         w = rng.normal(0, 1 / np.sqrt(k), size=(k, n)).astype(np.float32)
         b = rng.normal(0, 0.1, size=n).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
-        nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"B{i}"], [f"h{i}"], name=f"fc{i}"))
+        nodes.append(
+            helper.make_node("Gemm", [current, f"W{i}", f"B{i}"], [f"h{i}"], name=f"fc{i}")
+        )
         current = f"h{i}"
         act = ACTIVATIONS[activations[i]]
         if act:

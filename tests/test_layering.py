@@ -71,10 +71,10 @@ def test_no_mnemonic_is_spelled_outside_the_instruction_table() -> None:
 
 
 def test_every_instruction_has_semantics_and_a_price() -> None:
-    from imcc.runtime.costs import price
-    from imcc.runtime.semantics import SEMANTICS
     from imcc.compiler.target import load_target
     from imcc.isa.encoding import Instr
+    from imcc.runtime.costs import price
+    from imcc.runtime.semantics import SEMANTICS
 
     assert set(SEMANTICS) == set(spec.BY_MNEMONIC)
     target = load_target()

@@ -176,6 +176,16 @@ class Graph:
             op.inputs = [new if v is old else v for v in op.inputs]
         self.outputs = [new if v is old else v for v in self.outputs]
 
+    def replace_op(self, old: Op, new: Op, results: Sequence[Value] | None = None) -> None:
+        """Put `new` where `old` was; it takes over `results` (default: old's results), so
+        every user and every name stays as it was. `new.infer()` must give their types."""
+        values = list(results if results is not None else old.outputs)
+        new.outputs = values
+        for value in values:
+            value.producer = new
+        self.ops[self.ops.index(old)] = new
+        old.outputs = []
+
     def remove_dead(self) -> None:
         """Drop ops whose results nobody uses and constants nobody references."""
         changed = True
@@ -183,7 +193,9 @@ class Graph:
             live = {id(v) for v in self.outputs}
             for op in self.ops:
                 live.update(id(v) for v in op.inputs)
-            kept = [op for op in self.ops if any(id(v) in live for v in op.outputs)]
+            kept = [
+                op for op in self.ops if any(id(v) in live and v.producer is op for v in op.outputs)
+            ]
             changed = len(kept) != len(self.ops)
             self.ops = kept
         used = {id(v) for op in self.ops for v in op.inputs} | {id(v) for v in self.outputs}

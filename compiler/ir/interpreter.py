@@ -20,7 +20,8 @@ def quantize_vector(x: np.ndarray, scale: np.ndarray, bits: int, signed: bool) -
     lo, hi = (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(scale == 0, 0.0, np.rint(x / np.where(scale == 0, 1.0, scale)))
-    return np.clip(q, lo, hi)
+    result: np.ndarray = np.clip(q, lo, hi)
+    return result
 
 
 def input_scale(x: np.ndarray, op: Op) -> np.ndarray:
@@ -29,22 +30,23 @@ def input_scale(x: np.ndarray, op: Op) -> np.ndarray:
     qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
     if op.attrs["input_scale"] is not None:
         return np.asarray(op.attrs["input_scale"], dtype=np.float64)
-    return np.max(np.abs(x), axis=-1, keepdims=True) / qmax
+    scale: np.ndarray = np.max(np.abs(x), axis=-1, keepdims=True) / qmax
+    return scale
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    result: np.ndarray = e / np.sum(e, axis=axis, keepdims=True)
+    return result
 
 
 def _activation(name: str, y: np.ndarray) -> np.ndarray:
-    if name == "relu":
-        return np.maximum(y, 0.0)
-    if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-y))
-    if name == "tanh":
-        return np.tanh(y)
-    return y
+    functions: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "relu": lambda v: np.maximum(v, 0.0),
+        "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+        "tanh": np.tanh,
+    }
+    return functions[name](y) if name in functions else y
 
 
 def _qdense(op: Op, args: list[np.ndarray]) -> np.ndarray:

@@ -16,7 +16,7 @@ from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.compiler.ir.interpreter import EVALUATORS
 from imcc.compiler.passes.manager import Context, Pass, register
 
-_ACTIVATION = {ops.Relu: "relu", ops.Sigmoid: "sigmoid", ops.Tanh: "tanh"}
+_ACTIVATION: dict[type[Op], str] = {ops.Relu: "relu", ops.Sigmoid: "sigmoid", ops.Tanh: "tanh"}
 
 
 @register
@@ -43,7 +43,7 @@ class CanonicalizePass(Pass):
         for op in graph.walk():
             arrays = [graph.constant(v) for v in op.inputs]
             if op.inputs and all(a is not None for a in arrays) and op.kind in EVALUATORS:
-                result = EVALUATORS[op.kind](op, [np.asarray(a) for a in arrays])  # type: ignore[misc]
+                result = EVALUATORS[op.kind](op, [np.asarray(a) for a in arrays])
                 folded = graph.add_constant(op.outputs[0].name, result.astype(np.float32))
                 graph.replace_uses(op.outputs[0], folded)
         graph.remove_dead()
@@ -65,8 +65,9 @@ class CanonicalizePass(Pass):
                 result = add.outputs[0]
         b_value = graph.add_constant(f"{matmul.name}.bias", bias)
         dense = ops.Dense([x, w, b_value], name=matmul.name, activation="none")
-        _insert_before(graph, matmul, dense, result.name)
-        graph.replace_uses(result, dense.outputs[0])
+        # Dense takes over the final result (the Add's, when the bias was folded), so the
+        # value keeps its name and its users; the MatMul (and Add) are left dead.
+        graph.replace_op(matmul, dense, [result])
 
     @staticmethod
     def _fuse_activation(graph: Graph, dense: Op) -> None:
@@ -74,15 +75,9 @@ class CanonicalizePass(Pass):
         users = graph.users(result)
         if len(users) != 1 or result in graph.outputs or dense.attrs["activation"] != "none":
             return
-        kind = type(users[0])
-        if kind in _ACTIVATION:
-            dense.attrs["activation"] = _ACTIVATION[kind]
-            graph.replace_uses(users[0].outputs[0], result)
-            result.name = users[0].outputs[0].name
-
-
-def _insert_before(graph: Graph, anchor: Op, op: Op, result_name: str) -> None:
-    """Create `op`'s results and put it just before `anchor` in the op list."""
-    graph.add_op(op, [result_name])
-    graph.ops.remove(op)
-    graph.ops.insert(graph.ops.index(anchor), op)
+        activation = users[0]
+        if type(activation) in _ACTIVATION:
+            # Dense takes over the activation's result and its place in the order.
+            dense.attrs["activation"] = _ACTIVATION[type(activation)]
+            graph.ops.remove(dense)
+            graph.replace_op(activation, dense, activation.outputs)

@@ -27,14 +27,18 @@ from imcc.isa.encoding import Instr, make
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
 from imcc.isa.target import Target
 
-_ACTIVATION = {"relu": spec.SIMD_RELU, "sigmoid": spec.SIMD_SIGMOID, "tanh": spec.SIMD_TANH}
-_UNARY = {
+_ACTIVATION: dict[str, spec.InstrSpec] = {
+    "relu": spec.SIMD_RELU,
+    "sigmoid": spec.SIMD_SIGMOID,
+    "tanh": spec.SIMD_TANH,
+}
+_UNARY: dict[type[Op], spec.InstrSpec] = {
     ops.Relu: spec.SIMD_RELU,
     ops.Sigmoid: spec.SIMD_SIGMOID,
     ops.Tanh: spec.SIMD_TANH,
     ops.Exp: spec.SIMD_EXP,
 }
-_BINARY = {
+_BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec]] = {
     ops.Add: (spec.SIMD_ADD, spec.SIMD_ADD_S),
     ops.Sub: (spec.SIMD_SUB, spec.SIMD_SUB_S),
     ops.Mul: (spec.SIMD_MUL, spec.SIMD_MUL_S),
@@ -376,7 +380,9 @@ class Emitter:
             qc.emit(spec.SIMD_RABSMAX, scale, x_addr, k)
             qc.emit(spec.SIMD_DIV_S, scale, scale, self.const_local(qcore, qmax), 1)
         else:
-            qc.emit(spec.MEM_LOAD, scale, self.constant_addr(np.array([op.attrs["input_scale"]])), 1)
+            qc.emit(
+                spec.MEM_LOAD, scale, self.constant_addr(np.array([op.attrs["input_scale"]])), 1
+            )
         xq = Value(f"{op.name}.xq", x.type)
         xq_addr = qc.buffer.alloc(k, f"{op.name} quantised input")
         qc.emit(spec.SIMD_QUANT, xq_addr, x_addr, scale, bits, int(signed), k)

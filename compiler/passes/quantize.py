@@ -69,10 +69,7 @@ class QuantizePass(Pass):
                 input_scale=scale,
                 activation=dense.attrs["activation"],
             )
-            graph.add_op(qdense, [dense.outputs[0].name])
-            graph.ops.remove(qdense)
-            graph.ops[graph.ops.index(dense)] = qdense
-            graph.replace_uses(dense.outputs[0], qdense.outputs[0])
+            graph.replace_op(dense, qdense)
         graph.remove_dead()
 
     @staticmethod

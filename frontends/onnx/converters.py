@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from math import prod
 
 import numpy as np
+from onnx import numpy_helper
+
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Op, Value
-from onnx import numpy_helper
 
 from .registry import NodeContext, Result, converter
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import TensorProto, checker, helper, numpy_helper, shape_inference
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, TensorType, Value
 from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa.diagnostics import CompileError, FrontendError, NodeLoc
-from onnx import TensorProto, checker, helper, numpy_helper, shape_inference
-from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from . import converters as _converters  # noqa: F401  (registers converters)
 from .registry import (

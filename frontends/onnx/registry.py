@@ -14,9 +14,10 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import onnx
+from onnx import helper
+
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.isa.diagnostics import CompileError, FrontendError, NodeLoc
-from onnx import helper
 
 # What a converter gives back for each ONNX output: an IR value, or an array when the result
 # is known at import time (Constant, or a folded computation on constants).

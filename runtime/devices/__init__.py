@@ -38,9 +38,7 @@ class Device(Protocol):
 
     def program(self, levels: np.ndarray, image: int, rng: np.random.Generator) -> ArrayState: ...
 
-    def read(
-        self, state: ArrayState, x: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray: ...
+    def read(self, state: ArrayState, x: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
 
 
 class IdealDevice:
@@ -54,7 +52,8 @@ class IdealDevice:
 
     def read(self, state: ArrayState, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # x: (rows, batch) -> (cols, batch); float64 is exact below 2^53
-        return state.conductance.T @ x
+        currents: np.ndarray = state.conductance.T @ x
+        return currents
 
 
 DEVICES: dict[str, type] = {"ideal": IdealDevice}

@@ -183,7 +183,8 @@ def simd_quant(m: Machine, c: CoreState, i: Instr) -> int | None:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+        result: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return result
 
 
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -250,8 +251,9 @@ def noc_recv(m: Machine, c: CoreState, i: Instr) -> int | None:
     message = box.popleft()
     if message.data.shape[0] != n:
         raise m.trap(
-            c, f"message from core {src} tag {tag} holds {message.data.shape[0]} words, "
-            f"the receive expects {n}"
+            c,
+            f"message from core {src} tag {tag} holds {message.data.shape[0]} words, "
+            f"the receive expects {n}",
         )
     _vec(c, d, n)[:] = message.data
     c.received = message

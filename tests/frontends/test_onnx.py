@@ -12,12 +12,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from imcc.compiler.ir.core import Graph
 from imcc.compiler.ir.interpreter import evaluate
 from imcc.frontends.onnx import converter, import_onnx, supported_op_types
 from imcc.frontends.onnx.registry import lookup
 from imcc.isa.diagnostics import FrontendError, NodeLoc
-from onnx import TensorProto, helper, numpy_helper
 
 # The IR interpreter computes in float64 while onnxruntime computes in float32, so the two differ
 # by float32 rounding: a few ulps (~1e-7 relative) per op, accumulated over at most a handful of

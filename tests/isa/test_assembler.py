@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from imcc.isa import container, spec
 from imcc.isa.assembler import assemble, format_float
 from imcc.isa.diagnostics import AsmError, TargetError
@@ -20,7 +21,6 @@ from imcc.isa.disassembler import disassemble
 from imcc.isa.encoding import Instr, make, operand_bounds
 from imcc.isa.program import Program
 from imcc.isa.target import Target
-
 from tests.isa.test_container import (
     PROPERTY,
     float_bits,

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from imcc.isa import container, spec
 from imcc.isa.diagnostics import BinaryFormatError
 from imcc.isa.encoding import Instr, encode, make, operand_bounds

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 
 import imcc
-from imcc.isa.diagnostics import BinaryFormatError, SimulationError
 from imcc.isa import spec
+from imcc.isa.diagnostics import BinaryFormatError, SimulationError
 from imcc.isa.encoding import make
 from imcc.isa.program import Binding, XbarImage
 from tests.runtime.programs import binary, image_directive, with_io
@@ -31,23 +32,25 @@ def load_error(text: str, patch: tuple[int, spec.InstrSpec, tuple[int, ...]] | N
 
 def test_a_valid_program_loads_and_runs() -> None:
     result = imcc.Simulator(
-        with_io(HEAD + ".core 0\nctl.set r0, 0\nctl.set r1, 16\nmem.load r0, r0, 4\n"
-                "xbar.mvm a0, r0, r2, 8, 1\nmem.store r1, r2, 4\nctl.halt\n")
+        with_io(
+            HEAD + ".core 0\nctl.set r0, 0\nctl.set r1, 16\nmem.load r0, r0, 4\n"
+            "xbar.mvm a0, r0, r2, 8, 1\nmem.store r1, r2, 4\nctl.halt\n"
+        )
     ).run(np.array([1.0, 2.0, 3.0, 4.0]))
     assert result.outputs["y"].tolist() == [10.0] * 4
 
 
 def test_rejects_an_instruction_naming_a_missing_core() -> None:
-    message = load_error(".core 0\nctl.set r0, 0\nctl.nop\nctl.halt\n",
-                         (1, spec.NOC_SEND, (9, 0, 0, 1)))
+    message = load_error(
+        ".core 0\nctl.set r0, 0\nctl.nop\nctl.halt\n", (1, spec.NOC_SEND, (9, 0, 0, 1))
+    )
     assert message == (
         "test.imcb: section CODE[0]: pc 1 (noc.send): core c9 does not exist; there are 4 cores"
     )
 
 
 def test_rejects_an_instruction_naming_a_missing_array() -> None:
-    message = load_error(HEAD + ".core 0\nctl.nop\nctl.halt\n",
-                         (0, spec.XBAR_MVM, (8, 0, 1, 8, 1)))
+    message = load_error(HEAD + ".core 0\nctl.nop\nctl.halt\n", (0, spec.XBAR_MVM, (8, 0, 1, 8, 1)))
     assert message == (
         "test.imcb: section CODE[0]: pc 0 (xbar.mvm): array a8 does not exist; there are 8 arrays"
     )
@@ -79,10 +82,13 @@ def test_rejects_a_static_address_outside_the_buffer() -> None:
 
 
 def test_rejects_a_global_address_outside_memory() -> None:
-    message = load_error(".core 0\nctl.set r0, 0\nctl.set r1, 1048575\nmem.load r0, r1, 2\n"
-                         "ctl.halt\n")
-    assert "pc 2 (mem.load): a = r1 addresses [1048575, 1048577) outside the 1048576-word global" \
+    message = load_error(
+        ".core 0\nctl.set r0, 0\nctl.set r1, 1048575\nmem.load r0, r1, 2\nctl.halt\n"
+    )
+    assert (
+        "pc 2 (mem.load): a = r1 addresses [1048575, 1048577) outside the 1048576-word global"
         in message
+    )
 
 
 def test_rejects_a_branch_past_the_code() -> None:
@@ -125,15 +131,19 @@ def test_a_program_that_never_halts_exhausts_the_cycle_budget() -> None:
     assert str(info.value) == (
         "core 0 pc 0 (ctl.jump): no halt after 1,000 cycles (cycle budget exhausted)"
     )
-    with pytest.raises(SimulationError, match=r"core 0 pc 0 \(ctl.jump\): no halt after 1,000 "
-                       r"instructions \(instruction budget exhausted\)"):
+    with pytest.raises(
+        SimulationError,
+        match=r"core 0 pc 0 \(ctl.jump\): no halt after 1,000 "
+        r"instructions \(instruction budget exhausted\)",
+    ):
         imcc.Simulator(program, mode="functional", max_cycles=1000).run(np.zeros(4))
 
 
 @pytest.mark.parametrize("mode", ["functional", "cycle"])
 def test_a_receive_without_send_is_a_deadlock(mode: str) -> None:
-    program = with_io(".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n"
-                      ".core 1\nctl.halt\n")
+    program = with_io(
+        ".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
+    )
     with pytest.raises(SimulationError) as info:
         imcc.Simulator(program, mode=mode).run(np.zeros(4))
     assert str(info.value) == (
@@ -145,9 +155,11 @@ def test_a_receive_without_send_is_a_deadlock(mode: str) -> None:
 @pytest.mark.parametrize("mode", ["functional", "cycle"])
 def test_a_dynamic_address_out_of_range_traps_with_core_and_pc(mode: str) -> None:
     # r0 is changed inside a loop, so the loader cannot know it; the simulator checks it.
-    program = with_io(".core 0\nctl.set r0, 16000\nctl.set r1, 3\nagain:\n"
-                      "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, again\n"
-                      "ctl.halt\n")
+    program = with_io(
+        ".core 0\nctl.set r0, 16000\nctl.set r1, 3\nagain:\n"
+        "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, again\n"
+        "ctl.halt\n"
+    )
     with pytest.raises(SimulationError) as info:
         imcc.Simulator(program, mode=mode).run(np.zeros(4))
     assert str(info.value) == (
@@ -188,9 +200,11 @@ def test_unknown_mode_and_device_are_clear_errors() -> None:
 
 
 def test_binary_round_trip_through_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    original = binary(".target edge-rram\n.output {\"name\": \"y\", \"shape\": [1], \"addr\": 0, "
-                      "\"dtype\": \"float32\", \"batch_axis\": true, \"quant\": {}}\n"
-                      ".core 0\nctl.halt\n")
+    original = binary(
+        '.target edge-rram\n.output {"name": "y", "shape": [1], "addr": 0, '
+        '"dtype": "float32", "batch_axis": true, "quant": {}}\n'
+        ".core 0\nctl.halt\n"
+    )
     original.save(tmp_path / "p.imcb")
     loaded = imcc.load(tmp_path / "p.imcb")
     assert loaded.data == original.data

@@ -90,7 +90,9 @@ def independent_adc_model(levels, x, bits, signed, dac_bits, adc_bits, full_scal
     for sample in range(x.shape[0]):
         u = [int(v) % 2**bits for v in x[sample]]
         magnitude_bits = bits - 1 if signed else bits
-        steps = [(s, min(dac_bits, magnitude_bits - s), 2**s) for s in range(0, magnitude_bits, dac_bits)]
+        steps = [
+            (s, min(dac_bits, magnitude_bits - s), 2**s) for s in range(0, magnitude_bits, dac_bits)
+        ]
         if signed:
             steps.append((bits - 1, 1, -(2 ** (bits - 1))))
         for shift, width, weight in steps:
