@@ -1,0 +1,120 @@
+"""The functional and cycle-level simulators on hand-written programs: same outputs always;
+cycle counts equal the analytic count from the cost table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import imcc
+from imcc.compiler.target import load_target
+from tests.runtime.programs import image_directive, with_io
+
+COST = load_target().cost
+
+
+def both_modes(binary: imcc.Binary, x: np.ndarray) -> tuple[np.ndarray, imcc.RunReport]:
+    functional = imcc.Simulator(binary, mode="functional").run(x)
+    cycle = imcc.Simulator(binary, mode="cycle").run(x)
+    assert np.array_equal(functional.outputs["y"], cycle.outputs["y"])
+    assert functional.report.counts == cycle.report.counts
+    return cycle.outputs["y"], cycle.report
+
+
+def test_a_loop_runs_its_body_n_times_and_costs_n_times() -> None:
+    # y = x + 3 * 1, as three simd.add of a constant 1 in a loop
+    program = with_io(
+        ".const 8 1.0 1.0 1.0 1.0\n.core 0\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 8\n    ctl.set r2, 3\n    ctl.set r3, 16\n"
+        "    mem.load r0, r0, 4\n    mem.load r1, r1, 4\n"
+        "body:\n    simd.add r0, r0, r1, 4\n    ctl.loop r2, body\n"
+        "    mem.store r3, r0, 4\n    ctl.halt\n"
+    )
+    y, report = both_modes(program, np.array([[1.0, 2.0, 3.0, 4.0]]))
+    assert y.tolist() == [[4.0, 5.0, 6.0, 7.0]]
+    mem = COST.mem_cycles + math.ceil(4 / 8)
+    expected = 4 * COST.ctl_cycles + 3 * mem + 3 * (COST.simd_cycles + COST.ctl_cycles)
+    expected += COST.ctl_cycles  # halt
+    assert report.cycles == expected
+    assert report.counts["instructions"] == 4 + 3 + 6 + 1
+
+
+def test_send_and_receive_between_cores_wait_for_the_mesh() -> None:
+    # core 0 loads x and sends it to core 3 (2 hops on the 2x2 mesh), which stores it as y
+    program = with_io(
+        ".core 0\n    ctl.set r0, 0\n    mem.load r0, r0, 4\n    noc.send c3, 7, r0, 4\n"
+        "    ctl.halt\n"
+        ".core 1\n    ctl.halt\n.core 2\n    ctl.halt\n"
+        ".core 3\n    ctl.set r0, 100\n    noc.recv c0, 7, r0, 4\n    ctl.set r1, 16\n"
+        "    mem.store r1, r0, 4\n    ctl.halt\n"
+    )
+    y, report = both_modes(program, np.array([[1.0, -2.0, 3.0, -4.0]]))
+    assert y.tolist() == [[1.0, -2.0, 3.0, -4.0]]
+    mem = COST.mem_cycles + math.ceil(4 / 8)
+    send_issue = COST.ctl_cycles + mem  # core 0 issues the send at this cycle
+    arrival = send_issue + 2 * COST.noc_hop_cycles + math.ceil(4 / COST.noc_words_per_cycle)
+    recv = 1 + math.ceil(4 / COST.noc_words_per_cycle)
+    expected = arrival + recv + COST.ctl_cycles + mem + COST.ctl_cycles
+    assert report.cycles == expected
+    assert report.stall_cycles == arrival - COST.ctl_cycles
+    assert report.counts["noc_word_hops"] == 8
+
+
+def test_xbar_program_replaces_the_image_mid_program() -> None:
+    eye = np.eye(4, dtype=np.int64)
+    twice = 2 * np.eye(4, dtype=np.int64)
+    program = with_io(
+        image_directive(0, eye) + image_directive(1, twice) + ".bind c0 a0 0\n.core 0\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 10\n    ctl.set r2, 16\n"
+        "    mem.load r0, r0, 4\n    xbar.mvm a0, r0, r1, 8, 1\n"
+        "    xbar.program a0, 1\n    xbar.mvm a0, r1, r1, 8, 1\n"
+        "    mem.store r2, r1, 4\n    ctl.halt\n"
+    )
+    y, report = both_modes(program, np.array([[1.0, 2.0, -3.0, 4.0]]))
+    assert y.tolist() == [[2.0, 4.0, -6.0, 8.0]]
+    assert report.counts["cells_programmed"] == 16
+    assert report.energy_breakdown_pj["programming"] == 16 * COST.xbar_program_pj_per_cell
+
+
+def test_mvm_cycles_and_counts_follow_the_cost_table() -> None:
+    levels = np.ones((100, 20), dtype=np.int64)
+    io = (
+        '.target edge-rram\n.input {"name": "x", "shape": [100], "addr": 0, "dtype": "float32", '
+        '"batch_axis": true, "quant": {}}\n.output {"name": "y", "shape": [20], "addr": 200, '
+        '"dtype": "float32", "batch_axis": true, "quant": {}}\n'
+    )
+    from tests.runtime.programs import binary
+
+    program = binary(
+        io + image_directive(0, levels) + ".bind c0 a0 0\n.core 0\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 200\n    mem.load r0, r0, 100\n"
+        "    xbar.mvm a0, r0, r1, 8, 0\n    mem.store r1, r1, 20\n    ctl.halt\n"
+    )
+    x = np.arange(100, dtype=np.float64)[None, :] % 256
+    y, report = both_modes(program, x)
+    assert y[0].tolist() == [float(x.sum())] * 20
+    steps = 8  # unsigned 8-bit inputs through 1-bit DACs
+    mvm = steps * (COST.xbar_read_cycles + math.ceil(20 / 8) * COST.adc_cycles
+                   + COST.shift_add_cycles)  # fmt: skip
+    mem_in = COST.mem_cycles + math.ceil(100 / 8)
+    mem_out = COST.mem_cycles + math.ceil(20 / 8)
+    assert report.cycles == 2 * COST.ctl_cycles + mem_in + mvm + mem_out + COST.ctl_cycles
+    assert report.counts["adc_conversions"] == steps * 20
+    assert report.counts["dac_steps"] == steps * 100
+    assert report.counts["array_activations"] == steps
+    assert report.energy_breakdown_pj["adc"] == pytest.approx(steps * 20 * COST.adc_pj)
+
+
+def test_a_message_of_the_wrong_length_traps() -> None:
+    program = with_io(
+        ".core 0\n    ctl.set r0, 0\n    noc.send c1, 1, r0, 4\n    ctl.halt\n"
+        ".core 1\n    ctl.set r0, 0\n    noc.recv c0, 1, r0, 3\n    ctl.halt\n"
+    )
+    with pytest.raises(
+        imcc.Diagnostic,
+        match=r"core 1 pc 1 \(noc.recv\): message from core 0 "
+        r"tag 1 holds 4 words, the receive expects 3",
+    ):
+        imcc.Simulator(program, mode="functional").run(np.zeros(4))
