@@ -420,6 +420,14 @@ SIMD_RABSMAX = _row(
     *_VEC2,
     access="d:w:1 a:r:n",
 )
+SIMD_ARGMAX = _row(
+    "simd.argmax",
+    0x53,
+    CostClass.SIMD_REDUCE,
+    "buf[d] = the first i with buf[a+i] = max_j buf[a+j]",
+    *_VEC2,
+    access="d:w:1 a:r:n",
+)
 # -- mem: moves between the core's local buffer and the chip's global memory
 MEM_LOAD = _row(
     "mem.load",
@@ -496,6 +504,7 @@ TABLE: tuple[InstrSpec, ...] = (
     SIMD_RMAX,
     SIMD_RSUM,
     SIMD_RABSMAX,
+    SIMD_ARGMAX,
     MEM_LOAD,
     MEM_STORE,
     NOC_SEND,

@@ -17,6 +17,9 @@ from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
 
 
+TENSOR_DTYPES = ("float32", "float64", "int64")
+
+
 def validate(program: Program, name: str = "<binary>") -> None:
     target = program.target
     cfg_cores, arrays = target.chip.cores, target.core.arrays
@@ -70,6 +73,12 @@ def validate(program: Program, name: str = "<binary>") -> None:
             )
     names: set[str] = set()
     for tensor in (*program.inputs, *program.outputs):
+        if tensor.dtype not in TENSOR_DTYPES:
+            raise fail(
+                "IO",
+                f"tensor {tensor.name!r} has dtype {tensor.dtype!r}; expected one "
+                f"of {', '.join(TENSOR_DTYPES)}",
+            )
         if tensor.name in names:
             raise fail("IO", f"tensor name {tensor.name!r} appears twice")
         names.add(tensor.name)

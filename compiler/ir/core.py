@@ -119,6 +119,8 @@ class Graph:
         # The model's names for its outputs; fixed before passes run, since rewrites may
         # replace an output value by another (an Identity removed, an activation fused).
         self.output_names: list[str] = []
+        # Strings the binary should carry for the user (e.g. "classes" of a classifier, JSON).
+        self.meta: dict[str, str] = {}
         self.ops: list[Op] = []
         self.constants: dict[Value, np.ndarray] = {}
         self._names: set[str] = set()

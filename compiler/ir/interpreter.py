@@ -69,6 +69,9 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "Div": lambda op, a: a[0] / a[1],
     "MatMul": lambda op, a: a[0] @ a[1],
     "Softmax": lambda op, a: _softmax(a[0], op.attrs.get("axis", -1)),
+    "ArgMax": lambda op, a: np.argmax(
+        a[0], axis=op.attrs.get("axis", -1), keepdims=bool(op.attrs.get("keepdims", 1))
+    ).astype(np.float64),
     "Dense": lambda op, a: _activation(op.attrs.get("activation", "none"), a[0] @ a[1] + a[2]),
     "QDense": _qdense,
 }

@@ -115,6 +115,27 @@ class Softmax(Op):
 
 
 @register
+class ArgMax(Op):
+    """Index of the first maximum along `axis` (kept as a size-1 axis when `keepdims`)."""
+
+    kind = "ArgMax"
+
+    def infer(self) -> list[TensorType]:
+        shape = list(self.inputs[0].shape)
+        axis = self.attrs.get("axis", -1) % len(shape)
+        if self.attrs.get("keepdims", 1):
+            shape[axis] = 1
+        else:
+            del shape[axis]
+        return [TensorType(tuple(shape), "int64")]
+
+    def check(self, graph: Graph) -> None:
+        rank = len(self.inputs[0].shape)
+        if not -rank <= self.attrs.get("axis", -1) < rank:
+            raise self.error(f"axis {self.attrs.get('axis')} is out of range for rank {rank}")
+
+
+@register
 class Reshape(Op):
     """Reinterpret the same elements in a new shape (`shape` attribute, concrete)."""
 

@@ -248,6 +248,8 @@ class Emitter:
                 self.emit_binary(op, core)
             elif isinstance(op, ops.Softmax):
                 self.emit_softmax(op, core)
+            elif isinstance(op, ops.ArgMax):
+                self.emit_argmax(op, core)
             else:
                 raise op.error(f"the emitter has no lowering for {op.kind}")
             self.release_dead(op)
@@ -268,7 +270,7 @@ class Emitter:
         debug = {
             (cc.core, pc): node for cc in self.cores for pc, node in enumerate(cc.nodes) if node
         }
-        meta = {"model": graph.name, "producer": "imcc"}
+        meta = {**graph.meta, "model": graph.name, "producer": "imcc"}
         meta.update({f"option.{k}": str(v) for k, v in sorted(ctx.options.items())})
         return Program(
             target=self.target,
@@ -297,6 +299,7 @@ class Emitter:
             name=value.name,
             shape=tuple(shape) or (1,),
             addr=addr,
+            dtype="int64" if value.type.dtype == "int64" else "float32",
             batch_axis=self.graph.batch_axis,
             quant=tuple(sorted(quant.items())),
         )
@@ -352,6 +355,18 @@ class Emitter:
             cc.emit(spec.SIMD_RSUM, scalar, dst + row, width)
             cc.emit(spec.SIMD_DIV_S, dst + row, dst + row, scalar, width)
         cc.buffer.release(scalar, 1)
+        self.define(op.outputs[0], core, dst)
+
+    def emit_argmax(self, op: Op, core: int) -> None:
+        x = op.inputs[0]
+        if op.attrs.get("axis", -1) % len(x.shape) != len(x.shape) - 1:
+            raise op.error("argmax along an axis other than the last is not supported yet")
+        width = x.shape[-1]
+        cc = self.cores[core]
+        src = self.local(x, core)
+        dst = cc.buffer.alloc(op.outputs[0].type.size, op.name)
+        for row in range(x.type.size // width):
+            cc.emit(spec.SIMD_ARGMAX, dst + row, src + row * width, width)
         self.define(op.outputs[0], core, dst)
 
     def emit_qdense(self, op: Op) -> None:

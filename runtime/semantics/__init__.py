@@ -208,10 +208,11 @@ _REDUCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     spec.SIMD_RMAX.mnemonic: lambda x: np.max(x, axis=0),
     spec.SIMD_RSUM.mnemonic: lambda x: np.sum(x, axis=0),
     spec.SIMD_RABSMAX.mnemonic: lambda x: np.max(np.abs(x), axis=0),
+    spec.SIMD_ARGMAX.mnemonic: lambda x: np.argmax(x, axis=0).astype(np.float64),
 }
 
 
-@semantics(spec.SIMD_RMAX, spec.SIMD_RSUM, spec.SIMD_RABSMAX)
+@semantics(spec.SIMD_RMAX, spec.SIMD_RSUM, spec.SIMD_RABSMAX, spec.SIMD_ARGMAX)
 def simd_reduce(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, n = i.operands
     _vec(c, d, 1)[0] = _REDUCE[i.mnemonic](_vec(c, a, n))
