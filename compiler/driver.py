@@ -5,6 +5,7 @@ Frontends are called by the facade (imcc/api.py); this module only sees the grap
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 from imcc.compiler.ir.core import Graph
 from imcc.compiler.passes import DEFAULT_PIPELINE, Context, run_pipeline
 from imcc.compiler.target import load_target
-from imcc.isa.diagnostics import CompileError
+from imcc.isa.diagnostics import CompileError, TargetError
 from imcc.isa.program import Program
 from imcc.isa.target import Target
 
@@ -25,9 +26,61 @@ log = logging.getLogger(__name__)
 OPTIONS = {
     "weight_bits": "bits of the signed integer weights (per-channel scales)",
     "input_bits": "bits of the integer inputs of every crossbar MVM",
-    "cell_bits": "bits stored per crossbar cell (default: the target's)",
+    "calibration": "how calibration data sets input scales and ADC ranges: minmax, percentile",
+    "percentile": "the percentile used by calibration=percentile (default 99.99)",
     "spread": "deal crossbar tiles round-robin over all cores (true/false)",
 }
+# Options that change the hardware: the binary records the target with them applied.
+HARDWARE_OPTIONS = {
+    "rows": "crossbar rows",
+    "cols": "crossbar columns",
+    "cell_bits": "bits stored per crossbar cell",
+    "dac_bits": "input bits applied per DAC step (1 = bit-serial)",
+    "adc_bits": "ADC resolution",
+    "cols_per_adc": "columns sharing one ADC",
+    "sign_encoding": "differential (G+/G- pairs) or offset (ISAAC: W + 2^(b-1))",
+    "adc_range": "full-scale, or column / slice (ranges from weights or calibration data)",
+}
+_INTS = {"weight_bits", "input_bits", "rows", "cols", "cell_bits", "dac_bits", "adc_bits",
+         "cols_per_adc"}  # fmt: skip
+
+
+def apply_hardware_options(target: Target, options: dict[str, Any]) -> Target:
+    """The target with per-compile hardware overrides; a bad value names the option."""
+    changes = {k: options[k] for k in HARDWARE_OPTIONS if options.get(k) is not None}
+    if not changes:
+        return target
+    xbar = dataclasses.replace(target.xbar, **changes)
+    changed = dataclasses.replace(target, xbar=xbar)
+    try:
+        changed.validate("options")
+    except TargetError as exc:
+        raise CompileError(exc.message.replace("options: xbar.", "option ")) from None
+    return changed
+
+
+def check_options(target: Target, options: dict[str, Any]) -> None:
+    """Reject combinations that cannot work, naming the options involved."""
+    for name in ("weight_bits", "input_bits"):
+        if not 2 <= options[name] <= 24:
+            raise CompileError(f"{name} = {options[name]} is outside the supported range [2, 24]")
+    xbar = target.xbar
+    if xbar.sign_encoding == "differential":
+        needed = 2 * -(-(options["weight_bits"] - 1) // xbar.cell_bits)
+    else:
+        needed = -(-options["weight_bits"] // xbar.cell_bits)
+    if needed > xbar.cols:
+        raise CompileError(
+            f"weight_bits = {options['weight_bits']} with cell_bits = {xbar.cell_bits} and "
+            f"sign_encoding = {xbar.sign_encoding} needs {needed} columns per output, but "
+            f"cols = {xbar.cols}"
+        )
+    if options.get("calibration", "minmax") not in ("minmax", "percentile"):
+        raise CompileError(
+            f"calibration = {options['calibration']!r}; expected minmax or percentile"
+        )
+    if not 0 < float(options.get("percentile", 99.99)) <= 100:
+        raise CompileError(f"percentile = {options['percentile']} must be in (0, 100]")
 
 
 @dataclass
@@ -46,13 +99,19 @@ def compile_graph(
     **options: Any,
 ) -> CompileResult:
     resolved = load_target(target)
-    unknown = sorted(set(options) - set(OPTIONS))
+    known = {*OPTIONS, *HARDWARE_OPTIONS}
+    unknown = sorted(set(options) - known)
     if unknown:
         raise CompileError(
-            f"unknown compile options {unknown}; options are {', '.join(sorted(OPTIONS))}"
+            f"unknown compile options {unknown}; options are {', '.join(sorted(known))}"
         )
+    for name, value in options.items():
+        if name in _INTS and value is not None and not isinstance(value, int | np.integer):
+            raise CompileError(f"option {name} must be an integer, not {value!r}")
+    resolved = apply_hardware_options(resolved, options)
     merged: dict[str, Any] = dict(resolved.defaults)
     merged.update({k: v for k, v in options.items() if v is not None})
+    check_options(resolved, merged)
     spread = bool(merged.pop("spread", False))
     if pipeline is None:
         pipeline = DEFAULT_PIPELINE.replace("place", "place{spread=true}" if spread else "place")

@@ -84,6 +84,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
         weight_bits=args.weight_bits,
         input_bits=args.input_bits,
         cell_bits=args.cell_bits,
+        dac_bits=args.dac_bits,
+        adc_bits=args.adc_bits,
+        rows=args.rows,
+        cols=args.cols,
+        cols_per_adc=args.cols_per_adc,
+        sign_encoding=args.sign_encoding,
+        adc_range=args.adc_range,
+        calibration=args.calibration,
+        percentile=args.percentile,
         spread=args.spread or None,
     )
     elapsed = time.perf_counter() - start
@@ -258,6 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", type=int, help="signed weight bits (default: target's)")
     p.add_argument("--input-bits", type=int, help="MVM input bits (default: target's)")
     p.add_argument("--cell-bits", type=int, help="bits per crossbar cell (default: target's)")
+    p.add_argument("--dac-bits", type=int, help="input bits per DAC step; 1 = bit-serial")
+    p.add_argument("--adc-bits", type=int, help="ADC resolution")
+    p.add_argument("--rows", type=int, help="crossbar rows")
+    p.add_argument("--cols", type=int, help="crossbar columns")
+    p.add_argument("--cols-per-adc", type=int, help="columns sharing one ADC")
+    p.add_argument(
+        "--sign-encoding",
+        choices=["differential", "offset"],
+        help="signed weights as G+/G- pairs or ISAAC's offset",
+    )
+    p.add_argument(
+        "--adc-range",
+        choices=["full-scale", "column", "slice"],
+        help="ADC range: the array's full scale, or per column / per slice from the "
+        "weights (or the calibration data when given)",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=["minmax", "percentile"],
+        help="how calibration data sets scales and ranges (default minmax)",
+    )
+    p.add_argument("--percentile", type=float, help="percentile for --calibration percentile")
     p.add_argument("--spread", action="store_true", help="deal tiles over all cores")
     p.add_argument(
         "--calibrate",
@@ -268,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pipeline",
         help="pass pipeline, e.g. "
-        "'canonicalize,quantize,bitslice,tile,place{spread=true},schedule,emit'",
+        "'canonicalize,quantize,bitslice,tile,adc-range,place{spread=true},schedule,emit'",
     )
     p.add_argument("--print-ir-after", metavar="PASS", help="print the IR after PASS (or all)")
     p.add_argument("--timings", action="store_true", help="print the time of each pass")

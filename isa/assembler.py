@@ -204,6 +204,7 @@ class _Assembler:
         self.bindings: list[tuple[Binding, _Arg]] = []
         self.bound: dict[tuple[int, int], int] = {}  # (core, array) -> line
         self.constants: list[tuple[int, np.ndarray]] = []
+        self.adc_ranges: dict[int, np.ndarray] = {}
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
         self.meta: dict[str, str] = {}
@@ -232,6 +233,7 @@ class _Assembler:
             ".image": self.directive_image,
             ".bind": self.directive_bind,
             ".const": self.directive_const,
+            ".adc": self.directive_adc,
             ".meta": self.directive_meta,
         }
         for statement in statements:
@@ -673,6 +675,33 @@ class _Assembler:
         bits = [self.float_bits(arg) for arg in value_args]
         self.constants.append((addr, np.array(bits, dtype="<u8").view("<f8")))
 
+    def directive_adc(self, statement: _Statement) -> None:
+        usage = ".adc IMAGE r1 r2 ... (one ADC full-scale range per column of the image)"
+        if not statement.args:
+            raise self.error(f"`.adc` takes an image and ranges ({usage})", statement.head)
+        image_arg, *value_args = statement.args
+        image = _parse_int(image_arg.text) if image_arg.kind == "INT" else None
+        if image is None or not 0 <= image < len(self.images):
+            raise self.error(
+                f"expected an image defined above (0..{len(self.images) - 1}), not "
+                f"{_shown(image_arg.text)}",
+                image_arg,
+            )
+        if image in self.adc_ranges:
+            raise self.error(f"image {image} already has ADC ranges", image_arg)
+        cols = self.images[image].cols
+        if len(value_args) != cols:
+            raise self.error(
+                f"image {image} has {cols} columns, so `.adc` needs {cols} ranges, "
+                f"not {len(value_args)}",
+                statement.head,
+            )
+        ranges = np.array([self.float_bits(arg) for arg in value_args], dtype="<u8").view("<f8")
+        for arg, value in zip(value_args, ranges, strict=True):
+            if not (math.isfinite(value) and value > 0):
+                raise self.error(f"an ADC range must be finite and positive, not {arg.text}", arg)
+        self.adc_ranges[image] = ranges
+
     def float_bits(self, arg: _Arg) -> int:
         """The 64 bits of a `.const` value; bits, not Python floats, so NaN payloads survive."""
         if arg.kind == "FLOAT":
@@ -732,6 +761,7 @@ class _Assembler:
             outputs=self.outputs,
             debug=self.debug,
             meta=self.meta,
+            adc_ranges=self.adc_ranges,
         )
 
     def resolve(self, pending: _Pending, end: int) -> Instr:

@@ -48,6 +48,7 @@ class Kind(enum.IntEnum):
     BIND = 6
     CONST = 7
     DEBUG = 8
+    ADC = 9  # per image, optional: float64 ADC full-scale range of each column
 
 
 def _json(data: Any) -> bytes:
@@ -83,6 +84,8 @@ def to_bytes(program: Program) -> bytes:
     )
     sections.append((Kind.CONST, 0, blob))
     sections.append((Kind.DEBUG, 0, _json(_debug_runs(program.debug))))
+    for index, ranges in sorted(program.adc_ranges.items()):
+        sections.append((Kind.ADC, index, np.asarray(ranges, dtype="<f8").tobytes()))
 
     offset = _HEADER.size + _ENTRY.size * len(sections)
     table = b""
@@ -221,6 +224,27 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
     except (TypeError, ValueError) as exc:
         raise fail("DEBUG", f"malformed debug map ({exc})") from None
 
+    adc_ranges: dict[int, np.ndarray] = {}
+    for kind, index in sorted(entries):
+        if kind is not Kind.ADC:
+            continue
+        body = entries[(kind, index)]
+        if index >= len(images):
+            raise fail(
+                f"ADC[{index}]",
+                f"ADC ranges for image {index}; the binary has {len(images)} images",
+            )
+        if len(body) != 8 * images[index].cols:
+            raise fail(
+                f"ADC[{index}]",
+                f"{len(body)} bytes of ADC ranges; image {index} has "
+                f"{images[index].cols} columns (8 bytes each)",
+            )
+        ranges = np.frombuffer(body, dtype="<f8").copy()
+        if not np.all(np.isfinite(ranges) & (ranges > 0)):
+            raise fail(f"ADC[{index}]", "ADC ranges must be finite and positive")
+        adc_ranges[index] = ranges
+
     return Program(
         target=target,
         code=code,
@@ -231,6 +255,7 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
         outputs=outputs,
         debug=debug,
         meta=meta,
+        adc_ranges=adc_ranges,
     )
 
 

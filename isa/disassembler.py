@@ -42,6 +42,9 @@ def disassemble(program: Program, target_loader: TargetLoader | None = None) -> 
         lines.append(
             f".bind {core_prefix}{binding.core} {array_prefix}{binding.array} {binding.image}"
         )
+    for index, ranges in sorted(program.adc_ranges.items()):
+        bits = np.ascontiguousarray(ranges, dtype="<f8").reshape(-1).view("<u8")
+        lines.append(" ".join([f".adc {index}", *(format_float(int(b)) for b in bits)]))
     for addr, values in program.constants:
         bits = np.ascontiguousarray(values, dtype="<f8").reshape(-1).view("<u8")
         lines.append(" ".join([f".const {addr}", *(format_float(int(b)) for b in bits)]))

@@ -85,6 +85,8 @@ class Program:
     inputs: list[TensorInfo] = field(default_factory=list)
     outputs: list[TensorInfo] = field(default_factory=list)
     debug: dict[tuple[int, int], str] = field(default_factory=dict)  # (core, pc) -> node
+    # image -> ADC full-scale range per column, in level steps; absent: the array's full scale
+    adc_ranges: dict[int, np.ndarray] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
 
     def same_as(self, other: Program) -> bool:
@@ -102,5 +104,10 @@ class Program:
             and self.inputs == other.inputs
             and self.outputs == other.outputs
             and self.debug == other.debug
+            and sorted(self.adc_ranges) == sorted(other.adc_ranges)
+            and all(
+                self.adc_ranges[i].tobytes() == other.adc_ranges[i].tobytes()
+                for i in self.adc_ranges
+            )
             and self.meta == other.meta
         )

@@ -16,6 +16,9 @@ from typing import Any
 from imcc.isa import spec
 from imcc.isa.diagnostics import TargetError
 
+SIGN_ENCODINGS = ("differential", "offset")
+ADC_RANGES = ("full-scale", "column", "slice")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChipSpec:
@@ -43,6 +46,8 @@ class XbarSpec:
     adc_bits: int
     cols_per_adc: int  # columns multiplexed onto one ADC
     device: str  # default device model of the arrays
+    sign_encoding: str  # "differential" (G+ and G- cells) or "offset" (ISAAC: W + 2^(b-1))
+    adc_range: str  # "full-scale", or "column" / "slice": ranges set per column / per slice
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +162,16 @@ class Target:
         for name, (value, lo, hi) in limits.items():
             if not lo <= value <= hi:
                 raise TargetError(f"{origin}: {name} = {value} is outside [{lo}, {hi}]")
+        if self.xbar.sign_encoding not in SIGN_ENCODINGS:
+            raise TargetError(
+                f"{origin}: xbar.sign_encoding = {self.xbar.sign_encoding!r}; expected one of "
+                f"{', '.join(SIGN_ENCODINGS)}"
+            )
+        if self.xbar.adc_range not in ADC_RANGES:
+            raise TargetError(
+                f"{origin}: xbar.adc_range = {self.xbar.adc_range!r}; expected one of "
+                f"{', '.join(ADC_RANGES)}"
+            )
         if self.chip.clock_ghz <= 0:
             raise TargetError(f"{origin}: chip.clock_ghz must be positive")
         for field in dataclasses.fields(CostTable):

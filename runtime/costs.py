@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
 from imcc.isa.target import Target
-from imcc.runtime.periphery import InputSteps
+from imcc.isa.xbar import input_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
     energy: dict[str, float] = {}
     counts: dict[str, int] = {"instructions": 1}
     if row.cost is spec.CostClass.XBAR_MVM:
-        steps = len(InputSteps.make(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
+        steps = len(input_steps(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
         conversions_per_adc = math.ceil(cols / target.xbar.cols_per_adc)
         # per step: drive and read the array, convert every column (columns sharing an ADC
         # one after another), accumulate the step into the column registers

@@ -16,7 +16,6 @@ from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
 
-
 TENSOR_DTYPES = ("float32", "float64", "int64")
 
 

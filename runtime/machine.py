@@ -58,9 +58,7 @@ class Machine:
             CoreState(i, code, cfg.core.registers, cfg.core.arrays)
             for i, code in enumerate(program.code)
         ]
-        self.adc = Adc(
-            cfg.xbar.adc_bits, full_scale(cfg.xbar.rows, cfg.xbar.cell_bits, cfg.xbar.dac_bits)
-        )
+        self.adcs: dict[int, tuple[Adc, bool]] = {}  # image -> (its ADC, lossless for it)
         self.memory = np.zeros((0, 0))
         self.mailboxes: dict[tuple[int, int, int], deque[Message]] = {}
         self.now = 0
@@ -70,6 +68,22 @@ class Machine:
     def program_array(self, core: int, array: int, image: int) -> None:
         levels = self.program.images[image].levels.astype(np.int64)
         self.cores[core].arrays[array] = self.device.program(levels, image, self.rng)
+
+    def adc_for(self, image: int) -> tuple[Adc, bool]:
+        """The ADC settings an image was compiled with (the full scale when it names none),
+        and whether they are lossless for its levels (then an exact device needs one matmul)."""
+        cached = self.adcs.get(image)
+        if cached is None:
+            xbar = self.target.xbar
+            levels = self.program.images[image].levels
+            ranges = self.program.adc_ranges.get(image)
+            if ranges is None:
+                ranges = np.full(
+                    levels.shape[1], full_scale(xbar.rows, xbar.cell_bits, xbar.dac_bits)
+                )
+            adc = Adc(xbar.adc_bits, ranges)
+            cached = self.adcs[image] = (adc, adc.lossless_for(levels, xbar.dac_bits))
+        return cached
 
     def reset(self, batch: int, extent: int) -> None:
         """Fresh buffers and memory for a batch; arrays keep what was programmed."""

@@ -3,7 +3,7 @@
 from imcc.compiler.passes import canonicalize, emit, placement, quantize, tiling
 from imcc.compiler.passes.manager import PASSES, Context, parse_pipeline, run_pipeline
 
-DEFAULT_PIPELINE = "canonicalize,quantize,bitslice,tile,place,schedule,emit"
+DEFAULT_PIPELINE = "canonicalize,quantize,bitslice,tile,adc-range,place,schedule,emit"
 
 __all__ = [
     "DEFAULT_PIPELINE",

@@ -20,7 +20,7 @@ import numpy as np
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.compiler.passes.manager import Context, Pass, register
-from imcc.compiler.passes.tiling import SIGNS, Slicing, Tile, tile_levels
+from imcc.compiler.passes.tiling import Slicing, Tile, tile_levels
 from imcc.isa import spec
 from imcc.isa.diagnostics import CompileError
 from imcc.isa.encoding import Instr, make
@@ -142,6 +142,7 @@ class Emitter:
         self.tags: dict[tuple[int, int], int] = {}
         self.images: list[XbarImage] = []
         self.bindings: list[Binding] = []
+        self.adc_ranges: dict[int, np.ndarray] = {}
         self.remaining_uses: dict[int, int] = {}
         self.pinned: set[int] = {id(v) for v in graph.outputs}  # never released
         self.const_cache: dict[tuple[int, bytes], int] = {}
@@ -282,6 +283,7 @@ class Emitter:
             outputs=outputs,
             debug=debug,
             meta=meta,
+            adc_ranges=self.adc_ranges,
         )
 
     def tensor_info(self, value: Value, addr: int) -> TensorInfo:
@@ -385,11 +387,14 @@ class Emitter:
         placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
 
         # 1. Quantise the input where it already is (the home core for a model input).
+        # `scalars` holds the input scale and, for the offset encoding, offset * sum(x_int).
         here = self.copies.get(id(x))
         qcore = home if not here or home in here else next(iter(here))
         qc = self.cores[qcore]
         x_addr = self.local(x, qcore)
-        scale = qc.buffer.alloc(1, f"{op.name} input scale")
+        offset = slicing.offset
+        n_scalars = 2 if offset else 1
+        scale = qc.buffer.alloc(n_scalars, f"{op.name} input scale")
         qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
         if op.attrs["input_scale"] is None:  # s = max|x| / qmax, per input vector
             qc.emit(spec.SIMD_RABSMAX, scale, x_addr, k)
@@ -402,15 +407,22 @@ class Emitter:
         xq_addr = qc.buffer.alloc(k, f"{op.name} quantised input")
         qc.emit(spec.SIMD_QUANT, xq_addr, x_addr, scale, bits, int(signed), k)
         self.define(xq, qcore, xq_addr)
+        if offset:  # the stored weights are w + offset: y = x.(w + offset) - offset * sum(x)
+            qc.emit(spec.SIMD_RSUM, scale + 1, xq_addr, k)
+            qc.emit(spec.SIMD_MUL_S, scale + 1, scale + 1, self.const_local(qcore, offset), 1)
 
         # 2. Every tile: one MVM, then slices recombined: acc = sum_s 2^(s*cb) (pos_s - neg_s).
         y_addr = self.cores[home].buffer.alloc(n, op.name)
         partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
         temps: list[tuple[int, int, int]] = []
+        first_image = len(self.images)
         for tile, (core, array) in zip(tiles, placement, strict=True):
             cc = self.cores[core]
             image = len(self.images)
             self.images.append(XbarImage(tile_levels(graph, op, tile)))
+            if "adc_ranges" in op.attrs:
+                ranges = op.attrs["adc_ranges"][len(self.images) - 1 - first_image]
+                self.adc_ranges[image] = np.array(ranges, dtype=np.float64)
             self.bindings.append(Binding(core, array, image))
             nb, cols = tile.outputs, tile.outputs * slicing.cols_per_output
             x_local = self.local(xq, core) + tile.row0
@@ -451,14 +463,16 @@ class Emitter:
         for core, loc in self.copies.pop(id(xq)).items():
             self.cores[core].buffer.release(loc.addr, loc.size)
 
-        # 4. y = act(y_int * s_x * s_w + b) on the home core.
+        # 4. y = act((y_int - offset * sum(x_int)) * s_x * s_w + b) on the home core.
         if qcore != home:
-            incoming = hc.buffer.alloc(1, f"{op.name} input scale")
-            self.transfer(qcore, scale, home, incoming, 1)
-            qc.buffer.release(scale, 1)
+            incoming = hc.buffer.alloc(n_scalars, f"{op.name} input scale")
+            self.transfer(qcore, scale, home, incoming, n_scalars)
+            qc.buffer.release(scale, n_scalars)
             scale, qc = incoming, hc
+        if offset:
+            hc.emit(spec.SIMD_SUB_S, y_addr, y_addr, scale + 1, n)
         hc.emit(spec.SIMD_MUL_S, y_addr, y_addr, scale, n)
-        qc.buffer.release(scale, 1)
+        qc.buffer.release(scale, n_scalars)
         hc.emit(spec.SIMD_MUL, y_addr, y_addr, self.vector_local(home, graph.constants[w_scale]), n)
         hc.emit(spec.SIMD_ADD, y_addr, y_addr, self.vector_local(home, graph.constants[bias]), n)
         activation = op.attrs.get("activation", "none")
@@ -467,16 +481,29 @@ class Emitter:
         self.define(op.outputs[0], home, y_addr)
 
     def recombine(self, cc: CoreCode, raw: int, acc: int, nb: int, slicing: Slicing) -> None:
-        """acc = sum_s 2^(s*cb) * (col[s, +] - col[s, -]), by Horner from the top slice."""
+        """acc = sum_s 2^(s*cb) * slice_s, by Horner from the top slice, where slice_s is
+        col[s, +] - col[s, -] for differential pairs and col[s] for the offset encoding."""
 
-        def column(s: int, p: int) -> int:
-            return raw + (s * SIGNS + p) * nb
+        def column(s: int, p: int = 0) -> int:
+            return raw + (s * slicing.signs + p) * nb
+
+        def slice_value(s: int, into: int) -> int:
+            if slicing.signs == 1:
+                return column(s)
+            cc.emit(spec.SIMD_SUB, into, column(s, 0), column(s, 1), nb)
+            return into
 
         top = slicing.slices - 1
-        cc.emit(spec.SIMD_SUB, acc, column(top, 0), column(top, 1), nb)
-        for s in range(top - 1, -1, -1):
-            cc.emit(spec.SIMD_SUB, column(s, 0), column(s, 0), column(s, 1), nb)
-            cc.emit(spec.SIMD_SHIFTADD, acc, column(s, 0), acc, slicing.cell_bits, nb)
+        if top == 0:
+            source = slice_value(0, acc)
+            if source != acc:
+                cc.emit(spec.SIMD_COPY, acc, source, nb)
+            return
+        high = slice_value(top, column(top))
+        low = slice_value(top - 1, column(top - 1))
+        cc.emit(spec.SIMD_SHIFTADD, acc, low, high, slicing.cell_bits, nb)
+        for s in range(top - 2, -1, -1):
+            cc.emit(spec.SIMD_SHIFTADD, acc, slice_value(s, column(s)), acc, slicing.cell_bits, nb)
 
     def const_local(self, core: int, value: float) -> int:
         return self.vector_local(core, np.array([value], dtype=np.float64))

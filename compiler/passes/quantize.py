@@ -40,9 +40,6 @@ class QuantizePass(Pass):
     def run(self, graph: Graph, ctx: Context) -> None:
         weight_bits = int(ctx.options["weight_bits"])
         input_bits = int(ctx.options["input_bits"])
-        for name, bits in (("weight_bits", weight_bits), ("input_bits", input_bits)):
-            if not 2 <= bits <= 24:
-                raise CompileError(f"{name} = {bits} is outside the supported range [2, 24]")
         ranges = self._calibrate(graph, ctx)
         for dense in graph.walk(ops.Dense):
             if isinstance(dense, ops.QDense):
@@ -78,13 +75,17 @@ class QuantizePass(Pass):
         if ctx.calibration is None:
             return {}
         ranges: dict[str, tuple[float, float]] = {}
+        percentile = float(ctx.options.get("percentile", 99.99))
+        use_percentile = ctx.options.get("calibration", "minmax") == "percentile"
 
         def observe(op: Op, args: list[np.ndarray]) -> None:
             if isinstance(op, ops.Dense) and not isinstance(op, ops.QDense):
                 x = args[0]
                 if not np.all(np.isfinite(x)):
                     raise CompileError(f"calibration data gives non-finite inputs to {op.name!r}")
-                ranges[op.name] = (float(np.min(x)), float(np.max(np.abs(x))))
+                # percentile: the scale ignores the rarest large values, which then clip
+                peak = np.percentile(np.abs(x), percentile) if use_percentile else np.abs(x).max()
+                ranges[op.name] = (float(np.min(x)), float(peak))
 
         evaluate(graph, ctx.calibration, observe)
         return ranges

@@ -15,8 +15,8 @@ import numpy as np
 
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
+from imcc.isa.xbar import input_chunks
 from imcc.runtime.machine import CoreState, Machine, Message
-from imcc.runtime.periphery import InputSteps
 
 BLOCKED = -1
 HALTED = -2
@@ -95,14 +95,14 @@ def mvm(m: Machine, c: CoreState, array: int, x: np.ndarray, bits: int, signed: 
     x_int = np.mod(np.rint(x).astype(np.int64), modulus)  # the DAC sees `bits` bits
     if signed:
         x_int = np.where(x_int >= modulus >> 1, x_int - modulus, x_int)
-    if m.device.exact and m.adc.lossless:
+    adc, lossless = m.adc_for(state.image)
+    if m.device.exact and lossless:
         # Exact device, lossless ADC: sum_t weight_t * chunk_t = x, so one matmul is the same
         # integer result as the step-by-step path below (tested bit for bit).
         return m.device.read(state, x_int.astype(np.float64), m.rng)
-    steps = InputSteps.make(bits, signed, m.target.xbar.dac_bits)
     acc = np.zeros((state.cols, x.shape[1]))
-    for chunk, weight in steps.chunks(x_int, bits):
-        acc += weight * m.adc.convert(m.device.read(state, chunk, m.rng))
+    for chunk, weight in input_chunks(x_int, bits, signed, m.target.xbar.dac_bits):
+        acc += weight * adc.convert(m.device.read(state, chunk, m.rng))
     return acc
 
 

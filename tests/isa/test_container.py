@@ -67,6 +67,8 @@ def target_dict(
             "adc_bits": 8,
             "cols_per_adc": 4,
             "device": "ideal",
+            "sign_encoding": "differential",
+            "adc_range": "full-scale",
         },
         "cost": costs,
         "defaults": {"weight_bits": 8},
@@ -190,6 +192,19 @@ def programs(draw: st.DrawFn) -> Program:
         outputs=draw(st.lists(tensors(), max_size=2)),
         debug=debug,
         meta=draw(st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)),
+        adc_ranges={
+            index: np.array(
+                draw(
+                    st.lists(
+                        st.floats(1e-3, 1e6, allow_nan=False),
+                        min_size=images[index].cols,
+                        max_size=images[index].cols,
+                    )
+                )
+            )
+            for index in draw(st.sets(st.integers(0, max(len(images) - 1, 0)), max_size=2))
+            if index < len(images)
+        },
     )
 
 
@@ -223,6 +238,7 @@ def small_program() -> Program:
         outputs=[TensorInfo(name="y", shape=(2,), addr=16)],
         debug={(0, 0): "conv1", (0, 1): "conv1"},
         meta={"model": "test"},
+        adc_ranges={0: np.array([1.0, 2.5, 3.0, 400.0])},
     )
 
 

@@ -1,0 +1,36 @@
+"""How `xbar.mvm` applies its inputs: the DAC step schedule, part of the instruction's meaning.
+
+A `bits`-bit input is applied dac_bits at a time. Unsigned inputs take ceil(bits / dac_bits)
+steps of value chunks; signed (two's complement) inputs take their bits - 1 magnitude bits that
+way plus one final 1-bit step for the sign bit, weighted -2^(bits-1):
+x = sum_t weight_t * chunk_t, with every chunk a non-negative voltage level.
+Both the runtime (which applies the steps) and the compiler (which sizes ADC ranges from the
+currents the steps produce) use this schedule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def input_steps(bits: int, signed: bool, dac_bits: int) -> tuple[tuple[int, int, int], ...]:
+    """(shift, width, weight) of each DAC step."""
+    magnitude = bits - 1 if signed else bits
+    steps = [
+        (shift, min(dac_bits, magnitude - shift), 1 << shift)
+        for shift in range(0, magnitude, dac_bits)
+    ]
+    if signed:
+        steps.append((bits - 1, 1, -(1 << (bits - 1))))
+    return tuple(steps)
+
+
+def input_chunks(
+    x_int: np.ndarray, bits: int, signed: bool, dac_bits: int
+) -> list[tuple[np.ndarray, int]]:
+    """(chunk, weight) per step for integer inputs (taken modulo 2^bits, two's complement)."""
+    unsigned = np.mod(np.asarray(x_int, dtype=np.int64), 1 << bits)
+    return [
+        (((unsigned >> shift) & ((1 << width) - 1)).astype(np.float64), weight)
+        for shift, width, weight in input_steps(bits, signed, dac_bits)
+    ]

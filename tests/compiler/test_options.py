@@ -1,0 +1,96 @@
+"""Compile options: hardware overrides recorded in the binary, impossible combinations named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import imcc
+from imcc.compiler.passes.tiling import make_slicing, slice_levels
+from imcc.isa.diagnostics import CompileError
+from tests.conftest import mlp_onnx
+
+MODEL = mlp_onnx([20, 6], ["none"], seed=0)
+
+
+def test_hardware_options_are_recorded_in_the_binary_target() -> None:
+    binary = imcc.compile(MODEL, dac_bits=4, adc_bits=12, cell_bits=4, rows=64, cols=32,
+                          cols_per_adc=4, sign_encoding="offset", adc_range="slice")  # fmt: skip
+    xbar = binary.target.xbar
+    assert (xbar.dac_bits, xbar.adc_bits, xbar.cell_bits, xbar.rows, xbar.cols) == (
+        4,
+        12,
+        4,
+        64,
+        32,
+    )
+    assert (xbar.cols_per_adc, xbar.sign_encoding, xbar.adc_range) == (4, "offset", "slice")
+    assert binary.target.fingerprint != imcc.compile(MODEL).target.fingerprint
+    assert len(binary.program.adc_ranges) == len(binary.program.images)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"weight_bits": 16, "cell_bits": 1, "cols": 16},
+            "weight_bits = 16 with cell_bits = 1 and sign_encoding = differential needs 30 columns "
+            "per output, but cols = 16",
+        ),
+        ({"weight_bits": 1}, "weight_bits = 1 is outside the supported range [2, 24]"),
+        ({"input_bits": 30}, "input_bits = 30 is outside the supported range [2, 24]"),
+        (
+            {"sign_encoding": "twos"},
+            "option sign_encoding = 'twos'; expected one of differential, offset",
+        ),
+        (
+            {"adc_range": "auto"},
+            "option adc_range = 'auto'; expected one of full-scale, column, slice",
+        ),
+        ({"cols_per_adc": 500}, "option cols_per_adc = 500 is outside [1, 128]"),
+        ({"dac_bits": 0}, "option dac_bits = 0 is outside [1, 16]"),
+        ({"adc_bits": 2.5}, "option adc_bits must be an integer, not 2.5"),
+        ({"calibration": "kl"}, "calibration = 'kl'; expected minmax or percentile"),
+        ({"percentile": 0}, "percentile = 0 must be in (0, 100]"),
+        ({"bogus": 1}, "unknown compile options ['bogus']"),
+    ],
+)
+def test_impossible_options_name_themselves(options: dict[str, object], message: str) -> None:
+    with pytest.raises(CompileError) as info:
+        imcc.compile(MODEL, **options)
+    assert message in str(info.value)
+
+
+def test_accumulation_beyond_exact_float_range_is_refused() -> None:
+    wide = mlp_onnx([3000, 2], ["none"], seed=0)
+    with pytest.raises(
+        CompileError,
+        match=r"weight_bits \+ input_bits \+ log2\(3000 inputs\) = "
+        r"60 bits exceeds the 52 bits of exact accumulation",
+    ):
+        imcc.compile(wide, weight_bits=24, input_bits=24)
+
+
+@settings(max_examples=50)
+@given(
+    bits=st.integers(2, 16),
+    cell_bits=st.integers(1, 8),
+    encoding=st.sampled_from(["differential", "offset"]),
+    seed=st.integers(0, 2**16),
+)
+def test_slices_recombine_to_the_weights(
+    bits: int, cell_bits: int, encoding: str, seed: int
+) -> None:
+    """w = sum_s 2^(s*cb) (pos_s - neg_s) - offset: the algebra the emitted SIMD code relies on."""
+    limit = 2 ** (bits - 1) - 1
+    w = np.random.default_rng(seed).integers(-limit, limit + 1, size=(5, 7))
+    slicing = make_slicing(bits, cell_bits, encoding)
+    levels = slice_levels(w, slicing).reshape(5, slicing.slices, slicing.signs, 7)
+    assert levels.max() < 2**cell_bits
+    weights = 2 ** (cell_bits * np.arange(slicing.slices))[None, :, None]
+    value = (levels[:, :, 0, :] * weights).sum(axis=1)
+    if slicing.signs == 2:
+        value -= (levels[:, :, 1, :] * weights).sum(axis=1)
+    assert np.array_equal(value - slicing.offset, w)
