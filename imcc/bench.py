@@ -2,7 +2,8 @@
 
 Absolute times on shared machines are noise, so every figure is a median over repeats and is
 reported with a ratio to a baseline timed in the same process: onnxruntime on the same model
-and inputs, and a bare numpy matmul doing the same integer MVM work as the crossbars.
+and inputs, and a bare numpy GEMM doing the same partial-product work as the crossbars (one
+GEMM per array image when the ADC is lossless, one per image and DAC step otherwise).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from imcc.isa import spec
+from imcc.isa.xbar import input_steps
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -25,8 +29,26 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
+def gemm_baseline(binary: Any, batch: int, repeats: int, per_step: bool) -> float:
+    """Seconds for the crossbars' partial products as bare float64 GEMMs on `batch` inputs."""
+    program = binary.program
+    work = []
+    for core, code in enumerate(program.code):
+        bound = {b.array: b.image for b in program.bindings if b.core == core}
+        for instr in code:
+            if instr.spec is spec.XBAR_MVM:
+                image = program.images[bound[instr.operands[0]]].levels.astype(np.float64)
+                steps = 1
+                if per_step:
+                    bits, signed = instr.operands[3], bool(instr.operands[4])
+                    steps = len(input_steps(bits, signed, program.target.xbar.dac_bits))
+                work += [(np.ones((batch, image.shape[0])), image)] * steps
+    return median_seconds(lambda: [x @ w for x, w in work], repeats)
+
+
 def run_bench(repeats: int = 7) -> dict[str, Any]:
-    """The demo MLP (64-64-10 on digits): compile and simulate, against onnxruntime and numpy."""
+    """The demo MLP (64-64-10 on digits): compile, and simulate both the ideal lossless chip
+    and a faithful lossy one, against onnxruntime and numpy GEMM baselines."""
     import onnxruntime as ort
 
     import imcc
@@ -36,39 +58,43 @@ def run_bench(repeats: int = 7) -> dict[str, Any]:
     onnx_model = mlp_to_onnx(train_mlp(data))
     x = data.x_test
     batch = len(x)
-    figures: dict[str, Any] = {"model": "digits MLP 64-64-10", "batch": batch, "repeats": repeats}
+    figures: dict[str, Any] = {
+        "model": "digits MLP 64-64-10",
+        "batch": batch,
+        "repeats": repeats,
+    }
     figures["compile_s"] = median_seconds(lambda: imcc.compile(onnx_model), repeats)
-    binary = imcc.compile(onnx_model)
-
     session = ort.InferenceSession(
         onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    x32 = x.astype(np.float32)
-    ort_s = median_seconds(lambda: session.run(None, {"pixels": x32}), repeats)
-    figures["onnxruntime_per_inference_s"] = ort_s / batch
-
-    # The same integer work the crossbars do, as one float64 GEMM per array image.
-    images = [img.levels.astype(np.float64) for img in binary.program.images]
-    inputs = [np.ones((batch, img.shape[0])) for img in images]
-    gemm_s = median_seconds(lambda: [a @ w for a, w in zip(inputs, images, strict=True)], repeats)
-    figures["numpy_gemm_per_inference_s"] = gemm_s / batch
-
-    for mode in ("functional", "cycle"):
-        sim = imcc.Simulator(binary, mode=mode)
-
-        def simulate(sim: imcc.Simulator = sim) -> object:
-            return sim.run(x)
-
-        seconds = median_seconds(simulate, repeats)
-        figures[f"{mode}_per_inference_s"] = seconds / batch
-        figures[f"{mode}_vs_onnxruntime"] = seconds / ort_s
-        figures[f"{mode}_vs_numpy_gemm"] = seconds / gemm_s
     figures["compile_vs_onnxruntime_session"] = figures["compile_s"] / median_seconds(
         lambda: ort.InferenceSession(
             onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
         ),
         repeats,
     )
+    x32 = x.astype(np.float32)
+    ort_s = median_seconds(lambda: session.run(None, {"pixels": x32}), repeats)
+    figures["onnxruntime_per_inference_s"] = ort_s / batch
+
+    # ideal: the default 9-bit ADC is lossless for 2-bit cells, so each MVM is one matmul;
+    # faithful: a 6-bit ADC rounds, so every DAC step is read and converted.
+    configurations = {"ideal": {}, "faithful": {"adc_bits": 6}}
+    for name, options in configurations.items():
+        binary = imcc.compile(onnx_model, **options)
+        gemm_s = gemm_baseline(binary, batch, repeats, per_step=name == "faithful")
+        figures[f"{name}_numpy_gemm_per_inference_s"] = gemm_s / batch
+        for mode in ("functional", "cycle"):
+            sim = imcc.Simulator(binary, mode=mode)
+
+            def simulate(sim: imcc.Simulator = sim) -> object:
+                return sim.run(x)
+
+            seconds = median_seconds(simulate, repeats)
+            key = f"{name}_{mode}"
+            figures[f"{key}_per_inference_s"] = seconds / batch
+            figures[f"{key}_vs_onnxruntime"] = seconds / ort_s
+            figures[f"{key}_vs_numpy_gemm"] = seconds / gemm_s
     return figures
 
 
@@ -80,13 +106,20 @@ def format_bench(figures: dict[str, Any]) -> str:
         f"   ({figures['compile_vs_onnxruntime_session']:.1f}x an onnxruntime session load)",
         f"  onnxruntime                  {figures['onnxruntime_per_inference_s'] * us:10.3f} us"
         " per inference (baseline)",
-        f"  numpy GEMM (crossbar work)   {figures['numpy_gemm_per_inference_s'] * us:10.3f} us"
-        " per inference (baseline)",
     ]
-    for mode in ("functional", "cycle"):
+    for name, what in (("ideal", "lossless ADC, one matmul per MVM"),
+                       ("faithful", "6-bit ADC, every DAC step read")):  # fmt: skip
+        lines.append(f"  {name} chip ({what}):")
         lines.append(
-            f"  imcc {mode:<10} simulation {figures[f'{mode}_per_inference_s'] * us:10.3f} us"
-            f" per inference = {figures[f'{mode}_vs_onnxruntime']:.1f}x onnxruntime, "
-            f"{figures[f'{mode}_vs_numpy_gemm']:.1f}x numpy GEMM"
+            f"    numpy GEMM (same products) "
+            f"{figures[f'{name}_numpy_gemm_per_inference_s'] * us:10.3f} us per inference "
+            "(baseline)"
         )
+        for mode in ("functional", "cycle"):
+            key = f"{name}_{mode}"
+            lines.append(
+                f"    imcc {mode:<10} simulation {figures[f'{key}_per_inference_s'] * us:8.3f} us"
+                f" per inference = {figures[f'{key}_vs_onnxruntime']:.1f}x onnxruntime, "
+                f"{figures[f'{key}_vs_numpy_gemm']:.1f}x numpy GEMM"
+            )
     return "\n".join(lines)

@@ -25,12 +25,15 @@ def input_steps(bits: int, signed: bool, dac_bits: int) -> tuple[tuple[int, int,
     return tuple(steps)
 
 
-def input_chunks(
+def input_planes(
     x_int: np.ndarray, bits: int, signed: bool, dac_bits: int
-) -> list[tuple[np.ndarray, int]]:
-    """(chunk, weight) per step for integer inputs (taken modulo 2^bits, two's complement)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk every step applies, stacked: (steps, *x.shape) as float64, and the weight of
+    each step, for integer inputs taken modulo 2^bits (two's complement)."""
+    steps = input_steps(bits, signed, dac_bits)
     unsigned = np.mod(np.asarray(x_int, dtype=np.int64), 1 << bits)
-    return [
-        (((unsigned >> shift) & ((1 << width) - 1)).astype(np.float64), weight)
-        for shift, width, weight in input_steps(bits, signed, dac_bits)
-    ]
+    extra = (1,) * unsigned.ndim
+    shifts = np.array([s for s, _, _ in steps], dtype=np.int64).reshape(-1, *extra)
+    masks = np.array([(1 << w) - 1 for _, w, _ in steps], dtype=np.int64).reshape(-1, *extra)
+    planes = ((unsigned[None] >> shifts) & masks).astype(np.float64)
+    return planes, np.array([w for _, _, w in steps], dtype=np.float64)

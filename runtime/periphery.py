@@ -20,13 +20,18 @@ class Adc:
         self.top = (1 << bits) - 1
         self.full_scale = np.asarray(full_scale, dtype=np.float64)  # (cols,)
         self.lsb = np.maximum(1.0, self.full_scale / self.top)
+        self.unit_step = bool(np.all(self.lsb == 1.0))
 
     def convert(self, current: np.ndarray) -> np.ndarray:
-        """Digital value of each column current; `current` is (cols, batch)."""
+        """Digital value of each column current; `current` is (cols, batch), overwritten."""
+        if self.unit_step:  # lsb = 1 everywhere: round and clip only
+            np.rint(current, out=current)
+            return np.clip(current, 0, self.top, out=current)
         lsb = self.lsb[:, None]
-        codes = np.clip(np.rint(current / lsb), 0, self.top)
-        result: np.ndarray = codes * lsb
-        return result
+        np.divide(current, lsb, out=current)
+        np.rint(current, out=current)
+        np.clip(current, 0, self.top, out=current)
+        return np.multiply(current, lsb, out=current)
 
     def lossless_for(self, levels: np.ndarray, dac_bits: int) -> bool:
         """True when no current the array can produce is rounded or clipped: every column's

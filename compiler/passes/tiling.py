@@ -27,7 +27,7 @@ from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op
 from imcc.compiler.ir.interpreter import evaluate, input_scale, quantize_vector
 from imcc.compiler.passes.manager import Context, Pass, register
-from imcc.isa.xbar import input_chunks
+from imcc.isa.xbar import input_planes
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +154,10 @@ class AdcRangePass(Pass):
                 levels = tile_levels(graph, op, tile).astype(np.float64)
                 if op.name in samples:
                     x_int = samples[op.name][:, tile.row0 : tile.row1]
-                    chunks = input_chunks(
+                    planes, _ = input_planes(
                         x_int, op.attrs["input_bits"], op.attrs["input_signed"], dac_bits
                     )
-                    peaks = np.max([chunk @ levels for chunk, _ in chunks], axis=0)  # (B, cols)
+                    peaks = np.max(planes @ levels, axis=0)  # largest over steps: (B, cols)
                     largest = (
                         np.percentile(peaks, percentile, axis=0)
                         if use_percentile

@@ -15,7 +15,7 @@ import numpy as np
 
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
-from imcc.isa.xbar import input_chunks
+from imcc.isa.xbar import input_planes
 from imcc.runtime.machine import CoreState, Machine, Message
 
 BLOCKED = -1
@@ -100,9 +100,13 @@ def mvm(m: Machine, c: CoreState, array: int, x: np.ndarray, bits: int, signed: 
         # Exact device, lossless ADC: sum_t weight_t * chunk_t = x, so one matmul is the same
         # integer result as the step-by-step path below (tested bit for bit).
         return m.device.read(state, x_int.astype(np.float64), m.rng)
-    acc = np.zeros((state.cols, x.shape[1]))
-    for chunk, weight in input_chunks(x_int, bits, signed, m.target.xbar.dac_bits):
-        acc += weight * adc.convert(m.device.read(state, chunk, m.rng))
+    # Every step is its own read: stack the steps along the batch axis, read and convert them
+    # in one go, then shift-add: acc = sum_t weight_t * ADC(read(chunk_t)).
+    planes, weights = input_planes(x_int, bits, signed, m.target.xbar.dac_bits)
+    steps, rows, batch = planes.shape
+    stacked = planes.transpose(1, 0, 2).reshape(rows, steps * batch)
+    codes = adc.convert(m.device.read(state, stacked, m.rng)).reshape(state.cols, steps, batch)
+    acc: np.ndarray = np.einsum("t,ctb->cb", weights, codes)
     return acc
 
 

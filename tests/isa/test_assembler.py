@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from imcc.compiler.target import load_target
 from imcc.isa import container, spec
 from imcc.isa.assembler import assemble, format_float
 from imcc.isa.diagnostics import AsmError, TargetError
@@ -511,3 +512,33 @@ def test_disassembly_of_a_single_instruction_matches_format_instr() -> None:
     instr = Instr("ctl.set", (3, -5))
     program = Program(target=TARGET, code=[[instr]])
     assert "\n    ctl.set r3, -5\n" in disassemble(program)
+
+
+# -- .adc ranges (issue 3)
+
+ADC_HEAD = (
+    ".target edge-rram\n"
+    '.image 0 1 2 "AQACAA=="\n'  # levels [[1, 2]]
+)
+
+
+def test_adc_directive_sets_ranges_per_column() -> None:
+    program = assemble(ADC_HEAD + ".adc 0 3.5 8\n.core 0\nctl.halt\n", "a.s", load_target)
+    assert program.adc_ranges[0].tolist() == [3.5, 8.0]
+
+
+@pytest.mark.parametrize(
+    ("line", "message", "col"),
+    [
+        (".adc 1 3 4", "expected an image defined above (0..0), not '1'", 6),
+        (".adc 0 3", "image 0 has 2 columns, so `.adc` needs 2 ranges, not 1", 1),
+        (".adc 0 3 -1", "an ADC range must be finite and positive, not -1", 10),
+        (".adc 0 3 inf", "an ADC range must be finite and positive, not inf", 10),
+    ],
+)
+def test_adc_directive_errors(line: str, message: str, col: int) -> None:
+    with pytest.raises(AsmError) as info:
+        assemble(ADC_HEAD + line + "\n.core 0\nctl.halt\n", "a.s", load_target)
+    assert info.value.message == message
+    assert info.value.loc is not None
+    assert (info.value.loc.line, info.value.loc.col) == (3, col)  # type: ignore[union-attr]

@@ -467,3 +467,17 @@ def test_binary_save_and_load(tmp_path: Any) -> None:
     again = container.Binary.load(path)
     assert again.data == binary.data
     assert same_program(again.program, binary.program)
+
+
+@pytest.mark.parametrize(
+    ("ranges", "message"),
+    [
+        (np.array([1.0, 2.0]), "16 bytes of ADC ranges; image 0 has 4 columns (8 bytes each)"),
+        (np.array([1.0, 2.0, np.nan, 4.0]), "ADC ranges must be finite and positive"),
+        (np.array([1.0, 2.0, 0.0, 4.0]), "ADC ranges must be finite and positive"),
+    ],
+)
+def test_bad_adc_ranges_are_rejected(ranges: np.ndarray, message: str) -> None:
+    program = small_program()
+    program.adc_ranges = {0: ranges}
+    assert load_error(container.to_bytes(program)) == f"t.imcb: section ADC[0]: {message}"
