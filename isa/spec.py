@@ -109,6 +109,10 @@ class Access:
     extent: str  # "n" | "1" | "rows" | "cols"
     writes: bool
 
+    def length(self, operands: dict[str, int], rows: int, cols: int) -> int:
+        """Words touched, given the operands by name and the array image's shape."""
+        return {"n": operands.get("n", 0), "1": 1, "rows": rows, "cols": cols}[self.extent]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstrSpec:

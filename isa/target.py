@@ -178,6 +178,12 @@ class Target:
             if getattr(self.cost, field.name) < 0:
                 raise TargetError(f"{origin}: cost.{field.name} must not be negative")
 
+    def words(self, space: spec.Space) -> int:
+        """Size of an address space: a core's buffer or the global memory."""
+        if space is spec.Space.GLOBAL:
+            return self.chip.global_memory_words
+        return self.core.buffer_words
+
     def mesh_position(self, core: int) -> tuple[int, int]:
         return divmod(core, self.chip.mesh_cols)
 

@@ -72,20 +72,11 @@ class Engine:
             state = c.arrays[ops["array"]]
             if row is spec.XBAR_MVM and state is None:
                 raise self.m.trap(c, f"array a{ops['array']} holds no image")
+        rows, cols = (state.rows, state.cols) if state is not None else (0, 0)
         for access in row.accesses:
             start = int(c.regs[ops[access.field]])
-            if access.extent == "n":
-                length = ops["n"]
-            elif access.extent == "1":
-                length = 1
-            else:
-                assert state is not None
-                length = state.rows if access.extent == "rows" else state.cols
-            size = (
-                target.chip.global_memory_words
-                if access.space is spec.Space.GLOBAL
-                else target.core.buffer_words
-            )
+            length = access.length(ops, rows, cols)
+            size = target.words(access.space)
             if start < 0 or start + length > size:
                 raise self.m.trap(
                     c,

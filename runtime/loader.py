@@ -142,18 +142,9 @@ def _check_code(
             start = known.get(ops[access.field])
             if start is None:
                 continue
-            if access.extent == "n":
-                length = ops["n"]
-            elif access.extent == "1":
-                length = 1
-            else:
-                image = shapes[ops["array"]]
-                length = image.rows if access.extent == "rows" else image.cols
-            size = (
-                target.chip.global_memory_words
-                if access.space is spec.Space.GLOBAL
-                else target.core.buffer_words
-            )
+            image = shapes.get(ops.get("array", -1))
+            length = access.length(ops, *((image.rows, image.cols) if image else (0, 0)))
+            size = target.words(access.space)
             if start < 0 or start + length > size:
                 raise fail(
                     section,

@@ -156,7 +156,7 @@ class Dense(Op):
     arity: ClassVar[tuple[int, int]] = (3, 3)
 
     def infer(self) -> list[TensorType]:
-        x, w, _ = self.inputs
+        x, w = self.inputs[:2]
         if len(w.shape) != 2 or not x.shape or x.shape[-1] != w.shape[0]:
             raise self.error(f"cannot multiply {x.shape} by {w.shape}")
         return [TensorType((*x.shape[:-1], w.shape[1]), x.type.dtype)]
@@ -182,12 +182,6 @@ class QDense(Dense):
 
     kind = "QDense"
     arity: ClassVar[tuple[int, int]] = (4, 4)
-
-    def infer(self) -> list[TensorType]:
-        x, w, _, _ = self.inputs
-        if len(w.shape) != 2 or not x.shape or x.shape[-1] != w.shape[0]:
-            raise self.error(f"cannot multiply {x.shape} by {w.shape}")
-        return [TensorType((*x.shape[:-1], w.shape[1]), x.type.dtype)]
 
     def check(self, graph: Graph) -> None:
         _, w, scale, b = self.inputs
