@@ -79,7 +79,7 @@ def run_bench(repeats: int = 7) -> dict[str, Any]:
 
     # ideal: the default 9-bit ADC is lossless for 2-bit cells, so each MVM is one matmul;
     # faithful: a 6-bit ADC rounds, so every DAC step is read and converted.
-    configurations = {"ideal": {}, "faithful": {"adc_bits": 6}}
+    configurations: dict[str, dict[str, Any]] = {"ideal": {}, "faithful": {"adc_bits": 6}}
     for name, options in configurations.items():
         binary = imcc.compile(onnx_model, **options)
         gemm_s = gemm_baseline(binary, batch, repeats, per_step=name == "faithful")

@@ -24,14 +24,13 @@ class Adc:
 
     def convert(self, current: np.ndarray) -> np.ndarray:
         """Digital value of each column current; `current` is (cols, batch), overwritten."""
-        if self.unit_step:  # lsb = 1 everywhere: round and clip only
-            np.rint(current, out=current)
-            return np.clip(current, 0, self.top, out=current)
-        lsb = self.lsb[:, None]
-        np.divide(current, lsb, out=current)
+        if not self.unit_step:  # lsb = 1 everywhere: round and clip only
+            np.divide(current, self.lsb[:, None], out=current)
         np.rint(current, out=current)
         np.clip(current, 0, self.top, out=current)
-        return np.multiply(current, lsb, out=current)
+        if not self.unit_step:
+            np.multiply(current, self.lsb[:, None], out=current)
+        return current
 
     def lossless_for(self, levels: np.ndarray, dac_bits: int) -> bool:
         """True when no current the array can produce is rounded or clipped: every column's
