@@ -20,9 +20,16 @@ from imcc.isa.target import Target
 
 
 def import_model(model: Any) -> Graph:
-    """Graph IR of a model: an ONNX path, bytes or ModelProto."""
+    """Graph IR of a model: an ONNX path, bytes or ModelProto, or a fitted scikit-learn
+    estimator (imported natively, not through ONNX)."""
     if isinstance(model, Graph):
         return model
+    # A scikit-learn estimator, or (for a clear error) an estimator class; sklearn not imported.
+    cls = model if isinstance(model, type) else type(model)
+    if any(c.__module__.split(".")[0] == "sklearn" for c in cls.__mro__):
+        from imcc.frontends.sklearn import import_sklearn
+
+        return import_sklearn(model)
     from imcc.frontends.onnx import import_onnx
 
     return import_onnx(model)

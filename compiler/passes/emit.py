@@ -299,7 +299,7 @@ class Emitter:
                 }
         return TensorInfo(
             name=value.name,
-            shape=tuple(shape) or (1,),
+            shape=tuple(shape),
             addr=addr,
             dtype="int64" if value.type.dtype == "int64" else "float32",
             batch_axis=self.graph.batch_axis,

@@ -8,16 +8,20 @@ graph and are folded, so a converter only has to describe the computation once.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from math import prod
 
 import numpy as np
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Op, Value
 
 from .registry import NodeContext, Result, converter
+
+log = logging.getLogger(__name__)
 
 
 def _axis(ctx: NodeContext, axis: int, rank: int, *, inclusive: bool = False) -> int:
@@ -368,3 +372,416 @@ def convert_constant(ctx: NodeContext) -> list[Result]:
             raise ctx.error(f"cannot read the tensor of this Constant: {exc}") from None
     dtype = np.float32 if name.startswith("value_float") else np.int64
     return [np.asarray(value, dtype=dtype)]
+
+
+# -- argmax, casts and clipping (what skl2onnx puts around its ONNX-ML ops) -----------------
+
+
+@converter("ArgMax")
+def convert_argmax(ctx: NodeContext) -> list[Result]:
+    """Index (int64) of the first maximum along `axis` (default 0), kept as size 1 when
+    `keepdims` (default 1). select_last_index=1 (opset 12 on) is not supported."""
+    x = ctx.value(0)
+    rank = len(x.shape)
+    axis = _axis(ctx, int(ctx.attr("axis", 0)), rank)
+    if ctx.batch_axis and axis == 0:
+        raise ctx.error("ArgMax at axis 0 would compare samples across the batch axis")
+    if int(ctx.attr("select_last_index", 0)):
+        raise ctx.error(
+            "ArgMax with select_last_index=1 (the last of equal maxima) is not supported; "
+            "the IR's ArgMax gives the first"
+        )
+    keepdims = int(ctx.attr("keepdims", 1))
+    last = -1 if axis == rank - 1 else axis  # the IR's form of the last axis, as for Softmax
+    return [ctx.emit(ops.ArgMax, [x], output=0, axis=last, keepdims=keepdims)]
+
+
+@converter("Cast")
+def convert_cast(ctx: NodeContext) -> list[Result]:
+    """Between float types, or between integer types: the value passes through (the SIMD unit
+    computes in float64 and the binary stores float32 or int64 outputs). Integers to floats go
+    through an exact product with 1.0, which gives the result its float type. Floats to
+    integers (which truncate), and bool or string types, are not supported."""
+    to = ctx.attr("to")
+    try:
+        code = TensorProto.DataType.Value(to.upper()) if isinstance(to, str) else int(to)
+        target = np.dtype(helper.tensor_dtype_to_np_dtype(code))
+    except (KeyError, ValueError, TypeError):
+        raise ctx.error(f"Cast to {to!r} is not supported") from None
+    if target.kind not in "iuf":
+        raise ctx.error(f"Cast to {target} is not supported; only numeric types are")
+    array = ctx.constant(0)
+    if array is not None:
+        if array.dtype.kind not in "iufb":
+            raise ctx.error(f"Cast of a constant of type {array.dtype} is not supported")
+        return [array.astype(target)]
+    x = ctx.value(0)
+    source = np.dtype(x.type.dtype)
+    if source.kind == "f" and target.kind != "f":
+        raise ctx.error(
+            f"Cast from {source} to {target} truncates towards zero, which the IR has no op for"
+        )
+    if source.kind != "f" and target.kind == "f":
+        one = ctx.add_constant(f"{ctx.input_name(0)}.one", np.ones((), dtype=target))
+        return [ctx.emit(ops.Mul, [one, x], output=0)]
+    return [ctx.emit(ops.Identity, [x], output=0)]
+
+
+def _clip_bound(ctx: NodeContext, index: int, attr: str, default: float) -> float | None:
+    """A Clip bound: input `index` (opset 11 on) or attribute `attr` (opsets 6-10); None when
+    absent or infinite (no bound)."""
+    if ctx.opset >= 11:
+        if not ctx.has_input(index):
+            return None
+        array = ctx.constant(index)
+        if array is None:
+            raise ctx.error(
+                f"the {attr} bound of Clip ({ctx.input_name(index)!r}) is computed at run time; "
+                "only constant bounds are supported"
+            )
+        if array.size != 1:
+            raise ctx.error(f"the {attr} bound of Clip must be a scalar, not {array.shape}")
+        value = float(array.reshape(()))
+    else:
+        value = float(ctx.attr(attr, default))
+    return None if abs(value) >= float(np.finfo(np.float32).max) else value
+
+
+def _clip(ctx: NodeContext) -> list[Result]:
+    low = _clip_bound(ctx, 1, "min", -float(np.finfo(np.float32).max))
+    high = _clip_bound(ctx, 2, "max", float(np.finfo(np.float32).max))
+    array = ctx.constant(0)
+    if array is not None:
+        lo = -np.inf if low is None else low
+        hi = np.inf if high is None else high
+        return [np.minimum(np.maximum(array, lo), hi).astype(array.dtype)]
+    x = ctx.value(0)
+    dtype = np.dtype(x.type.dtype)
+    if low is not None and high is not None and low > high:
+        raise ctx.error(
+            f"Clip with min {low} > max {high} (every value becomes max) is not supported"
+        )
+
+    def scalar(hint: str, value: float) -> Value:
+        return ctx.add_constant(f"{ctx.node.output[0]}.{hint}", np.asarray(value, dtype=dtype))
+
+    # No min/max op in the IR; relu is a SIMD op:
+    # clip(x, lo, hi) = lo + relu(x - lo) - relu(x - hi);  max(x, lo) = lo + relu(x - lo);
+    # min(x, hi) = hi - relu(hi - x).
+    if low is None and high is None:
+        return [ctx.emit(ops.Identity, [x], output=0)]
+    if high is None:
+        assert low is not None
+        above = ctx.emit(ops.Relu, [ctx.emit(ops.Sub, [x, scalar("min", low)])], hint="above")
+        return [ctx.emit(ops.Add, [above, scalar("min", low)], output=0)]
+    if low is None:
+        below = ctx.emit(ops.Relu, [ctx.emit(ops.Sub, [scalar("max", high), x])], hint="below")
+        return [ctx.emit(ops.Sub, [scalar("max", high), below], output=0)]
+    above = ctx.emit(ops.Relu, [ctx.emit(ops.Sub, [x, scalar("min", low)])], hint="above")
+    over = ctx.emit(ops.Relu, [ctx.emit(ops.Sub, [x, scalar("max", high)])], hint="over")
+    span = ctx.emit(ops.Sub, [above, over], hint="span")
+    return [ctx.emit(ops.Add, [span, scalar("min", low)], output=0)]
+
+
+@converter("Clip", since=6)
+def convert_clip_6(ctx: NodeContext) -> list[Result]:
+    """Opsets 6-10: bounds are the `min` and `max` attributes."""
+    return _clip(ctx)
+
+
+@converter("Clip", since=11)
+def convert_clip_11(ctx: NodeContext) -> list[Result]:
+    """Opset 11 on: bounds are the optional inputs 1 and 2 (constants here)."""
+    return _clip(ctx)
+
+
+# -- ONNX-ML (domain ai.onnx.ml): linear models, scalers, as skl2onnx exports them ----------
+
+ML_DOMAIN = "ai.onnx.ml"
+
+
+def _float_list(ctx: NodeContext, name: str) -> np.ndarray | None:
+    return np.asarray(ctx.attr(name), dtype=np.float32) if ctx.has_attr(name) else None
+
+
+def _post_transform(ctx: NodeContext, supported: Sequence[str]) -> str:
+    post = str(ctx.attr("post_transform", "NONE"))
+    if post not in supported:
+        raise ctx.error(
+            f"post_transform {post!r} of {ctx.op_type} is not supported; supported: "
+            f"{', '.join(supported)}"
+        )
+    return post
+
+
+def _linear_weights(
+    ctx: NodeContext, x: Value, rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) with W of shape (features, rows) from `coefficients` (rows x features, row-major)
+    and `intercepts` (rows values, zeros when absent)."""
+    features = x.shape[-1]
+    coefficients = _float_list(ctx, "coefficients")
+    if coefficients is None or coefficients.size == 0:
+        raise ctx.error(f"{ctx.op_type} needs the 'coefficients' attribute")
+    if coefficients.size % features or (rows is not None and coefficients.size != rows * features):
+        expected = f"{rows} x {features}" if rows is not None else f"a multiple of {features}"
+        raise ctx.error(
+            f"{coefficients.size} coefficients do not fit {expected} (the input has "
+            f"{features} features)"
+        )
+    w = coefficients.reshape(-1, features).T
+    intercepts = _float_list(ctx, "intercepts")
+    if intercepts is None or intercepts.size == 0:
+        intercepts = np.zeros(w.shape[1], dtype=np.float32)
+    if intercepts.size != w.shape[1]:
+        raise ctx.error(f"{intercepts.size} intercepts for {w.shape[1]} rows of coefficients")
+    return np.ascontiguousarray(w), intercepts
+
+
+def _dense(
+    ctx: NodeContext,
+    x: Value,
+    w: np.ndarray,
+    b: np.ndarray,
+    *,
+    output: int | None = None,
+    hint: str = "",
+) -> Value:
+    base = ctx.node.output[0] if ctx.node.output else ctx.loc.node
+    weight = ctx.add_constant(f"{base}.{hint or 'dense'}.weight", np.ascontiguousarray(w))
+    bias = ctx.add_constant(f"{base}.{hint or 'dense'}.bias", np.ascontiguousarray(b))
+    return ctx.emit(ops.Dense, [x, weight, bias], output=output, hint=hint, activation="none")
+
+
+def _set_classes(ctx: NodeContext, labels: Sequence[int | str]) -> None:
+    """Record the class labels in the graph's metadata (as the scikit-learn frontend does)."""
+    text = json.dumps(list(labels))
+    previous = ctx.graph.meta.get("classes")
+    if previous is not None and previous != text:
+        raise ctx.error(f"class labels {text} differ from those of another node ({previous})")
+    ctx.graph.meta["classes"] = text
+
+
+def _affine(labels: Sequence[int | str]) -> tuple[int, int] | None:
+    """(first, step) when labels[i] == first + step * i for integer labels the SIMD unit's
+    float64 arithmetic holds exactly; None otherwise (strings, other integers)."""
+    if not labels or not all(isinstance(v, int) for v in labels):
+        return None
+    values = np.asarray(labels, dtype=np.int64)
+    step = int(values[1] - values[0]) if values.size > 1 else 1
+    exact = np.abs(values).max() < 2**53
+    if exact and step != 0 and np.array_equal(values, values[0] + step * np.arange(values.size)):
+        return int(values[0]), step
+    return None
+
+
+def _labels_of(ctx: NodeContext, index: Value, labels: Sequence[int | str], output: int) -> Value:
+    """labels[index]: computed exactly for affine integer labels (0..K-1 among them).
+
+    Other labels (strings, or integers in no arithmetic progression) would need a gather the IR
+    has no op for; the output is then the int64 index into graph.meta["classes"], the contract
+    of the scikit-learn frontend, where a caller maps it back.
+    """
+    _set_classes(ctx, labels)
+    affine = _affine(labels)
+    if affine is None:
+        log.info(
+            "%s: output %r holds the index into graph.meta['classes'], not the label itself",
+            ctx.loc,
+            ctx.node.output[output],
+        )
+        return ctx.emit(ops.Identity, [index], output=output)
+    first, step = affine
+    value = index
+    if step != 1:
+        factor = ctx.add_constant(f"{ctx.node.output[output]}.step", np.asarray(step))
+        value = ctx.emit(ops.Mul, [value, factor], hint="step")
+    if first != 0:
+        offset = ctx.add_constant(f"{ctx.node.output[output]}.first", np.asarray(first))
+        value = ctx.emit(ops.Add, [value, offset], hint="first")
+    return ctx.emit(ops.Identity, [value], output=output)
+
+
+def _class_labels(ctx: NodeContext) -> list[int | str]:
+    ints = ctx.attr("classlabels_ints") or []
+    strings = ctx.attr("classlabels_strings") or []
+    if bool(ints) == bool(strings):
+        raise ctx.error(
+            f"{ctx.op_type} needs exactly one of classlabels_ints and classlabels_strings"
+        )
+    if strings:
+        return [s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s for s in strings]
+    return [int(v) for v in ints]
+
+
+@converter("LinearClassifier", domain=ML_DOMAIN)
+def convert_linear_classifier(ctx: NodeContext) -> list[Result]:
+    """scores = X @ coefficients.T + intercepts (one row of coefficients per score column),
+    then post_transform; label = the class of the first largest raw score.
+
+    With one score column s and two labels, the label is classlabels[1] when s > 0, and the
+    scores are, as onnxruntime gives them, [1 - s, s] (NONE) or [sigmoid(-s), sigmoid(s)]
+    (LOGISTIC). The label is the argmax of [-s, s], which is exactly that rule (see the
+    scikit-learn frontend's _signed_pair). SOFTMAX_ZERO (which skips zero scores) needs a
+    select and PROBIT an inverse erf, which the IR has neither of; `multi_class` changes
+    nothing (onnxruntime ignores it too).
+    """
+    x = ctx.value(0)
+    labels = _class_labels(ctx)
+    post = _post_transform(ctx, ("NONE", "LOGISTIC", "SOFTMAX"))
+    w, b = _linear_weights(ctx, x)
+    rows = w.shape[1]
+    if rows == 1:
+        if len(labels) != 2:
+            raise ctx.error(f"one row of coefficients for {len(labels)} class labels; expected 2")
+        if post == "SOFTMAX":
+            raise ctx.error(
+                "SOFTMAX over a single score column is ambiguous (onnxruntime gives [1 - s, s], "
+                "the ONNX reference softmax([-s, s])) and not supported"
+            )
+        pair = _dense(ctx, x, np.hstack([-w, w]), np.concatenate([-b, b]), hint="signed")
+        if post == "LOGISTIC":
+            scores = ctx.emit(ops.Sigmoid, [pair], output=1)
+        else:
+            scores = _dense(ctx, x, np.hstack([-w, w]), np.concatenate([1 - b, b]), output=1)
+        index = ctx.emit(ops.ArgMax, [pair], hint="index", axis=-1, keepdims=0)
+        return [_labels_of(ctx, index, labels, 0), scores]
+    if len(labels) != rows:
+        raise ctx.error(f"{rows} rows of coefficients for {len(labels)} class labels")
+    raw = _dense(ctx, x, w, b, output=1 if post == "NONE" else None, hint="scores")
+    index = ctx.emit(ops.ArgMax, [raw], hint="index", axis=-1, keepdims=0)
+    if post == "LOGISTIC":
+        scores = ctx.emit(ops.Sigmoid, [raw], output=1)
+    elif post == "SOFTMAX":
+        scores = ctx.emit(ops.Softmax, [raw], output=1, axis=-1)
+    else:
+        scores = raw
+    return [_labels_of(ctx, index, labels, 0), scores]
+
+
+@converter("LinearRegressor", domain=ML_DOMAIN)
+def convert_linear_regressor(ctx: NodeContext) -> list[Result]:
+    """Y = X @ coefficients.T + intercepts, `targets` columns. Only post_transform NONE:
+    onnxruntime ignores the others for one target and applies them for several."""
+    x = ctx.value(0)
+    _post_transform(ctx, ("NONE",))
+    w, b = _linear_weights(ctx, x, int(ctx.attr("targets", 1)))
+    return [_dense(ctx, x, w, b, output=0)]
+
+
+@converter("Scaler", domain=ML_DOMAIN)
+def convert_scaler(ctx: NodeContext) -> list[Result]:
+    """Y = (X - offset) * scale per feature (one value broadcasts to every feature), as SIMD
+    arithmetic in front of the crossbars (see the scikit-learn frontend for why not folded)."""
+    x = ctx.value(0)
+    features = x.shape[-1]
+    y = x
+    for attr, neutral, op_class in (("offset", 0.0, ops.Sub), ("scale", 1.0, ops.Mul)):
+        values = _float_list(ctx, attr)
+        if values is None or np.all(values == neutral):
+            continue
+        if values.size not in (1, features):
+            raise ctx.error(f"{values.size} {attr} values for {features} features")
+        constant = ctx.add_constant(f"{ctx.node.output[0]}.{attr}", values.reshape(-1))
+        y = ctx.emit(op_class, [y, constant], hint=attr)
+    return [ctx.emit(ops.Identity, [y], output=0)]
+
+
+@converter("Normalizer", domain=ML_DOMAIN)
+def convert_normalizer(ctx: NodeContext) -> list[Result]:
+    """Only L1 of a softmax output, which sums to 1 already (skl2onnx puts it after a
+    multinomial LogisticRegression): it passes through. Other norms, or inputs, need a row
+    reduction the IR has no op for yet."""
+    norm = str(ctx.attr("norm", "MAX"))
+    array = ctx.constant(0)
+    if array is not None and array.ndim == 2:
+        reduce = {
+            "MAX": lambda a: np.abs(a).max(axis=1, keepdims=True),
+            "L1": lambda a: np.abs(a).sum(axis=1, keepdims=True),
+            "L2": lambda a: np.sqrt(np.square(a).sum(axis=1, keepdims=True)),
+        }
+        if norm in reduce:
+            return [(array / np.maximum(reduce[norm](array), 1e-30)).astype(np.float32)]
+    x = ctx.value(0)
+    source = x.producer
+    while isinstance(source, ops.Identity):
+        source = source.inputs[0].producer
+    if norm == "L1" and isinstance(source, ops.Softmax):
+        return [ctx.emit(ops.Identity, [x], output=0)]
+    raise ctx.error(
+        f"Normalizer with norm {norm!r} of {x.name!r} is not supported: it needs a row "
+        "reduction, which the IR has no op for yet (only L1 of a softmax output, already "
+        "normalised, is)"
+    )
+
+
+@converter("ArrayFeatureExtractor", domain=ML_DOMAIN)
+def convert_array_feature_extractor(ctx: NodeContext) -> list[Result]:
+    """Y = X[..., indices] (a 1-D X gives shape (1, number of indices), as in onnxruntime).
+
+    Two forms occur in exported models: class labels looked up by a computed argmax
+    (skl2onnx's MLPClassifier), done as in LinearClassifier; and constant columns of a
+    computed X (a binary LinearSVC's positive score), done by selecting the same columns of
+    the linear layer that computes X, so they are bit for bit its columns.
+    """
+    data, indices = ctx.constant(0), ctx.constant(1)
+    if indices is not None:
+        if indices.dtype.kind not in "iu":
+            raise ctx.error(f"ArrayFeatureExtractor indices must be integers, not {indices.dtype}")
+        flat = indices.reshape(-1).astype(np.int64)
+        width = data.shape[-1] if data is not None else ctx.value(0).shape[-1]
+        if flat.size == 0 or flat.min() < -width or flat.max() >= width:
+            raise ctx.error(f"indices {flat.tolist()} are out of range for {width} columns")
+        flat = flat % width
+        if data is not None:  # folding
+            taken = np.take(data, flat, axis=-1)
+            return [taken.reshape(1, -1) if data.ndim == 1 else taken]
+        return [_select_columns(ctx, ctx.value(0), flat)]
+    if data is None:
+        raise ctx.error(
+            f"ArrayFeatureExtractor of {ctx.input_name(0)!r} at indices computed at run time "
+            "needs a gather, which the IR has no op for"
+        )
+    index = ctx.value(1)
+    if np.dtype(index.type.dtype).kind not in "iu":
+        raise ctx.error(f"ArrayFeatureExtractor indices must be integers, not {index.type.dtype}")
+    if data.ndim != 1:
+        raise ctx.error(
+            f"looking up computed indices in a constant of shape {data.shape} is not "
+            "supported; only 1-D tables (class labels) are"
+        )
+    labels: list[int | str]
+    if data.dtype.kind in "iu":
+        labels = [int(v) for v in data]
+    elif data.dtype.kind in "OSU":
+        labels = [v.decode() if isinstance(v, bytes) else str(v) for v in data]
+    else:
+        raise ctx.error(f"looking up computed indices in a {data.dtype} table is not supported")
+    shape = (1, index.type.size)
+    if index.shape != shape:
+        index = ctx.emit(ops.Reshape, [index], hint="row", shape=shape)
+    return [_labels_of(ctx, index, labels, 0)]
+
+
+def _select_columns(ctx: NodeContext, x: Value, columns: np.ndarray) -> Value:
+    """x[..., columns] for x computed by a Dense op: the same Dense with only those columns
+    (its activation is elementwise, so it commutes with the selection)."""
+    dense = x.producer
+    if not isinstance(dense, ops.Dense) or isinstance(dense, ops.QDense):
+        what = f"by {dense.kind}" if dense is not None else "as a graph input"
+        raise ctx.error(
+            f"ArrayFeatureExtractor selects columns of {x.name!r}, computed {what}; only "
+            "columns of a linear model's scores can be selected (the IR has no gather op)"
+        )
+    source, w_value, b_value = dense.inputs
+    w, b = ctx.graph.constant(w_value), ctx.graph.constant(b_value)
+    assert w is not None and b is not None, "a Dense op has constant weights (verified)"
+    base = ctx.node.output[0]
+    weight = ctx.add_constant(f"{base}.weight", np.ascontiguousarray(w[:, columns]))
+    bias = ctx.add_constant(f"{base}.bias", np.ascontiguousarray(b[columns]))
+    return ctx.emit(
+        ops.Dense,
+        [source, weight, bias],
+        output=0,
+        activation=dense.attrs.get("activation", "none"),
+    )

@@ -28,8 +28,12 @@ RTOL, ATOL = 1e-5, 1e-6
 
 BATCH = 3
 SUPPORTED = (
-    "Add, Constant, Div, Dropout, Flatten, Gemm, Identity, MatMul, Mul, Relu, Reshape, Sigmoid, "
-    "Softmax, Sub, Tanh"
+    "Add, ArgMax, Cast, Clip, Constant, Div, Dropout, Flatten, Gemm, Identity, MatMul, Mul, Relu, "
+    "Reshape, Sigmoid, Softmax, Sub, Tanh"
+)
+ML_SUPPORTED = (
+    "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "
+    "ai.onnx.ml.Normalizer, ai.onnx.ml.Scaler"
 )
 
 
@@ -500,7 +504,8 @@ def test_unsupported_op_names_the_node_and_the_supported_set() -> None:
     with pytest.raises(FrontendError) as info:
         import_onnx(m)
     assert str(info.value) == (
-        f"node 'conv1' (Conv): unsupported op type 'Conv'; supported op types: {SUPPORTED}"
+        f"node 'conv1' (Conv): unsupported op type 'Conv'; supported op types: {SUPPORTED}, "
+        f"{ML_SUPPORTED}"
     )
     assert info.value.loc == NodeLoc("conv1", "Conv")
     m.graph.node[0].name = ""
