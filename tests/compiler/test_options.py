@@ -94,3 +94,35 @@ def test_slices_recombine_to_the_weights(
     if slicing.signs == 2:
         value -= (levels[:, :, 1, :] * weights).sum(axis=1)
     assert np.array_equal(value - slicing.offset, w)
+
+
+def test_percentile_calibration_ignores_a_rare_outlier() -> None:
+    model = mlp_onnx([10, 4], ["none"], seed=2)
+    data = np.random.default_rng(2).uniform(-1, 1, size=(400, 10))
+    data[0, 0] = 50.0  # one outlier
+    scales = {}
+    for method in ("minmax", "percentile"):
+        binary = imcc.compile(model, calibrate=data, calibration=method, percentile=99.0)
+        scales[method] = dict(binary.program.inputs[0].quant)["scale"]
+    assert scales["minmax"] == pytest.approx(50.0 / 127)
+    assert scales["percentile"] < 1.0 / 127  # the 99th percentile of |x| is below 1
+
+
+def test_cli_compile_takes_hardware_options_and_calibration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    from imcc.cli import main
+
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).normal(size=(30, 20)))
+    code = main([
+        "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.imcb"), "--dac-bits", "2",
+        "--adc-bits", "7", "--sign-encoding", "offset", "--adc-range", "column",
+        "--calibrate", str(tmp_path / "cal.npz"), "--calibration", "percentile",
+        "--percentile", "99.5",
+    ])  # fmt: skip
+    assert code == 0
+    binary = imcc.load(tmp_path / "m.imcb")
+    assert (binary.target.xbar.dac_bits, binary.target.xbar.sign_encoding) == (2, "offset")
+    assert dict(binary.program.inputs[0].quant)["scale"] != "dynamic"
+    assert binary.program.meta["option.calibration"] == "percentile"
