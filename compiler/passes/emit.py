@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from imcc.compiler.ir import ops
-from imcc.compiler.ir.core import Graph, Op, Value
+from imcc.compiler.ir.core import Graph, Op, TensorType, Value
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.compiler.passes.tiling import Slicing, Tile, tile_levels
 from imcc.isa import spec
@@ -69,6 +69,9 @@ class Buffer:
         )
 
     def release(self, start: int, size: int) -> None:
+        assert all(start + size <= s or s + n <= start for s, n in self.free), (
+            f"core {self.core}: words [{start}, {start + size}) released twice"
+        )
         self.free.append((start, size))
         self.free.sort()
         merged: list[tuple[int, int]] = []
@@ -372,26 +375,44 @@ class Emitter:
         self.define(op.outputs[0], core, dst)
 
     def emit_qdense(self, op: Op) -> None:
+        """Program the tiles once; then every k-long row of the input is one MVM pass."""
+        x, w_int = op.inputs[:2]
+        k, n = w_int.shape
+        rows = x.type.size // k
+        home = op.attrs["core"]
+        tiles: tuple[Tile, ...] = op.attrs["tiles"]
+        images = []
+        for index, (tile, (core, array)) in enumerate(zip(tiles, op.attrs["placement"],
+                                                          strict=True)):  # fmt: skip
+            image = len(self.images)
+            self.images.append(XbarImage(tile_levels(self.graph, op, tile)))
+            self.bindings.append(Binding(core, array, image))
+            if "adc_ranges" in op.attrs:
+                self.adc_ranges[image] = np.array(op.attrs["adc_ranges"][index], dtype=np.float64)
+            images.append(image)
+        # Quantise where the input already is (the home core for a model input).
+        here = self.copies.get(id(x))
+        qcore = home if not here or home in here else next(iter(here))
+        x_addr = self.local(x, qcore)
+        y_addr = self.cores[home].buffer.alloc(rows * n, op.name)
+        for row in range(rows):
+            self.emit_qdense_row(op, qcore, x_addr + row * k, y_addr + row * n)
+        self.define(op.outputs[0], home, y_addr)
+
+    def emit_qdense_row(self, op: Op, qcore: int, x_addr: int, y_addr: int) -> None:
+        """y = act((x_int . w_int - offset * sum(x_int)) * s_x * s_w + b) for one row x."""
         graph = self.graph
         x, w_int, w_scale, bias = op.inputs
         k, n = w_int.shape
-        if x.type.size != k:
-            raise op.error(
-                f"input {x.shape} holds {x.type.size} values per sample; only one {k}-long row "
-                "per sample is supported for now"
-            )
         home = op.attrs["core"]
         bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
         slicing: Slicing = op.attrs["slicing"]
         tiles: tuple[Tile, ...] = op.attrs["tiles"]
         placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
 
-        # 1. Quantise the input where it already is (the home core for a model input).
-        # `scalars` holds the input scale and, for the offset encoding, offset * sum(x_int).
-        here = self.copies.get(id(x))
-        qcore = home if not here or home in here else next(iter(here))
+        # 1. Quantise the row. `scale` holds the input scale and, for the offset encoding,
+        # offset * sum(x_int) in the word after it.
         qc = self.cores[qcore]
-        x_addr = self.local(x, qcore)
         offset = slicing.offset
         n_scalars = 2 if offset else 1
         scale = qc.buffer.alloc(n_scalars, f"{op.name} input scale")
@@ -403,7 +424,7 @@ class Emitter:
             qc.emit(
                 spec.MEM_LOAD, scale, self.constant_addr(np.array([op.attrs["input_scale"]])), 1
             )
-        xq = Value(f"{op.name}.xq", x.type)
+        xq = Value(f"{op.name}.xq", TensorType((k,), x.type.dtype))  # one row
         xq_addr = qc.buffer.alloc(k, f"{op.name} quantised input")
         qc.emit(spec.SIMD_QUANT, xq_addr, x_addr, scale, bits, int(signed), k)
         self.define(xq, qcore, xq_addr)
@@ -412,18 +433,10 @@ class Emitter:
             qc.emit(spec.SIMD_MUL_S, scale + 1, scale + 1, self.const_local(qcore, offset), 1)
 
         # 2. Every tile: one MVM, then slices recombined: acc = sum_s 2^(s*cb) (pos_s - neg_s).
-        y_addr = self.cores[home].buffer.alloc(n, op.name)
         partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
         temps: list[tuple[int, int, int]] = []
-        first_image = len(self.images)
         for tile, (core, array) in zip(tiles, placement, strict=True):
             cc = self.cores[core]
-            image = len(self.images)
-            self.images.append(XbarImage(tile_levels(graph, op, tile)))
-            if "adc_ranges" in op.attrs:
-                ranges = op.attrs["adc_ranges"][len(self.images) - 1 - first_image]
-                self.adc_ranges[image] = np.array(ranges, dtype=np.float64)
-            self.bindings.append(Binding(core, array, image))
             nb, cols = tile.outputs, tile.outputs * slicing.cols_per_output
             x_local = self.local(xq, core) + tile.row0
             raw = cc.buffer.alloc(cols, f"{op.name} columns")
@@ -478,7 +491,6 @@ class Emitter:
         activation = op.attrs.get("activation", "none")
         if activation in _ACTIVATION:
             hc.emit(_ACTIVATION[activation], y_addr, y_addr, n)
-        self.define(op.outputs[0], home, y_addr)
 
     def recombine(self, cc: CoreCode, raw: int, acc: int, nb: int, slicing: Slicing) -> None:
         """acc = sum_s 2^(s*cb) * slice_s, by Horner from the top slice, where slice_s is

@@ -93,3 +93,27 @@ def test_calibrated_static_scales_clip_outliers_and_record_the_scale() -> None:
     x = calibration[:4]
     out = imcc.Simulator(binary, mode="functional").run(x).outputs["y"]
     np.testing.assert_allclose(out, onnxruntime_run(model, x), atol=0.02)
+
+
+def test_several_rows_per_sample_each_take_their_own_mvm_pass() -> None:
+    """A MatMul over a (rows, k) tensor per sample: every row is quantised with its own
+    per-vector scale and pushed through the same programmed arrays."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(5).normal(size=(140, 7)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 140])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 7])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = np.random.default_rng(6).normal(size=(3, 5, 140)).astype(np.float32)
+    binary = imcc.compile(model, TARGET, weight_bits=16, input_bits=16, spread=True)
+    assert len(binary.program.images) == 2  # 2 row blocks of 128, programmed once for all rows
+    out = imcc.Simulator(binary).run(x).outputs["y"]
+    reference = onnxruntime_run(model, x)
+    assert out.shape == (3, 5, 7)
+    assert np.max(np.abs(out - reference)) <= REL_TOL_16 * np.max(np.abs(reference))
