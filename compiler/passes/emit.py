@@ -315,32 +315,45 @@ class Emitter:
         a, b = op.inputs
         out = op.outputs[0]
         size = out.type.size
-        ca, cb = self.graph.constant(a), self.graph.constant(b)
         cc = self.cores[core]
-        if cb is not None and cb.size == 1:  # x op c: one scalar from memory
-            src = self.local(a, core)
-            dst = cc.buffer.alloc(size, op.name)
-            cc.emit(scalar_row, dst, src, self.local(b, core), size)
-            self.define(out, core, dst)
-            return
-        operands = []
-        for value, constant in ((a, ca), (b, cb)):
-            if value.type.size == size:
-                operands.append(self.local(value, core))
-            elif constant is not None:
-                # Broadcast at compile time: the SIMD unit sees a full-length constant vector.
-                full = np.broadcast_to(constant, out.shape)
-                addr = cc.buffer.alloc(size, f"{value.name!r} broadcast")
-                cc.emit(spec.MEM_LOAD, addr, self.constant_addr(full), size)
-                operands.append(addr)
-            else:
-                raise op.error(
-                    f"broadcasting between two computed values {a.shape} and {b.shape} is not "
-                    "supported"
-                )
+        temps: list[tuple[int, int]] = []
+        if b.type.size == 1:  # x op s: the scalar operand is read once by every lane
+            operands = [self.broadcast(a, core, out.shape, temps), self.local(b, core)]
+            row = scalar_row
+        else:
+            operands = [self.broadcast(v, core, out.shape, temps) for v in (a, b)]
+            row = vector_row
         dst = cc.buffer.alloc(size, op.name)
-        cc.emit(vector_row, dst, operands[0], operands[1], size)
+        cc.emit(row, dst, operands[0], operands[1], size)
+        for addr, words in temps:
+            cc.buffer.release(addr, words)
         self.define(out, core, dst)
+
+    def broadcast(
+        self, value: Value, core: int, shape: tuple[int, ...], temps: list[tuple[int, int]]
+    ) -> int:
+        """`value` as a full `shape` vector in `core`'s buffer (numpy broadcasting rules).
+        A constant is broadcast at compile time; a computed value by copying the runs of
+        consecutive elements that the broadcast repeats. Scratch buffers go on `temps`."""
+        size = int(np.prod(shape, dtype=np.int64))
+        if value.type.size == size:
+            return self.local(value, core)
+        cc = self.cores[core]
+        addr = cc.buffer.alloc(size, f"{value.name!r} broadcast")
+        temps.append((addr, size))
+        constant = self.graph.constant(value)
+        if constant is not None:
+            cc.emit(spec.MEM_LOAD, addr, self.constant_addr(np.broadcast_to(constant, shape)), size)
+            return addr
+        source = self.local(value, core)
+        index = np.broadcast_to(np.arange(value.type.size).reshape(value.shape), shape).ravel()
+        # runs where the source index goes up by one: each is one vector copy
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, size], strict=True):
+            cc.emit(
+                spec.SIMD_COPY, addr + int(start), source + int(index[start]), int(stop - start)
+            )
+        return addr
 
     def emit_softmax(self, op: Op, core: int) -> None:
         x = op.inputs[0]
