@@ -85,7 +85,7 @@ class Simulator:
                 block = m.global_range(info.addr, info.size)
                 outputs[info.name][start:stop] = block.T
         shaped = {
-            info.name: outputs[info.name].reshape(*lead, *info.shape).astype(info.dtype)
+            info.name: outputs[info.name].reshape((*lead, *info.shape)).astype(info.dtype)
             for info in self.program.outputs
         }
         return RunResult(shaped, self._report(tally, batch))
