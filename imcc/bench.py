@@ -95,6 +95,37 @@ def run_bench(repeats: int = 7) -> dict[str, Any]:
             figures[f"{key}_per_inference_s"] = seconds / batch
             figures[f"{key}_vs_onnxruntime"] = seconds / ort_s
             figures[f"{key}_vs_numpy_gemm"] = seconds / gemm_s
+    figures.update(noisy_bench(imcc.compile(onnx_model), x, repeats))
+    return figures
+
+
+NOISY: dict[str, Any] = {"device": "pcm", "time": "1d", "drift_compensation": "global"}
+
+
+def noisy_bench(binary: Any, x: np.ndarray, repeats: int) -> dict[str, Any]:
+    """A physical device against the ideal one on the same binary: programming the chip
+    (Simulator construction: sampling every cell, IR drop, the compensation calibration) and
+    running the batch (every DAC step read with read noise, then the ADC)."""
+    import imcc
+
+    batch = len(x)
+    figures: dict[str, Any] = {
+        "noisy_device": ", ".join(f"{k} {v}" for k, v in NOISY.items()),
+        "noisy_setup_s": median_seconds(lambda: imcc.Simulator(binary, **NOISY), repeats),
+        "ideal_setup_s": median_seconds(lambda: imcc.Simulator(binary), repeats),
+    }
+    figures["noisy_setup_vs_ideal"] = figures["noisy_setup_s"] / figures["ideal_setup_s"]
+    for mode in ("functional", "cycle"):
+        runs = {
+            "ideal": imcc.Simulator(binary, mode=mode),
+            "noisy": imcc.Simulator(binary, mode=mode, **NOISY),
+        }
+        seconds = {
+            name: median_seconds(lambda sim=sim: sim.run(x), repeats)  # type: ignore[misc]
+            for name, sim in runs.items()
+        }
+        figures[f"noisy_{mode}_per_inference_s"] = seconds["noisy"] / batch
+        figures[f"noisy_{mode}_vs_ideal"] = seconds["noisy"] / seconds["ideal"]
     return figures
 
 
@@ -121,5 +152,19 @@ def format_bench(figures: dict[str, Any]) -> str:
                 f"    imcc {mode:<10} simulation {figures[f'{key}_per_inference_s'] * us:8.3f} us"
                 f" per inference = {figures[f'{key}_vs_onnxruntime']:.1f}x onnxruntime, "
                 f"{figures[f'{key}_vs_numpy_gemm']:.1f}x numpy GEMM"
+            )
+    if "noisy_device" in figures:
+        lines.append(
+            f"  noisy chip ({figures['noisy_device']}) against the ideal one, same binary:"
+        )
+        lines.append(
+            f"    programming the chip         {figures['noisy_setup_s'] * 1e3:10.2f} ms"
+            f" = {figures['noisy_setup_vs_ideal']:.1f}x the ideal chip's"
+        )
+        for mode in ("functional", "cycle"):
+            lines.append(
+                f"    imcc {mode:<10} simulation "
+                f"{figures[f'noisy_{mode}_per_inference_s'] * us:8.3f} us per inference = "
+                f"{figures[f'noisy_{mode}_vs_ideal']:.1f}x the ideal run"
             )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The `imcc` command: compile, run, asm, disasm, inspect, targets, isa, demo, bench.
+"""The `imcc` command: compile, run, asm, disasm, inspect, devices, targets, isa, demo, bench.
 
 Exit status: 0 on success, 1 on a user error (one line naming what and where, no traceback),
 2 on a usage error (argparse's own).
@@ -111,12 +111,38 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import imcc
+    from imcc.runtime.devices.units import format_time, parse_time
 
-    sim = imcc.Simulator(
-        args.binary, device=args.device, seed=args.seed, mode=args.mode,
-        max_cycles=args.max_cycles,
-    )  # fmt: skip
-    result = sim.run(_inputs(args.input))
+    binary = imcc.load(args.binary)  # first: a missing binary is the first thing to report
+    device: Any = args.device
+    if args.device_set:
+        from imcc.runtime.devices.presets import load_preset, parse_override
+
+        name = device or binary.program.target.xbar.device
+        device = load_preset(name, [parse_override(item) for item in args.device_set])
+    inputs = _inputs(args.input)
+    labels = np.asarray(_load_array(args.labels)) if args.labels else None
+    options: dict[str, Any] = {
+        "device": device, "seed": args.seed, "mode": args.mode, "time": parse_time(args.time),
+        "drift_compensation": args.drift_compensation, "ir_drop": args.ir_drop,
+    }  # fmt: skip
+    if args.trials != 1:
+        from imcc.runtime.montecarlo import trials
+
+        if args.output:
+            raise UserError("-o/--output writes the outputs of one run; leave it out with --trials")
+        summary = trials(binary, inputs, trials=args.trials, labels=labels, **options)
+        if args.report:
+            from imcc.isa.container import write_atomic
+
+            data = {"report": summary.report.to_dict(), "monte_carlo": summary.to_dict()}
+            write_atomic(Path(args.report), json.dumps(data, indent=2, sort_keys=True).encode())
+        print(summary.table())
+        print(f"report of the first chip (seed {summary.seeds[0]}):")
+        print(summary.report.table())
+        return 0
+    sim = imcc.Simulator(binary, max_cycles=args.max_cycles, **options)
+    result = sim.run(inputs)
     if args.output:
         import io
 
@@ -131,10 +157,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         write_atomic(Path(args.report), result.report.to_json().encode())
     for name, value in result.outputs.items():
-        summary = np.array2string(value.reshape(-1)[:8], precision=4, separator=", ")
+        summary_text = np.array2string(value.reshape(-1)[:8], precision=4, separator=", ")
         more = " ..." if value.size > 8 else ""
-        print(f"{name}: shape {value.shape} {summary}{more}")
+        print(f"{name}: shape {value.shape} {summary_text}{more}")
+    if labels is not None:
+        from imcc.runtime.montecarlo import accuracy
+
+        print(f"accuracy: {100 * accuracy(result.outputs, labels):.2f} %")
+    if not sim.device.exact:
+        print(
+            f"device {sim.device_name} at {format_time(sim.time_s)} after programming, seed "
+            f"{sim.seed}, drift compensation {sim.drift_compensation or 'none'}"
+        )
     print(result.report.table())
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from imcc.runtime.devices import device_names
+    from imcc.runtime.devices.presets import load_preset, parse_override
+
+    if args.name is None:
+        if args.stats:
+            raise UserError("--stats needs a device: imcc devices NAME --stats")
+        print(f"{'ideal':<12} exact integer reads (the correctness baseline)")
+        for name in device_names()[1:]:
+            preset = load_preset(name)
+            source = preset.programming.source if preset.programming else preset.cell.source
+            print(f"{name:<12} {preset.summary()}")
+            print(f"{'':<12} {source}")
+        print("\n`imcc devices NAME` prints every parameter with its source; "
+              "`imcc devices NAME --stats` the conductance statistics.")  # fmt: skip
+        return 0
+    if args.name == "ideal":
+        print("ideal: a cell holds its integer level exactly; reads are exact integer sums")
+        return 0
+    preset = load_preset(args.name, [parse_override(item) for item in args.set or ()])
+    if not args.stats:
+        print(preset.describe())
+        return 0
+    from imcc.runtime.devices.statistics import conductance_statistics
+    from imcc.runtime.devices.units import parse_times
+
+    if args.cells < 2:
+        raise UserError(f"--cells must be at least 2, not {args.cells}")
+    stats = conductance_statistics(
+        preset, times=parse_times(args.times), cells=args.cells, seed=args.seed
+    )
+    print(stats.table())
     return 0
 
 
@@ -316,10 +386,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="write outputs to this .npz")
     p.add_argument("--mode", choices=["cycle", "functional"], default="cycle")
-    p.add_argument("--device", help="device model (default: the target's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", help="device preset or TOML file (default: the target's); see `imcc devices`"
+    )
+    p.add_argument(
+        "--device-set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a preset parameter, e.g. scales.programming=2 (repeatable)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="programs the chip (same seed, same chip)")
+    p.add_argument(
+        "--time", default="0", help="time since programming: seconds or 1s, 1h, 1d, 1w, 1y"
+    )
+    p.add_argument(
+        "--drift-compensation",
+        choices=["none", "global", "column"],
+        default="none",
+        help="recalibrate every array at --time: one gain per array or per column",
+    )
+    p.add_argument(
+        "--ir-drop",
+        choices=["fast", "exact", "off"],
+        help="IR-drop model of physical devices (default fast; exact solves the circuit)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="Monte Carlo: run on N chips (seeds SEED..SEED+N-1), print each metric's "
+        "mean and spread",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="Y.npy",
+        help="class labels: print accuracy (argmax of the first output's last axis)",
+    )
     p.add_argument("--max-cycles", type=int, default=10**9, help="cycle budget per inference")
-    p.add_argument("--report", metavar="R.json", help="write the run report as JSON")
+    p.add_argument(
+        "--report",
+        metavar="R.json",
+        help="write the run report as JSON (with --trials: the first chip's report and the "
+        "Monte Carlo statistics)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("asm", help="assemble a .s file into a binary")
@@ -335,6 +444,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="summarise a binary")
     p.add_argument("binary")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("devices", help="list the device presets, or show one with its sources")
+    p.add_argument("name", nargs="?", help="a preset (or TOML file) to show in full")
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="statistics of programmed and drifted conductances at a few target levels",
+    )
+    p.add_argument("--times", default="0,1h,1d,1y", help="times since programming, for --stats")
+    p.add_argument("--cells", type=int, default=100_000, help="cells per target, for --stats")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --stats sample")
+    p.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a parameter"
+    )
+    p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("targets", help="list the target presets")
     p.set_defaults(func=cmd_targets)

@@ -74,9 +74,10 @@ class RunReport:
         if self.tops_per_w:
             lines.append(f"  efficiency   {self.tops_per_w:.3f} TOPS/W (crossbar MACs)")
         total = self.energy_pj or 1.0
+        width = max((len(c) for c in self.energy_breakdown_pj), default=0)
         for component, pj in sorted(self.energy_breakdown_pj.items(), key=lambda kv: -kv[1]):
             if pj:
-                lines.append(f"    {component:<12} {pj:>14,.1f} pJ  {100 * pj / total:5.1f} %")
+                lines.append(f"    {component:<{width}} {pj:>14,.1f} pJ  {100 * pj / total:5.1f} %")
         if self.utilisation:
             busy = ", ".join(f"{u} {100 * f:.1f} %" for u, f in sorted(self.utilisation.items()))
             lines.append(f"  utilisation  {busy}")

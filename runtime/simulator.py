@@ -4,6 +4,14 @@
 programs every bound array once (the device samples its programming-time effects there), and
 then `run(inputs)` executes the program on a batch. Inputs are checked (names, dtypes, shapes,
 finite values) before anything runs.
+
+Physical devices add time and its remedies: `time=` (seconds, or '1h', '1d', '1y') is the time
+since the arrays were programmed, at which every run happens; `drift_compensation="global"` or
+`"column"` calibrates every programmed array at that time (runtime/devices/compensation.py; its
+reads appear in every report); `ir_drop=` picks the fast (default), exact or no IR-drop model.
+One Simulator is one chip: `set_time` moves the same programmed chip along its trajectory, and
+the same seed programs the same chip, bit for bit. Arrays that the program itself reprograms
+while it runs are freshly programmed (time 0, no compensation gain) when they are read.
 """
 
 from __future__ import annotations
@@ -18,7 +26,16 @@ from imcc.isa.container import Binary
 from imcc.isa.diagnostics import SimulationError
 from imcc.isa.program import Program, TensorInfo
 from imcc.runtime.costs import Price
-from imcc.runtime.devices import make_device
+from imcc.runtime.devices import ArrayState, make_device
+from imcc.runtime.devices.circuit import IR_DROP_MODES
+from imcc.runtime.devices.compensation import (
+    CalibrationCost,
+    calibrate,
+    calibration_cost,
+    check_compensation,
+)
+from imcc.runtime.devices.presets import DevicePreset
+from imcc.runtime.devices.units import parse_time
 from imcc.runtime.engine import CycleEngine, FunctionalEngine, Tally
 from imcc.runtime.loader import validate
 from imcc.runtime.machine import Machine
@@ -39,10 +56,14 @@ class Simulator:
     def __init__(
         self,
         binary: Binary | Program | str | os.PathLike[str],
-        device: str | None = None,
+        device: str | DevicePreset | None = None,
         seed: int = 0,
         mode: str = "cycle",
         max_cycles: int = DEFAULT_MAX_CYCLES,
+        *,
+        time: float | str = 0.0,
+        drift_compensation: str | None = None,
+        ir_drop: str | None = None,
     ) -> None:
         if isinstance(binary, str | os.PathLike):
             binary = Binary.load(binary)
@@ -52,18 +73,66 @@ class Simulator:
             raise SimulationError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
         if max_cycles < 1:
             raise SimulationError(f"max_cycles must be positive, not {max_cycles}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise SimulationError(f"seed must be a non-negative integer, not {seed!r}")
+        if ir_drop is not None and ir_drop not in IR_DROP_MODES:
+            raise SimulationError(
+                f"unknown IR-drop mode {ir_drop!r}; modes are {', '.join(IR_DROP_MODES)}"
+            )
+        compensation = check_compensation(drift_compensation)
+        seconds = parse_time(time)
         validate(program, name)
         self.program = program
         self.mode = mode
         self.max_cycles = max_cycles
-        self.device_name = device or program.target.xbar.device
-        self.machine = Machine(program, make_device(self.device_name), seed)
+        self.seed = int(seed)
+        spec = device or program.target.xbar.device
+        self.device = make_device(spec, program.target.xbar, seed=self.seed, ir_drop=ir_drop)
+        self.device_name = self.device.name
+        self.machine = Machine(program, self.device, self.seed)
+        self.time_s = 0.0
+        self.drift_compensation: str | None = None
+        self.calibration: CalibrationCost | None = None
+        self.set_time(seconds, compensation)
         self.prices: dict[tuple[int, int, int], tuple[Price, int]] = {}
         self.extent = max(
             [a + len(v) for a, v in program.constants]
             + [t.addr + t.size for t in (*program.inputs, *program.outputs)]
             + [0]
         )
+
+    def set_time(self, time: float | str, drift_compensation: str | None = None) -> None:
+        """Move the chip to `time` since programming and, if asked, recalibrate it there."""
+        seconds = parse_time(time)
+        compensation = check_compensation(drift_compensation)
+        arrays = self._programmed()
+        for _, state in arrays:
+            self.device.age(state, seconds)
+        self.time_s = seconds
+        self.drift_compensation = compensation
+        self.calibration = None
+        if compensation is None:
+            for _, state in arrays:
+                self.device.set_gain(state, None)
+            return
+        m, xbar = self.machine, self.program.target.xbar
+        calibrate(
+            self.device, [state for _, state in arrays], lambda image: m.adc_for(image)[0],
+            (1 << xbar.dac_bits) - 1, seconds, compensation, m.rng,
+        )  # fmt: skip
+        self.calibration = calibration_cost(
+            self.program.target,
+            [(core, state.rows, state.cols) for core, state in arrays],
+            compensation,
+        )
+
+    def _programmed(self) -> list[tuple[int, ArrayState]]:
+        return [
+            (core.index, state)
+            for core in self.machine.cores
+            for state in core.arrays
+            if state is not None
+        ]
 
     def run(self, inputs: dict[str, Any] | np.ndarray | Any) -> RunResult:
         arrays, lead = self._check_inputs(inputs)
@@ -146,9 +215,30 @@ class Simulator:
         target = self.program.target
         cycle = self.mode == "cycle"
         energy = dict(tally.energy)
+        counts = dict(tally.counts)
+        busy = dict(tally.busy)
+        cycles = tally.cycles
+        extra_layers: list[LayerReport] = []
+        if self.calibration is not None:
+            # the calibration at this time, once per run (compensation.py: cost model)
+            cal = self.calibration
+            energy["drift_compensation"] = cal.energy_pj
+            for key, count in cal.counts:
+                counts[key] = counts.get(key, 0) + count
+            for unit, unit_cycles in cal.busy:
+                busy[unit] = busy.get(unit, 0) + unit_cycles
+            cycles += cal.cycles
+            extra_layers.append(
+                LayerReport(
+                    node="(drift compensation)",
+                    busy_cycles=sum(c for _, c in cal.busy),
+                    energy_pj=cal.energy_pj,
+                    counts=cal.counts,
+                )
+            )
         if cycle:
-            energy["leakage"] = tally.cycles * target.chip.cores * target.cost.leakage_pj_per_cycle
-        total_core_cycles = max(tally.cycles, 1) * target.chip.cores
+            energy["leakage"] = cycles * target.chip.cores * target.cost.leakage_pj_per_cycle
+        total_core_cycles = max(cycles, 1) * target.chip.cores
         layers = tuple(
             LayerReport(
                 node=node or "(unattributed)",
@@ -157,19 +247,19 @@ class Simulator:
                 counts=tuple(sorted(tally.layer_counts[node].items())),
             )
             for node in sorted(tally.layer_busy, key=lambda n: self._first_pc(n))
-        )
+        ) + tuple(extra_layers)
         return RunReport(
             mode=self.mode,
             device=self.device_name,
             target=target.name,
             batch=batch,
-            cycles=tally.cycles if cycle else None,
-            latency_s=tally.cycles / (target.chip.clock_ghz * 1e9) if cycle else None,
+            cycles=cycles if cycle else None,
+            latency_s=cycles / (target.chip.clock_ghz * 1e9) if cycle else None,
             energy_pj=float(sum(energy.values())),
             energy_breakdown_pj={k: float(v) for k, v in sorted(energy.items())},
-            counts=dict(sorted(tally.counts.items())),
+            counts=dict(sorted(counts.items())),
             utilisation=(
-                {u: b / total_core_cycles for u, b in sorted(tally.busy.items())} if cycle else {}
+                {u: b / total_core_cycles for u, b in sorted(busy.items())} if cycle else {}
             ),
             stall_cycles=tally.stall_cycles if cycle else None,
             layers=layers,
