@@ -268,7 +268,7 @@ def _load_json(entries: dict[tuple[Kind, int], bytes], kind: Kind, fail: Any) ->
 
 def _tensor(data: dict[str, Any]) -> TensorInfo:
     shape = tuple(int(d) for d in data["shape"])
-    if any(d < 1 for d in shape) or not isinstance(data["name"], str):
+    if any(d < 0 for d in shape) or not isinstance(data["name"], str):
         raise ValueError(f"bad tensor {data!r}")
     quant = data.get("quant", {})
     if not isinstance(quant, dict):

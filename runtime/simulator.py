@@ -208,7 +208,7 @@ class Simulator:
                     f"input {info.name!r} holds {array[index]} at index "
                     f"{index}; inputs must be finite"
                 )
-            arrays[info.name] = array.reshape(-1, info.size)
+            arrays[info.name] = array.reshape(int(np.prod(this_lead, dtype=np.int64)), info.size)
         return arrays, lead or ()
 
     def _report(self, tally: Tally, batch: int) -> RunReport:

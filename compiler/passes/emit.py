@@ -56,6 +56,8 @@ class Buffer:
         self.peak = 0
 
     def alloc(self, size: int, what: str) -> int:
+        if size == 0:  # an empty tensor occupies nothing
+            return 0
         for i, (start, free) in enumerate(self.free):
             if free >= size:
                 self.free[i] = (start + size, free - size)
@@ -69,6 +71,8 @@ class Buffer:
         )
 
     def release(self, start: int, size: int) -> None:
+        if size == 0:
+            return
         assert all(start + size <= s or s + n <= start for s, n in self.free), (
             f"core {self.core}: words [{start}, {start + size}) released twice"
         )
@@ -114,7 +118,12 @@ class CoreCode:
         self.nodes.append(self.node)
 
     def emit(self, row: spec.InstrSpec, *operands: int) -> None:
-        """Append `row` with its operands; REG operands are given as addresses."""
+        """Append `row` with its operands; REG operands are given as addresses. An
+        instruction over zero elements does nothing and is left out."""
+        counts = (v for f, v in zip(row.fields, operands, strict=True)
+                  if f.kind is spec.OperandKind.COUNT)  # fmt: skip
+        if any(n == 0 for n in counts):
+            return
         pinned: set[int] = set()
         values = []
         for field, value in zip(row.fields, operands, strict=True):
@@ -267,7 +276,7 @@ class Emitter:
             self.cores[core].emit(spec.MEM_STORE, info.addr, src, info.size)
         for cc in self.cores:
             cc.node = ""
-            if cc.code:
+            if cc.code or cc.core == 0:  # core 0 always runs, even when nothing is computed
                 cc.put(make(spec.CTL_HALT))
         last = max((c.core for c in self.cores if c.code), default=0)
         code = [cc.code for cc in self.cores[: last + 1]]
