@@ -266,6 +266,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             )
     cells = sum(img.rows * img.cols for img in p.images)
     print(f"  xbar     {len(p.images)} images, {cells:,} cells of {t.xbar.cell_bits} bits")
+    if p.cam_images and t.acam is not None:  # the analog-CAM tree unit
+        rows = sum(img.rows for img in p.cam_images if img.width)
+        cam_cells = sum(img.rows * img.cols for img in p.cam_images)
+        print(
+            f"  acam     {len(p.cam_images)} CAM images on {len(p.cam_bindings)} arrays, {rows:,}"
+            f" rows, {cam_cells:,} cells of {t.acam.levels} levels, {len(p.cam_codes)} coding"
+            " tables"
+        )
     print(f"  consts   {sum(len(v) for _, v in p.constants):,} words in {len(p.constants)} blocks")
     for kind, tensors in (("input", p.inputs), ("output", p.outputs)):
         for tensor in tensors:
@@ -309,14 +317,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from imcc.bench import run_bench
+    from imcc.bench_trees import format_tree_bench, run_tree_bench
 
     figures = run_bench(repeats=args.repeats)
+    figures["trees"] = run_tree_bench(repeats=args.repeats)  # analog-CAM tree inference
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True))
     else:
         from imcc.bench import format_bench
 
         print(format_bench(figures))
+        print(format_tree_bench(figures["trees"]))
     return 0
 
 

@@ -13,6 +13,13 @@ Directives (arguments separated by blanks):
     .image INDEX ROWS COLS "BASE64"       crossbar image INDEX: little-endian uint16 levels,
                                           row-major, base64 (RFC 4648 with padding)
     .bind cCORE aARRAY IMAGE              array ARRAY of core CORE holds image IMAGE at start
+    .cam INDEX ROWS COLS WIDTH TREES "LOW" "HIGH" "LEAVES"
+                                          CAM image INDEX: uint16 low and high bounds (rows x
+                                          cols) and the float64 leaf RAM (rows x WIDTH), each
+                                          little-endian, row-major, base64; TREES matches a
+                                          search gives (for costs)
+    .cambind cCORE mARRAY IMAGE           CAM array ARRAY of core CORE holds CAM image IMAGE
+    .camcode INDEX "BASE64"               coding table INDEX: isa/acam.py CamCode.to_bytes
     .const ADDR v1 v2 ...                 float64 values at global address ADDR (repr() form;
                                           a NaN other than the default one is nan(0xBITS))
     .meta KEY "value"                     one entry of Program.meta
@@ -38,6 +45,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from imcc.isa import spec
+from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.diagnostics import AsmError, Diagnostic, EncodingError, SourceLoc, TargetError
 from imcc.isa.encoding import Instr, make, operand_bounds
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
@@ -77,6 +85,8 @@ _NOUNS = {
     spec.OperandKind.COUNT: "a count",
     spec.OperandKind.BITS: "a bit width",
     spec.OperandKind.IMM: "an immediate",
+    spec.OperandKind.CAM_IMAGE: "a CAM image index",
+    spec.OperandKind.CAM_CODE: "a coding table index",
 }
 
 # How many of each prefixed operand the target has: `r20` is out of range on a 16-register core.
@@ -84,6 +94,13 @@ _TARGET_LIMITS: dict[spec.OperandKind, Callable[[Target], int]] = {
     spec.OperandKind.REG: lambda target: target.core.registers,
     spec.OperandKind.ARRAY: lambda target: target.core.arrays,
     spec.OperandKind.CORE: lambda target: target.chip.cores,
+    spec.OperandKind.CAM: lambda target: target.acam.arrays if target.acam else 0,
+}
+# Operands that index a table of the program, checked once the whole text is read.
+_TABLES = {
+    spec.OperandKind.IMAGE: "image",
+    spec.OperandKind.CAM_IMAGE: "CAM image",
+    spec.OperandKind.CAM_CODE: "coding table",
 }
 
 # Friendly names of the grammar's terminals, for syntax errors.
@@ -171,7 +188,7 @@ class _Pending:
     values: list[int]
     labels: list[tuple[int, _Arg]]  # operand index, label name
     pcs: list[tuple[int, _Arg]]  # operand index of a TARGET given as an integer
-    images: list[tuple[int, _Arg]]  # operand index of an IMAGE
+    images: list[tuple[int, _Arg]]  # operand index of an IMAGE, CAM_IMAGE or CAM_CODE
 
 
 def assemble(
@@ -205,6 +222,10 @@ class _Assembler:
         self.bound: dict[tuple[int, int], int] = {}  # (core, array) -> line
         self.constants: list[tuple[int, np.ndarray]] = []
         self.adc_ranges: dict[int, np.ndarray] = {}
+        self.cam_images: list[CamImage] = []
+        self.cam_bindings: list[tuple[Binding, _Arg]] = []
+        self.cam_bound: dict[tuple[int, int], int] = {}  # (core, CAM array) -> line
+        self.cam_codes: list[CamCode] = []
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
         self.meta: dict[str, str] = {}
@@ -234,6 +255,9 @@ class _Assembler:
             ".bind": self.directive_bind,
             ".const": self.directive_const,
             ".adc": self.directive_adc,
+            ".cam": self.directive_cam,
+            ".cambind": self.directive_cambind,
+            ".camcode": self.directive_camcode,
             ".meta": self.directive_meta,
         }
         for statement in statements:
@@ -439,7 +463,7 @@ class _Assembler:
         lo, hi = operand_bounds(field)
         if value is None or not lo <= value <= hi:
             raise self.operand_error(pending.row, index, field, arg)
-        if kind is spec.OperandKind.IMAGE:
+        if kind in _TABLES:
             pending.images.append((index, arg))
         return value
 
@@ -660,6 +684,83 @@ class _Assembler:
         self.bound[(core, array)] = statement.head.line
         self.bindings.append((Binding(core, array, image), image_arg))
 
+    def base64_arg(self, arg: _Arg, what: str, size: int) -> bytes:
+        if arg.kind != "STRING":
+            raise self.error(f"{what} must be a quoted base64 string, not {_shown(arg.text)}", arg)
+        try:
+            raw = base64.b64decode(self.string(arg), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise self.error(f"{what} are not valid base64 ({exc})", arg) from None
+        if size >= 0 and len(raw) != size:
+            raise self.error(f"{what} hold {len(raw)} bytes, expected {size}", arg)
+        return raw
+
+    def directive_cam(self, statement: _Statement) -> None:
+        usage = '.cam INDEX ROWS COLS WIDTH TREES "LOW" "HIGH" "LEAVES"'
+        index_arg, rows_arg, cols_arg, width_arg, trees_arg, *data = self.expect(
+            statement, usage, 8
+        )
+        expected = len(self.cam_images)
+        index = _parse_int(index_arg.text) if index_arg.kind == "INT" else None
+        if index != expected:
+            raise self.error(
+                f"expected CAM image index {expected} (CAM images are numbered in order from "
+                f"0), not {_shown(index_arg.text)}",
+                index_arg,
+            )
+        rows = self.index(rows_arg, "a row count", _MAX_IMAGE_SIDE + 1)
+        cols = self.index(cols_arg, "a column count", _MAX_IMAGE_SIDE + 1)
+        width = self.index(width_arg, "a leaf width", _MAX_IMAGE_SIDE + 1)
+        trees = self.index(trees_arg, "a tree count", 1 << 32)
+        for side, arg in ((rows, rows_arg), (cols, cols_arg)):
+            if side == 0:
+                raise self.error(f"a CAM image needs at least one row and cell, not {side}", arg)
+        low = self.base64_arg(data[0], "low bounds", rows * cols * 2)
+        high = self.base64_arg(data[1], "high bounds", rows * cols * 2)
+        leaves = self.base64_arg(data[2], "leaf values", rows * width * 8)
+        self.cam_images.append(
+            CamImage(
+                np.frombuffer(low, dtype="<u2").reshape(rows, cols),
+                np.frombuffer(high, dtype="<u2").reshape(rows, cols),
+                np.frombuffer(leaves, dtype="<f8").reshape(rows, width),
+                trees,
+            )
+        )
+
+    def directive_cambind(self, statement: _Statement) -> None:
+        core_arg, array_arg, image_arg = self.expect(statement, ".cambind cCORE mARRAY IMAGE", 3)
+        target = self.chip
+        arrays = target.acam.arrays if target.acam else 0
+        core = self.index(core_arg, "a core", target.chip.cores, spec.OperandKind.CORE)
+        array = self.index(array_arg, "a CAM array", arrays, spec.OperandKind.CAM)
+        image = self.index(
+            image_arg, "a CAM image index", 1 << spec.WIDTH[spec.OperandKind.CAM_IMAGE]
+        )
+        if (core, array) in self.cam_bound:
+            raise self.error(
+                f"CAM array m{array} of core c{core} is already bound "
+                f"(line {self.cam_bound[(core, array)]})",
+                core_arg,
+            )
+        self.cam_bound[(core, array)] = statement.head.line
+        self.cam_bindings.append((Binding(core, array, image), image_arg))
+
+    def directive_camcode(self, statement: _Statement) -> None:
+        index_arg, data_arg = self.expect(statement, '.camcode INDEX "BASE64"', 2)
+        expected = len(self.cam_codes)
+        index = _parse_int(index_arg.text) if index_arg.kind == "INT" else None
+        if index != expected:
+            raise self.error(
+                f"expected coding table index {expected} (tables are numbered in order from "
+                f"0), not {_shown(index_arg.text)}",
+                index_arg,
+            )
+        raw = self.base64_arg(data_arg, "the coding table's bytes", -1)
+        try:
+            self.cam_codes.append(CamCode.from_bytes(raw))
+        except ValueError as exc:
+            raise self.error(f"malformed coding table ({exc})", data_arg) from None
+
     def directive_const(self, statement: _Statement) -> None:
         if not statement.args:
             raise self.error(
@@ -751,6 +852,9 @@ class _Assembler:
         for binding, arg in self.bindings:
             if binding.image >= len(self.images):
                 raise self.error(self.missing_image(binding.image), arg)
+        for binding, arg in self.cam_bindings:
+            if binding.image >= len(self.cam_images):
+                raise self.error(self.missing(spec.OperandKind.CAM_IMAGE, binding.image), arg)
         return Program(
             target=self.chip,
             code=code,
@@ -762,6 +866,9 @@ class _Assembler:
             debug=self.debug,
             meta=self.meta,
             adc_ranges=self.adc_ranges,
+            cam_images=self.cam_images,
+            cam_bindings=[binding for binding, _ in self.cam_bindings],
+            cam_codes=self.cam_codes,
         )
 
     def resolve(self, pending: _Pending, end: int) -> Instr:
@@ -783,8 +890,9 @@ class _Assembler:
                     arg,
                 )
         for index, arg in pending.images:
-            if values[index] >= len(self.images):
-                raise self.error(self.missing_image(values[index]), arg)
+            kind = row.fields[index].kind
+            if values[index] >= self.table_size(kind):
+                raise self.error(self.missing(kind, values[index]), arg)
         head = pending.head
         try:
             return make(row.mnemonic, *values, loc=self.loc(head.line, head.col))
@@ -792,9 +900,19 @@ class _Assembler:
             raise AsmError(exc.message, exc.loc) from None
 
     def missing_image(self, image: int) -> str:
-        count = len(self.images)
-        have = {0: "no images", 1: "only image 0"}.get(count, f"images 0..{count - 1}")
-        return f"image {image} is not defined (the program has {have})"
+        return self.missing(spec.OperandKind.IMAGE, image)
+
+    def table_size(self, kind: spec.OperandKind) -> int:
+        return {
+            spec.OperandKind.IMAGE: len(self.images),
+            spec.OperandKind.CAM_IMAGE: len(self.cam_images),
+            spec.OperandKind.CAM_CODE: len(self.cam_codes),
+        }[kind]
+
+    def missing(self, kind: spec.OperandKind, index: int) -> str:
+        count, noun = self.table_size(kind), _TABLES[kind]
+        have = {0: f"no {noun}s", 1: f"only {noun} 0"}.get(count, f"{noun}s 0..{count - 1}")
+        return f"{noun} {index} is not defined (the program has {have})"
 
 
 def _is_int(value: object) -> bool:

@@ -7,7 +7,10 @@ Layout (little-endian):
     data     the sections, in table order
 Sections: TARGET (JSON), IO (JSON), META (JSON), CODE per core (64-bit words), IMAGE per crossbar
 image (rows u32, cols u32, then zlib of uint16 levels), BIND (JSON), CONST (addr u64, count u64,
-float64 values, repeated), DEBUG (JSON runs of pcs per node). Reading checks everything that can
+float64 values, repeated), DEBUG (JSON runs of pcs per node); for the analog-CAM unit, when
+present: CAM per CAM image (rows, cols, leaf width, trees: u32 each, then zlib of uint16 low bounds,
+uint16 high bounds and float64 leaf RAM), CAMBIND (JSON), CAMCODE per coding table (isa/acam.py
+CamCode.to_bytes). Reading checks everything that can
 be checked without the runtime: sizes, bounds, CRCs, magic, version, the target fingerprint,
 JSON shapes and instruction words. Every failure is a BinaryFormatError naming the section.
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.diagnostics import BinaryFormatError, Diagnostic, SectionLoc, TargetError
 from imcc.isa.encoding import decode_code, encode_code
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
@@ -36,6 +40,7 @@ _HEADER = struct.Struct("<8sHHI32sI")
 _ENTRY = struct.Struct("<HHIQQII")
 _IMAGE = struct.Struct("<II")
 _CONST = struct.Struct("<QQ")
+_CAM = struct.Struct("<IIII")
 MAX_SECTIONS = 1 << 16
 
 
@@ -49,6 +54,9 @@ class Kind(enum.IntEnum):
     CONST = 7
     DEBUG = 8
     ADC = 9  # per image, optional: float64 ADC full-scale range of each column
+    CAM = 10  # per CAM image, optional: bounds and leaf RAM
+    CAMBIND = 11  # optional: which CAM array holds which CAM image at start
+    CAMCODE = 12  # per coding table, optional: the rank coding of acam.encode
 
 
 def _json(data: Any) -> bytes:
@@ -86,6 +94,16 @@ def to_bytes(program: Program) -> bytes:
     sections.append((Kind.DEBUG, 0, _json(_debug_runs(program.debug))))
     for index, ranges in sorted(program.adc_ranges.items()):
         sections.append((Kind.ADC, index, np.asarray(ranges, dtype="<f8").tobytes()))
+    for index, cam in enumerate(program.cam_images):
+        head = _CAM.pack(cam.rows, cam.cols, cam.width, cam.trees)
+        body = cam.low.astype("<u2").tobytes() + cam.high.astype("<u2").tobytes()
+        body += cam.leaves.astype("<f8").tobytes()
+        sections.append((Kind.CAM, index, head + zlib.compress(body, 6)))
+    if program.cam_bindings:
+        bound = [[b.core, b.array, b.image] for b in program.cam_bindings]
+        sections.append((Kind.CAMBIND, 0, _json(bound)))
+    for index, coding in enumerate(program.cam_codes):
+        sections.append((Kind.CAMCODE, index, coding.to_bytes()))
 
     offset = _HEADER.size + _ENTRY.size * len(sections)
     table = b""
@@ -245,6 +263,26 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
             raise fail(f"ADC[{index}]", "ADC ranges must be finite and positive")
         adc_ranges[index] = ranges
 
+    cam_images = [
+        _cam(entries[(Kind.CAM, index)], lambda m, i=index: fail(f"CAM[{i}]", m))
+        for index in _numbered(entries, Kind.CAM, fail)
+    ]
+    cam_bindings: list[Binding] = []
+    if (Kind.CAMBIND, 0) in entries:
+        try:
+            cam_bindings = [
+                Binding(int(c), int(a), int(i))
+                for c, a, i in _load_json(entries, Kind.CAMBIND, fail)
+            ]
+        except (TypeError, ValueError) as exc:
+            raise fail("CAMBIND", f"malformed CAM bindings ({exc})") from None
+    cam_codes = []
+    for index in _numbered(entries, Kind.CAMCODE, fail):
+        try:
+            cam_codes.append(CamCode.from_bytes(entries[(Kind.CAMCODE, index)]))
+        except ValueError as exc:
+            raise fail(f"CAMCODE[{index}]", f"malformed coding table ({exc})") from None
+
     return Program(
         target=target,
         code=code,
@@ -256,7 +294,42 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
         debug=debug,
         meta=meta,
         adc_ranges=adc_ranges,
+        cam_images=cam_images,
+        cam_bindings=cam_bindings,
+        cam_codes=cam_codes,
     )
+
+
+def _numbered(entries: dict[tuple[Kind, int], bytes], kind: Kind, fail: Any) -> list[int]:
+    """The indices of a numbered kind of section, which must be 0..n-1."""
+    found = sorted(index for k, index in entries if k is kind)
+    if found != list(range(len(found))):
+        raise fail(kind.name, f"{kind.name} sections must be numbered 0..n-1, found {found}")
+    return found
+
+
+def _cam(body: bytes, fail: Any) -> CamImage:
+    if len(body) < _CAM.size:
+        raise fail(f"CAM image header is {len(body)} bytes, expected {_CAM.size}")
+    rows, cols, width, trees = _CAM.unpack_from(body)
+    if not (0 < rows <= 1 << 16 and 0 < cols <= 1 << 16 and width <= 1 << 16):
+        raise fail(f"CAM image shape {rows}x{cols} with {width} leaf words is out of range")
+    expected = rows * cols * 4 + rows * width * 8
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(body[_CAM.size :], expected + 1)
+    except zlib.error as exc:
+        raise fail(f"compressed CAM image is corrupt ({exc})") from None
+    if len(raw) != expected or not inflater.eof:
+        raise fail(
+            f"CAM image holds {len(raw)} bytes, expected {expected} for {rows}x{cols} with "
+            f"{width} leaf words"
+        )
+    cells = rows * cols
+    low = np.frombuffer(raw, dtype="<u2", count=cells).reshape(rows, cols)
+    high = np.frombuffer(raw, dtype="<u2", count=cells, offset=2 * cells).reshape(rows, cols)
+    leaves = np.frombuffer(raw, dtype="<f8", offset=4 * cells).reshape(rows, width)
+    return CamImage(low, high, leaves, trees)
 
 
 def _load_json(entries: dict[tuple[Kind, int], bytes], kind: Kind, fail: Any) -> Any:

@@ -42,6 +42,20 @@ def disassemble(program: Program, target_loader: TargetLoader | None = None) -> 
         lines.append(
             f".bind {core_prefix}{binding.core} {array_prefix}{binding.array} {binding.image}"
         )
+    for index, cam in enumerate(program.cam_images):
+        parts = [
+            base64.b64encode(array.tobytes()).decode("ascii")
+            for array in (cam.low.astype("<u2"), cam.high.astype("<u2"), cam.leaves.astype("<f8"))
+        ]
+        quoted = " ".join(f'"{part}"' for part in parts)
+        lines.append(f".cam {index} {cam.rows} {cam.cols} {cam.width} {cam.trees} {quoted}")
+    cam_prefix = spec.OperandKind.CAM.prefix
+    for binding in program.cam_bindings:
+        lines.append(
+            f".cambind {core_prefix}{binding.core} {cam_prefix}{binding.array} {binding.image}"
+        )
+    for index, table in enumerate(program.cam_codes):
+        lines.append(f'.camcode {index} "{base64.b64encode(table.to_bytes()).decode("ascii")}"')
     for index, ranges in sorted(program.adc_ranges.items()):
         bits = np.ascontiguousarray(ranges, dtype="<f8").reshape(-1).view("<u8")
         lines.append(" ".join([f".adc {index}", *(format_float(int(b)) for b in bits)]))

@@ -24,8 +24,8 @@ def isa_reference() -> str:
         "packed downwards from",
         f"bit {spec.OPCODE_LSB - 1} in assembly order; unused bits are zero. Bits are written "
         "[msb:lsb].",
-        "Operands: rN register, aN crossbar array of this core, cN core of the chip, a label or a",
-        "pc for targets, plain integers for the rest.",
+        "Operands: rN register, aN crossbar array of this core, mN analog-CAM array of this core,",
+        "cN core of the chip, a label or a pc for targets, plain integers for the rest.",
     ]
     for unit in spec.Unit:
         rows = sorted((r for r in spec.TABLE if r.unit is unit), key=lambda r: r.opcode)

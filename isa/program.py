@@ -1,4 +1,5 @@
-"""A whole chip program: per-core code plus the data it needs (crossbar images, constants, I/O).
+"""A whole chip program: per-core code plus the data it needs (crossbar and CAM images, CAM
+coding tables, constants, I/O).
 
 The compiler's `emit` pass and the assembler build a Program; the container (container.py)
 turns it into .imcb bytes and back; the runtime loads and runs it. Mutable while being built,
@@ -11,8 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.encoding import Instr
 from imcc.isa.target import Target
+
+__all__ = ["Binding", "CamCode", "CamImage", "Program", "TensorInfo", "XbarImage"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +92,11 @@ class Program:
     # image -> ADC full-scale range per column, in level steps; absent: the array's full scale
     adc_ranges: dict[int, np.ndarray] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    # analog-CAM tree unit: images (bounds + leaf RAM), which CAM array holds which image at
+    # start (Binding.array is then a CAM array), and the input coding tables of acam.encode
+    cam_images: list[CamImage] = field(default_factory=list)
+    cam_bindings: list[Binding] = field(default_factory=list)
+    cam_codes: list[CamCode] = field(default_factory=list)
 
     def same_as(self, other: Program) -> bool:
         """Structural equality, used by round-trip tests."""
@@ -110,4 +119,7 @@ class Program:
                 for i in self.adc_ranges
             )
             and self.meta == other.meta
+            and self.cam_images == other.cam_images
+            and self.cam_bindings == other.cam_bindings
+            and self.cam_codes == other.cam_codes
         )

@@ -47,10 +47,18 @@ class OperandKind(enum.Enum):
     TAG = "tag"  # message tag matching a send with its receive
     IMM = "immediate"  # signed integer
     TARGET = "target"  # a pc of the same core; a label in assembly
+    CAM = "cam array"  # m0..: analog-CAM arrays of the executing core
+    CAM_IMAGE = "cam image"  # index into the binary's CAM-image table (bounds and leaf RAM)
+    CAM_CODE = "cam table"  # index into the binary's input-coding tables of the CAMs
 
     @property
     def prefix(self) -> str:
-        return {OperandKind.REG: "r", OperandKind.ARRAY: "a", OperandKind.CORE: "c"}.get(self, "")
+        return {
+            OperandKind.REG: "r",
+            OperandKind.ARRAY: "a",
+            OperandKind.CORE: "c",
+            OperandKind.CAM: "m",
+        }.get(self, "")
 
     @property
     def signed(self) -> bool:
@@ -68,6 +76,10 @@ class CostClass(enum.Enum):
     MEM = "mem"
     NOC = "noc"
     CTL = "ctl"
+    ACAM_ENCODE = "acam-encode"
+    ACAM_SEARCH = "acam-search"
+    ACAM_LEAF = "acam-leaf"
+    ACAM_PROGRAM = "acam-program"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +111,35 @@ class Space(enum.Enum):
     GLOBAL = "global"  # the chip's global memory
 
 
+# A CAM match vector is packed MATCH_BITS rows to a buffer word: row r is bit r % MATCH_BITS
+# of word r // MATCH_BITS (a float64 word holds a 32-bit mask exactly).
+MATCH_BITS = 32
+# Extents fixed by the array's image; any other extent names a COUNT operand.
+IMAGE_EXTENTS = ("1", "rows", "cols", "match")
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """A memory range an instruction touches: register field `field` holds the start address;
-    the length is the `n` operand, 1, or the rows / cols of the array's current image."""
+    the length is a count operand (named by `extent`, usually `n`), 1, the rows / cols of the
+    array's current image, or `match`: the words of a match vector over its rows."""
 
     field: str
     space: Space
-    extent: str  # "n" | "1" | "rows" | "cols"
+    extent: str  # "1" | "rows" | "cols" | "match" | the name of a COUNT operand
     writes: bool
 
     def length(self, operands: dict[str, int], rows: int, cols: int) -> int:
         """Words touched, given the operands by name and the array image's shape."""
-        return {"n": operands.get("n", 0), "1": 1, "rows": rows, "cols": cols}[self.extent]
+        if self.extent == "1":
+            return 1
+        if self.extent == "rows":
+            return rows
+        if self.extent == "cols":
+            return cols
+        if self.extent == "match":
+            return -(-rows // MATCH_BITS)
+        return operands.get(self.extent, 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +175,9 @@ WIDTH = {
     OperandKind.FLAG: 1,
     OperandKind.TAG: 12,
     OperandKind.TARGET: 24,
+    OperandKind.CAM: 6,
+    OperandKind.CAM_IMAGE: 16,
+    OperandKind.CAM_CODE: 8,
 }
 
 R = OperandKind.REG
@@ -476,6 +507,59 @@ NOC_RECV = _row(
     ("n", OperandKind.COUNT),
     access="d:w:n",
 )
+# -- acam: analog-CAM tree unit (DESIGN section 7). A feature is rank-coded against the
+# thresholds of its coding table (one code per gap between thresholds, plus one for NaN) and
+# the code is spread over the feature's cells: cell j gets clip(code - j (L - 1), 0, L - 1) for
+# L levels per cell. A row holds per cell a range [low, high) of levels and matches when every
+# cell's level lies in its range; rows are root-to-leaf paths, so one row per tree matches.
+ACAM_ENCODE = _row(
+    "acam.encode",
+    0xA0,
+    CostClass.ACAM_ENCODE,
+    "buf[d:d+n] = DAC levels of the n CAM cells of coding table `table` for the k features "
+    "buf[a:a+k]: per feature, its rank code (NaN has a level of its own) spread over its cells",
+    ("d", R),
+    ("a", R),
+    ("table", OperandKind.CAM_CODE),
+    ("n", OperandKind.COUNT, 12),
+    ("k", OperandKind.COUNT, 12),
+    access="d:w:n a:r:k",
+)
+ACAM_SEARCH = _row(
+    "acam.search",
+    0xA1,
+    CostClass.ACAM_SEARCH,
+    "drive the levels buf[in:in+cols] (rounded, clipped to [0, L)) on `array`'s data lines; "
+    "match vector of its rows into buf[out:out+ceil(rows/32)], 32 rows a word, ANDed with the "
+    "vector already there if `chain` (a row spread over several arrays)",
+    ("array", OperandKind.CAM),
+    ("in", R),
+    ("out", R),
+    ("chain", OperandKind.FLAG),
+    access="in:r:cols out:w:match",
+)
+ACAM_LEAF = _row(
+    "acam.leaf",
+    0xA2,
+    CostClass.ACAM_LEAF,
+    "buf[d+i] += leaf[r, i] of `array`'s leaf RAM for every row r set in the match vector at "
+    "buf[m], one row after another in row order, for i < n (n = the leaf RAM's width); each "
+    "sum rounded to float32 if `single` (a 32-bit accumulator), else float64",
+    ("array", OperandKind.CAM),
+    ("m", R),
+    ("d", R),
+    ("n", OperandKind.COUNT),
+    ("single", OperandKind.FLAG),
+    access="m:r:match d:w:n",
+)
+ACAM_PROGRAM = _row(
+    "acam.program",
+    0xA3,
+    CostClass.ACAM_PROGRAM,
+    "write CAM image `image` (row bounds and leaf RAM) into `array` through the CAM device model",
+    ("array", OperandKind.CAM),
+    ("image", OperandKind.CAM_IMAGE),
+)
 
 TABLE: tuple[InstrSpec, ...] = (
     CTL_NOP,
@@ -513,6 +597,10 @@ TABLE: tuple[InstrSpec, ...] = (
     MEM_STORE,
     NOC_SEND,
     NOC_RECV,
+    ACAM_ENCODE,
+    ACAM_SEARCH,
+    ACAM_LEAF,
+    ACAM_PROGRAM,
 )
 
 BY_MNEMONIC: dict[str, InstrSpec] = {}
@@ -555,10 +643,13 @@ def _check(
         for access in spec.accesses:
             if kinds.get(access.field) is not OperandKind.REG:
                 raise ValueError(f"access {access.field!r} of {spec.mnemonic!r} is not a register")
-            if access.extent == "n" and kinds.get("n") is not OperandKind.COUNT:
-                raise ValueError(f"{spec.mnemonic!r} has an n-long access but no count n")
-            if access.extent not in ("n", "1", "rows", "cols"):
-                raise ValueError(f"{spec.mnemonic!r} has unknown extent {access.extent!r}")
+            if access.extent not in IMAGE_EXTENTS and kinds.get(access.extent) is not (
+                OperandKind.COUNT
+            ):
+                raise ValueError(
+                    f"{spec.mnemonic!r} has an access of extent {access.extent!r}, which is "
+                    "neither 1, rows, cols, match nor a count operand"
+                )
         by_mnemonic[spec.mnemonic] = spec
         by_opcode[spec.opcode] = spec
 

@@ -51,6 +51,32 @@ class XbarSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AcamSpec:
+    """The analog-CAM tree unit of every core (DESIGN section 7), with its own cost figures.
+
+    A row of `cols` cells holds one root-to-leaf path; a cell stores a range of input levels
+    (`levels` of them: the DAC's); features needing more levels span adjacent cells, and rows
+    wider than one array span several arrays of a core whose match lines are ANDed.
+    """
+
+    arrays: int  # CAM arrays per core
+    rows: int  # rows (match lines) per array
+    cols: int  # cells per row of one array
+    levels: int  # input levels per cell; a stored bound sits between two of them
+    leaf_words: int  # leaf RAM words per row: the widest leaf vector an array can hold
+    device: str  # default CAM device model
+    encode_cycles: int  # one comparison step of the rank coder, per group of simd lanes
+    search_cycles: int  # drive the data lines, evaluate and sense the match lines
+    leaf_cycles: int  # match vector -> leaf RAM addresses -> read -> accumulate
+    program_cycles_per_row: int
+    encode_pj: float  # per threshold comparison of the rank coder
+    search_pj_per_row: float  # match line precharge and sensing, per row searched
+    search_pj_per_cell: float  # data line drive, per cell (column) of the array
+    leaf_pj_per_word: float  # leaf RAM read and add, per word
+    program_pj_per_cell: float  # both bounds of one cell
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CostTable:
     """Latency in cycles and energy in pJ per event; each preset cites its sources."""
 
@@ -88,10 +114,13 @@ class Target:
     xbar: XbarSpec
     cost: CostTable
     defaults: tuple[tuple[str, Any], ...] = ()  # compile option defaults (weight_bits, ...)
+    acam: AcamSpec | None = None  # the analog-CAM tree unit, on targets that have one
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["defaults"] = dict(self.defaults)
+        if self.acam is None:  # absent, not null: targets without CAMs keep their fingerprint
+            del data["acam"]
         return data
 
     def to_json(self) -> str:
@@ -115,7 +144,9 @@ class Target:
             ("cost", CostTable),
         ):
             parts[key] = _build(kind, data.get(key), f"{origin}: [{key}]")
-        unknown = set(data) - {"name", "description", "defaults", *parts}
+        if "acam" in data:
+            parts["acam"] = _build(AcamSpec, data["acam"], f"{origin}: [acam]")
+        unknown = set(data) - {"name", "description", "defaults", "acam", *parts}
         if unknown:
             raise TargetError(f"{origin}: unknown keys {sorted(unknown)}")
         for key in ("name", "description"):
@@ -159,6 +190,22 @@ class Target:
             "xbar.adc_bits": (self.xbar.adc_bits, 1, 32),
             "xbar.cols_per_adc": (self.xbar.cols_per_adc, 1, self.xbar.cols),
         }
+        if self.acam is not None:
+            acam = self.acam
+            limits.update(
+                {
+                    "acam.arrays": (acam.arrays, 1, 1 << spec.WIDTH[spec.OperandKind.CAM]),
+                    "acam.rows": (acam.rows, 1, 1 << 16),
+                    # a DAC vector of one array's cells must fit acam.encode's 12-bit count
+                    "acam.cols": (acam.cols, 1, 4095),
+                    "acam.levels": (acam.levels, 2, (1 << 16) - 1),
+                    "acam.leaf_words": (acam.leaf_words, 1, 1 << 16),
+                }
+            )
+            for field in dataclasses.fields(AcamSpec):
+                value = getattr(acam, field.name)
+                if field.type in ("int", "float") and value < 0:
+                    raise TargetError(f"{origin}: acam.{field.name} must not be negative")
         for name, (value, lo, hi) in limits.items():
             if not lo <= value <= hi:
                 raise TargetError(f"{origin}: {name} = {value} is outside [{lo}, {hi}]")

@@ -89,7 +89,9 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         if row is spec.NOC_SEND:  # the network energy is paid once, by the sender
             counts["noc_word_hops"] = n * hops
             energy["noc"] = n * hops * cost.noc_pj_per_word_hop
-    else:
+    elif row.unit is spec.Unit.ACAM and target.acam is not None:
+        cycles = _acam_price(target, instr, ops, rows, cols, energy, counts)
+    else:  # control, and CAM work on a target without CAMs (the loader rejects that binary)
         cycles = cost.ctl_cycles
         energy["control"] = cost.ctl_pj
     return Price(
@@ -98,6 +100,56 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         energy=tuple(sorted(energy.items())),
         counts=tuple(sorted(counts.items())),
     )
+
+
+def _acam_price(
+    target: Target,
+    instr: Instr,
+    ops: dict[str, int],
+    rows: int,
+    cols: int,
+    energy: dict[str, float],
+    counts: dict[str, int],
+) -> int:
+    """Cycles of a CAM instruction; fills its energy (pJ) and event counts.
+
+    `rows`/`cols` are the CAM image's, except for the encoder (spec.ACAM_ENCODE): there `rows`
+    is the number of threshold comparisons of the rank coder (a binary search per feature) and
+    `cols` is 1; for spec.ACAM_LEAF `cols` is the number of rows a search matches (one per tree
+    of the image).
+    """
+    acam, cost = target.acam, target.cost
+    assert acam is not None
+    row = instr.spec
+    buffer_pj = cost.buffer_pj_per_word
+    if row.cost is spec.CostClass.ACAM_ENCODE:
+        n, k = ops["n"], ops["k"]
+        # comparators work lane-parallel, one step of every binary search per encode step
+        cycles = max(1, math.ceil(rows / target.core.simd_lanes)) * acam.encode_cycles
+        counts.update(acam_comparisons=rows, buffer_words=n + k)
+        energy.update(acam_encode=rows * acam.encode_pj, buffer=(n + k) * buffer_pj)
+        return cycles
+    if row.cost is spec.CostClass.ACAM_SEARCH:
+        words = -(-rows // spec.MATCH_BITS)
+        counts.update(cam_searches=1, cam_rows_searched=rows, cam_cells_driven=cols,
+                      buffer_words=cols + words)  # fmt: skip
+        energy.update(
+            cam_search=rows * acam.search_pj_per_row + cols * acam.search_pj_per_cell,
+            buffer=(cols + words) * buffer_pj,
+        )
+        return acam.search_cycles
+    if row.cost is spec.CostClass.ACAM_LEAF:
+        n, matches = ops["n"], cols
+        words = -(-rows // spec.MATCH_BITS)
+        # the match-to-address unit streams one matched row's leaf vector per cycle
+        counts.update(leaf_reads=matches, buffer_words=words + 2 * n)
+        energy.update(
+            cam_leaf=matches * n * acam.leaf_pj_per_word, buffer=(words + 2 * n) * buffer_pj
+        )
+        return acam.leaf_cycles + max(matches - 1, 0)
+    counts["cam_cells_programmed"] = rows * cols
+    energy["cam_programming"] = rows * cols * acam.program_pj_per_cell
+    return max(1, rows * acam.program_cycles_per_row)
 
 
 def transfer_cycles(target: Target, src: int, dst: int, n: int) -> int:

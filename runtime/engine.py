@@ -68,11 +68,17 @@ class Engine:
         ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
         target = self.m.target
         state = None
+        rows, cols = 0, 0
         if row is spec.XBAR_MVM or row is spec.XBAR_PROGRAM:
             state = c.arrays[ops["array"]]
             if row is spec.XBAR_MVM and state is None:
                 raise self.m.trap(c, f"array a{ops['array']} holds no image")
-        rows, cols = (state.rows, state.cols) if state is not None else (0, 0)
+            rows, cols = (state.rows, state.cols) if state is not None else (0, 0)
+        elif row is spec.ACAM_SEARCH or row is spec.ACAM_LEAF:
+            cam = c.cams[ops["array"]]
+            if cam is None:
+                raise self.m.trap(c, f"CAM array m{ops['array']} holds no image")
+            rows, cols = cam.rows, cam.cols
         for access in row.accesses:
             start = int(c.regs[ops[access.field]])
             length = access.length(ops, rows, cols)
@@ -87,6 +93,8 @@ class Engine:
     def price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
         """(price, crossbar MACs) of the instruction at c.pc, cached per pc and array image."""
         row = instr.spec
+        if row.unit is spec.Unit.ACAM:
+            return self.acam_price_of(c, instr)
         state = c.arrays[instr.operands[0]] if row.unit is spec.Unit.XBAR else None
         if row is spec.XBAR_PROGRAM:
             state = None
@@ -101,6 +109,28 @@ class Engine:
             p = price(self.m.target, instr, shape[0], shape[1], c.index)
             macs = shape[0] * shape[1] if row is spec.XBAR_MVM else 0
             cached = self.prices[key] = (p, macs)
+        return cached
+
+    def acam_price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
+        """The price of a CAM instruction, from the CAM image or coding table it uses."""
+        row, program = instr.spec, self.m.program
+        if row is spec.ACAM_ENCODE:
+            table = program.cam_codes[instr.operands[2]]
+            shape, key_image = (table.comparisons, 1), instr.operands[2]
+        elif row is spec.ACAM_PROGRAM:
+            image = program.cam_images[instr.operands[1]]
+            shape, key_image = (image.rows, image.cols), instr.operands[1]
+        else:
+            cam = c.cams[instr.operands[0]]
+            assert cam is not None  # checked before the instruction ran
+            trees = program.cam_images[cam.image].trees
+            shape = (cam.rows, trees if row is spec.ACAM_LEAF else cam.cols)
+            key_image = cam.image
+        key = (c.index, c.pc, key_image)
+        cached = self.prices.get(key)
+        if cached is None:
+            p = price(self.m.target, instr, shape[0], shape[1], c.index)
+            cached = self.prices[key] = (p, 0)
         return cached
 
     def step(self, c: CoreState) -> int | None:

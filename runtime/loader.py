@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from imcc.isa import spec
 from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
 from imcc.isa.encoding import Instr
@@ -48,6 +50,7 @@ def validate(program: Program, name: str = "<binary>") -> None:
                 f"level {int(image.levels.max())} exceeds the "
                 f"{target.xbar.cell_bits}-bit cells' top level {top_level}",
             )
+    cam_held = _check_cams(program, fail)
     held: dict[tuple[int, int], int] = {}
     for b in program.bindings:
         if not (0 <= b.core < cfg_cores and 0 <= b.array < arrays):
@@ -90,7 +93,61 @@ def validate(program: Program, name: str = "<binary>") -> None:
     if not program.outputs:
         raise fail("IO", "the binary declares no outputs")
     for core, code in enumerate(program.code):
-        _check_code(program, core, code, held, fail)
+        _check_code(program, core, code, held, cam_held, fail)
+
+
+def _check_cams(
+    program: Program, fail: Callable[[str, str], BinaryFormatError]
+) -> dict[tuple[int, int], int]:
+    """CAM images, bindings and coding tables against the target's analog-CAM unit."""
+    target = program.target
+    acam = target.acam
+    uses = any(instr.spec.unit is spec.Unit.ACAM for code in program.code for instr in code)
+    if acam is None:
+        if program.cam_images or program.cam_bindings or program.cam_codes or uses:
+            raise fail(
+                "CAM",
+                f"the binary uses analog-CAM arrays but target {target.name!r} has none",
+            )
+        return {}
+    levels = acam.levels
+    for index, cam in enumerate(program.cam_images):
+        section = f"CAM[{index}]"
+        if cam.rows > acam.rows or cam.cols > acam.cols or cam.width > acam.leaf_words:
+            raise fail(
+                section,
+                f"CAM image is {cam.rows}x{cam.cols} with {cam.width} leaf words but CAM arrays "
+                f"are {acam.rows}x{acam.cols} with {acam.leaf_words}",
+            )
+        if cam.low.size and (int(cam.low.max()) > levels - 1 or int(cam.high.min()) < 1
+                             or int(cam.high.max()) > levels):  # fmt: skip
+            raise fail(
+                section,
+                f"bounds must lie in low 0..{levels - 1}, high 1..{levels} ({levels} levels)",
+            )
+        if not np.all(np.isfinite(cam.leaves)):
+            raise fail(section, "leaf values must be finite")
+    for index, table in enumerate(program.cam_codes):
+        problems = table.problems(levels)
+        if problems:
+            raise fail(f"CAMCODE[{index}]", "; ".join(problems))
+    held: dict[tuple[int, int], int] = {}
+    for b in program.cam_bindings:
+        if not (0 <= b.core < len(program.code) and 0 <= b.array < acam.arrays):
+            raise fail(
+                "CAMBIND",
+                f"binding names CAM array m{b.array} of core {b.core}, which does not exist or "
+                f"runs no code ({len(program.code)} cores with code x {acam.arrays} CAM arrays)",
+            )
+        if not 0 <= b.image < len(program.cam_images):
+            raise fail(
+                "CAMBIND",
+                f"binding names CAM image {b.image}; the binary has {len(program.cam_images)}",
+            )
+        if (b.core, b.array) in held:
+            raise fail("CAMBIND", f"CAM array m{b.array} of core {b.core} is bound twice")
+        held[(b.core, b.array)] = b.image
+    return held
 
 
 def _check_code(
@@ -98,6 +155,7 @@ def _check_code(
     core: int,
     code: list[Instr],
     held: dict[tuple[int, int], int],
+    cam_held: dict[tuple[int, int], int],
     fail: Callable[[str, str], BinaryFormatError],
 ) -> None:
     target = program.target
@@ -107,6 +165,9 @@ def _check_code(
         spec.OperandKind.CORE: (target.chip.cores, "cores", "c"),
         spec.OperandKind.IMAGE: (len(program.images), "images", ""),
         spec.OperandKind.TARGET: (len(code), "instructions", ""),
+        spec.OperandKind.CAM: (target.acam.arrays if target.acam else 0, "CAM arrays", "m"),
+        spec.OperandKind.CAM_IMAGE: (len(program.cam_images), "CAM images", ""),
+        spec.OperandKind.CAM_CODE: (len(program.cam_codes), "coding tables", ""),
     }
     section = f"CODE[{core}]"
     targets = {
@@ -117,6 +178,7 @@ def _check_code(
     }
     known: dict[int, int] = {}  # register -> value, along straight-line code
     shapes = {array: program.images[image] for (c, array), image in held.items() if c == core}
+    cams = {array: program.cam_images[i] for (c, array), i in cam_held.items() if c == core}
     for pc, instr in enumerate(code):
         row = instr.spec
         where = f"pc {pc} ({row.mnemonic})"
@@ -138,12 +200,40 @@ def _check_code(
             raise fail(section, f"{where}: array a{ops['array']} holds no image when this runs")
         if row is spec.XBAR_PROGRAM:
             shapes[ops["array"]] = program.images[ops["image"]]
+        cam = None
+        if row is spec.ACAM_SEARCH or row is spec.ACAM_LEAF:
+            cam = cams.get(ops["array"])
+            if cam is None:
+                raise fail(
+                    section, f"{where}: CAM array m{ops['array']} holds no image when this runs"
+                )
+            if row is spec.ACAM_LEAF and ops["n"] != cam.width:
+                raise fail(
+                    section,
+                    f"{where}: n = {ops['n']} but the leaf RAM of m{ops['array']} is "
+                    f"{cam.width} wide",
+                )
+        if row is spec.ACAM_PROGRAM:
+            cams[ops["array"]] = program.cam_images[ops["image"]]
+        if row is spec.ACAM_ENCODE:
+            table = program.cam_codes[ops["table"]]
+            if table.n_cells != ops["n"] or int(table.features.max(initial=-1)) >= ops["k"]:
+                raise fail(
+                    section,
+                    f"{where}: coding table {ops['table']} fills {table.n_cells} cells from "
+                    f"features up to {int(table.features.max(initial=-1))}, not n = {ops['n']} "
+                    f"from k = {ops['k']}",
+                )
         for access in row.accesses:
             start = known.get(ops[access.field])
             if start is None:
                 continue
-            image = shapes.get(ops.get("array", -1))
-            length = access.length(ops, *((image.rows, image.cols) if image else (0, 0)))
+            if row.unit is spec.Unit.ACAM:
+                shape = (cam.rows, cam.cols) if cam is not None else (0, 0)
+            else:
+                image = shapes.get(ops.get("array", -1))
+                shape = (image.rows, image.cols) if image else (0, 0)
+            length = access.length(ops, *shape)
             size = target.words(access.space)
             if start < 0 or start + length > size:
                 raise fail(

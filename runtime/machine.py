@@ -16,6 +16,7 @@ import numpy as np
 from imcc.isa.diagnostics import CoreLoc, SimulationError
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
+from imcc.runtime.acam import CamDevice, CamState, make_cam_device
 from imcc.runtime.devices import ArrayState, Device
 from imcc.runtime.periphery import Adc, full_scale
 
@@ -27,11 +28,14 @@ class Message:
 
 
 class CoreState:
-    def __init__(self, index: int, code: list[Instr], registers: int, arrays: int) -> None:
+    def __init__(
+        self, index: int, code: list[Instr], registers: int, arrays: int, cams: int = 0
+    ) -> None:
         self.index = index
         self.code = code
         self.regs = np.zeros(registers, dtype=np.int64)
         self.arrays: list[ArrayState | None] = [None] * arrays
+        self.cams: list[CamState | None] = [None] * cams  # analog-CAM arrays
         self.buffer = np.zeros((0, 0))
         self.pc = 0
         self.halted = not code
@@ -48,14 +52,28 @@ class CoreState:
 
 
 class Machine:
-    def __init__(self, program: Program, device: Device, seed: int) -> None:
+    def __init__(
+        self,
+        program: Program,
+        device: Device,
+        seed: int,
+        cam_device: str | float | CamDevice | None = None,
+    ) -> None:
         self.program = program
         self.target = program.target
         self.device = device
         self.rng = np.random.default_rng(seed)
+        # CAM programming draws from its own stream: adding CAMs never changes the crossbars.
+        # The CAM device: as asked, else the target's default for its CAM arrays.
+        acam = program.target.acam
+        self.cam_device = make_cam_device(
+            cam_device if cam_device is not None or acam is None else acam.device
+        )
+        self.cam_rng = np.random.default_rng([seed, 0xCA])
         cfg = self.target
+        cams = cfg.acam.arrays if cfg.acam else 0
         self.cores = [
-            CoreState(i, code, cfg.core.registers, cfg.core.arrays)
+            CoreState(i, code, cfg.core.registers, cfg.core.arrays, cams)
             for i, code in enumerate(program.code)
         ]
         self.adcs: dict[int, tuple[Adc, bool]] = {}  # image -> (its ADC, lossless for it)
@@ -64,10 +82,18 @@ class Machine:
         self.now = 0
         for binding in program.bindings:
             self.program_array(binding.core, binding.array, binding.image)
+        for binding in program.cam_bindings:
+            self.program_cam(binding.core, binding.array, binding.image)
 
     def program_array(self, core: int, array: int, image: int) -> None:
         levels = self.program.images[image].levels.astype(np.int64)
         self.cores[core].arrays[array] = self.device.program(levels, image, self.rng)
+
+    def program_cam(self, core: int, array: int, image: int) -> None:
+        assert self.target.acam is not None  # the loader rejects CAM work without a CAM unit
+        self.cores[core].cams[array] = self.cam_device.program(
+            self.program.cam_images[image], image, self.target.acam.levels, self.cam_rng
+        )
 
     def adc_for(self, image: int) -> tuple[Adc, bool]:
         """The ADC settings an image was compiled with (the full scale when it names none),

@@ -25,6 +25,7 @@ import numpy as np
 from imcc.isa.container import Binary
 from imcc.isa.diagnostics import SimulationError
 from imcc.isa.program import Program, TensorInfo
+from imcc.runtime.acam import CamDevice
 from imcc.runtime.costs import Price
 from imcc.runtime.devices import ArrayState, make_device
 from imcc.runtime.devices.circuit import IR_DROP_MODES
@@ -64,6 +65,7 @@ class Simulator:
         time: float | str = 0.0,
         drift_compensation: str | None = None,
         ir_drop: str | None = None,
+        cam_device: str | float | CamDevice | None = None,
     ) -> None:
         if isinstance(binary, str | os.PathLike):
             binary = Binary.load(binary)
@@ -89,7 +91,8 @@ class Simulator:
         spec = device or program.target.xbar.device
         self.device = make_device(spec, program.target.xbar, seed=self.seed, ir_drop=ir_drop)
         self.device_name = self.device.name
-        self.machine = Machine(program, self.device, self.seed)
+        # analog-CAM arrays: ideal, or bounds moved by programming noise (runtime/acam.py)
+        self.machine = Machine(program, self.device, self.seed, cam_device)
         self.time_s = 0.0
         self.drift_compensation: str | None = None
         self.calibration: CalibrationCost | None = None
@@ -202,7 +205,7 @@ class Simulator:
                 )
             lead = this_lead
             bad = ~np.isfinite(array)
-            if bad.any():
+            if bad.any() and not self.program.cam_codes:  # tree models code NaN as a level
                 index = tuple(int(i) for i in np.argwhere(bad)[0])
                 raise SimulationError(
                     f"input {info.name!r} holds {array[index]} at index "

@@ -1,9 +1,9 @@
 """Compiler passes; importing this package registers every pass with the pass manager."""
 
-from imcc.compiler.passes import canonicalize, emit, placement, quantize, tiling
+from imcc.compiler.passes import canonicalize, emit, placement, quantize, tiling, trees
 from imcc.compiler.passes.manager import PASSES, Context, parse_pipeline, run_pipeline
 
-DEFAULT_PIPELINE = "canonicalize,quantize,bitslice,tile,adc-range,place,schedule,emit"
+DEFAULT_PIPELINE = "canonicalize,quantize,bitslice,tile,adc-range,place,acam-map,schedule,emit"
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -16,4 +16,5 @@ __all__ = [
     "quantize",
     "run_pipeline",
     "tiling",
+    "trees",
 ]

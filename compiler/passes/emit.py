@@ -21,6 +21,7 @@ from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, TensorType, Value
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.compiler.passes.tiling import Slicing, Tile, tile_levels
+from imcc.compiler.passes.trees import CamTrees, emit_cam_trees
 from imcc.isa import spec
 from imcc.isa.diagnostics import CompileError
 from imcc.isa.encoding import Instr, make
@@ -158,6 +159,8 @@ class Emitter:
         self.remaining_uses: dict[int, int] = {}
         self.pinned: set[int] = {id(v) for v in graph.outputs}  # never released
         self.const_cache: dict[tuple[int, bytes], int] = {}
+        # Program fields filled by lowerings that live in other modules (cam_images, ...)
+        self.sections: dict[str, Any] = {}
 
     # -- global memory ----------------------------------------------------------------------
     def global_alloc(self, size: int) -> int:
@@ -263,6 +266,8 @@ class Emitter:
                 self.emit_softmax(op, core)
             elif isinstance(op, ops.ArgMax):
                 self.emit_argmax(op, core)
+            elif isinstance(op, CamTrees):  # the analog-CAM tree unit: passes/trees.py
+                emit_cam_trees(self, op)
             else:
                 raise op.error(f"the emitter has no lowering for {op.kind}")
             self.release_dead(op)
@@ -296,6 +301,7 @@ class Emitter:
             debug=debug,
             meta=meta,
             adc_ranges=self.adc_ranges,
+            **self.sections,
         )
 
     def tensor_info(self, value: Value, addr: int) -> TensorInfo:
@@ -313,7 +319,8 @@ class Emitter:
             name=value.name,
             shape=tuple(shape),
             addr=addr,
-            dtype="int64" if value.type.dtype == "int64" else "float32",
+            # float64 models keep float64 outputs (the SIMD unit computes in float64)
+            dtype=value.type.dtype if value.type.dtype in ("int64", "float64") else "float32",
             batch_axis=self.graph.batch_axis,
             quant=tuple(sorted(quant.items())),
         )

@@ -26,6 +26,7 @@ from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa.diagnostics import CompileError, FrontendError, NodeLoc
 
 from . import converters as _converters  # noqa: F401  (registers converters)
+from . import trees as _trees  # noqa: F401  (registers the tree-ensemble converters)
 from .registry import (
     DEFAULT_DOMAIN,
     NodeContext,
@@ -116,7 +117,9 @@ def _load(model: ModelSource) -> onnx.ModelProto:
 
 def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
     opsets = {normalize_domain(o.domain): int(o.version) for o in proto.opset_import}
-    if DEFAULT_DOMAIN not in opsets:
+    # a model of ai.onnx.ml nodes only (onnxmltools' XGBoost export) needs no ai.onnx opset
+    uses_default = any(normalize_domain(n.domain) == DEFAULT_DOMAIN for n in proto.graph.node)
+    if DEFAULT_DOMAIN not in opsets and uses_default:
         raise FrontendError("the model imports no opset for the default domain 'ai.onnx'")
     return opsets
 

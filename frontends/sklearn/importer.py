@@ -19,6 +19,7 @@ from imcc.compiler.ir.core import Graph, TensorType
 from imcc.isa.diagnostics import CompileError, FrontendError
 
 from . import converters as _converters  # noqa: F401  (registers converters)
+from . import trees as _trees  # noqa: F401  (registers the tree-model converters)
 from .registry import EstimatorContext, check_fitted, lookup_estimator, step_loc
 
 log = logging.getLogger(__name__)

@@ -265,5 +265,7 @@ def noc_recv(m: Machine, c: CoreState, i: Instr) -> int | None:
     return None
 
 
+from imcc.runtime.semantics import acam as _acam  # noqa: E402, F401  (registers acam.*)
+
 missing = sorted(set(spec.BY_MNEMONIC) - set(SEMANTICS))
 assert not missing, f"instructions without semantics: {missing}"

@@ -33,7 +33,8 @@ SUPPORTED = (
 )
 ML_SUPPORTED = (
     "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "
-    "ai.onnx.ml.Normalizer, ai.onnx.ml.Scaler"
+    "ai.onnx.ml.Normalizer, ai.onnx.ml.Scaler, ai.onnx.ml.TreeEnsemble, "
+    "ai.onnx.ml.TreeEnsembleClassifier, ai.onnx.ml.TreeEnsembleRegressor"
 )
 
 

@@ -208,6 +208,9 @@ def test_the_supported_onnx_ml_ops() -> None:
         "LinearRegressor",
         "Normalizer",
         "Scaler",
+        "TreeEnsemble",
+        "TreeEnsembleClassifier",
+        "TreeEnsembleRegressor",
     )
 
 

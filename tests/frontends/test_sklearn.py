@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine
 from sklearn.decomposition import PCA
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import AdaBoostClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import r2_score
@@ -47,8 +47,10 @@ ACCURACY_POINTS = 0.01
 R2_MARGIN = 0.01
 
 SUPPORTED_ESTIMATORS = (
-    "LinearRegression, LinearSVC, LinearSVR, LogisticRegression, MLPClassifier, MLPRegressor, "
-    "Pipeline, Ridge"
+    "DecisionTreeClassifier, DecisionTreeRegressor, ExtraTreesClassifier, ExtraTreesRegressor, "
+    "GradientBoostingClassifier, GradientBoostingRegressor, HistGradientBoostingClassifier, "
+    "HistGradientBoostingRegressor, LinearRegression, LinearSVC, LinearSVR, LogisticRegression, "
+    "MLPClassifier, MLPRegressor, Pipeline, RandomForestClassifier, RandomForestRegressor, Ridge"
 )
 
 
@@ -350,13 +352,13 @@ def test_registries_list_what_is_supported() -> None:
 
 def test_unsupported_estimator_names_it_and_the_supported_set() -> None:
     x, y = dataset("iris")
-    error = error_of(fit(RandomForestClassifier(n_estimators=2, random_state=0), x, y))
+    error = error_of(fit(AdaBoostClassifier(n_estimators=2, random_state=0), x, y))
     assert str(error) == (
-        "node 'randomforestclassifier' (RandomForestClassifier): unsupported estimator "
-        "'RandomForestClassifier' (sklearn.ensemble.RandomForestClassifier); supported "
+        "node 'adaboostclassifier' (AdaBoostClassifier): unsupported estimator "
+        "'AdaBoostClassifier' (sklearn.ensemble.AdaBoostClassifier); supported "
         f"estimators: {SUPPORTED_ESTIMATORS}"
     )
-    assert error.loc == NodeLoc("randomforestclassifier", "RandomForestClassifier")
+    assert error.loc == NodeLoc("adaboostclassifier", "AdaBoostClassifier")
 
 
 def test_subclass_of_a_supported_estimator_is_not_taken_for_it() -> None:
@@ -411,14 +413,17 @@ def test_pipeline_ending_in_an_unsupported_estimator_names_it() -> None:
     x, y = dataset("iris")
     model = fit(
         Pipeline(
-            [("scale", StandardScaler()), ("forest", RandomForestClassifier(2, random_state=0))]
+            [
+                ("scale", StandardScaler()),
+                ("boost", AdaBoostClassifier(n_estimators=2, random_state=0)),
+            ]
         ),
         x,
         y,
     )
     error = error_of(model)
-    assert error.loc == NodeLoc("forest", "RandomForestClassifier")
-    assert error.message.startswith("unsupported estimator 'RandomForestClassifier'")
+    assert error.loc == NodeLoc("boost", "AdaBoostClassifier")
+    assert error.message.startswith("unsupported estimator 'AdaBoostClassifier'")
 
 
 def test_pipeline_ending_in_passthrough_is_an_error() -> None:

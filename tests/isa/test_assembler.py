@@ -20,7 +20,7 @@ from imcc.isa.assembler import assemble, format_float
 from imcc.isa.diagnostics import AsmError, TargetError
 from imcc.isa.disassembler import disassemble
 from imcc.isa.encoding import Instr, make, operand_bounds
-from imcc.isa.program import Program
+from imcc.isa.program import Binding, CamCode, CamImage, Program
 from imcc.isa.target import Target
 from tests.isa.test_container import (
     PROPERTY,
@@ -32,6 +32,7 @@ from tests.isa.test_container import (
 )
 
 TARGET = Target.from_dict(target_dict())  # 4 cores, 32 registers, 4 arrays per core
+ACAM_TARGET = Target.from_dict(target_dict("tiny-acam", acam=True))  # and 2 CAM arrays
 HEADER = f".target {json.dumps(target_dict())}"
 
 
@@ -92,11 +93,20 @@ def test_every_instruction_assembles_from_its_disassembly(row: spec.InstrSpec) -
                 spec.OperandKind.ARRAY: 3,
                 spec.OperandKind.CORE: 3,
                 spec.OperandKind.IMAGE: 0,
+                spec.OperandKind.CAM: 1,
+                spec.OperandKind.CAM_IMAGE: 0,
+                spec.OperandKind.CAM_CODE: 0,
             }.get(field.kind, hi)
             values.append(0 if field.kind is spec.OperandKind.TARGET else [lo, limit][pick])
         program = small_program()
         program.code[1] = [make(row.mnemonic, *values)]
-        program.target = TARGET
+        program.target = ACAM_TARGET
+        program.cam_images = [
+            CamImage(np.zeros((2, 3)), np.full((2, 3), 4), np.arange(4.0).reshape(2, 2))
+        ]
+        program.cam_bindings = [Binding(1, 1, 0)]
+        program.cam_codes = [CamCode(np.array([0]), np.array([1]), np.array([2]),
+                                     np.array([0, 1]), np.array([0.5]), np.array([1]))]  # fmt: skip
         round_trip(program)
 
 
@@ -542,3 +552,31 @@ def test_adc_directive_errors(line: str, message: str, col: int) -> None:
     assert info.value.message == message
     assert info.value.loc is not None
     assert (info.value.loc.line, info.value.loc.col) == (3, col)  # type: ignore[union-attr]
+
+
+# -- analog-CAM directives (issue 6)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "col"),
+    [
+        (".target edge-rram\n.cambind c0 m0 0",
+         "expected a CAM array (none on target 'edge-rram'), not 'm0'", 13),
+        ('.target xtime\n.cam 0 1 1 0 1 "AAA=" "AQA=" ""',
+         "low bounds hold 2 bytes, expected 2", 0),
+        ('.target xtime\n.cam 0 1 1 0 1 "AAA=" "AQA=" "AAAA"',
+         "leaf values hold 3 bytes, expected 0", 30),
+        ('.target xtime\n.camcode 0 "AAAA"',
+         "malformed coding table (3 bytes is shorter than the 8-byte head)", 12),
+        (".target xtime\n.core 0\nacam.search m0, r0, r1, 0\nacam.program m1, 2\nctl.halt",
+         "CAM image 2 is not defined (the program has no CAM images)", 18),
+    ],
+)  # fmt: skip
+def test_cam_directive_errors(text: str, message: str, col: int) -> None:
+    if col == 0:  # a well-formed line: it assembles
+        assemble(text + "\n", "c.s", load_target)
+        return
+    with pytest.raises(AsmError) as info:
+        assemble(text + "\n", "c.s", load_target)
+    assert info.value.message == message
+    assert info.value.loc is not None and info.value.loc.col == col  # type: ignore[union-attr]

@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from imcc.isa import container, spec
+from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.diagnostics import BinaryFormatError
 from imcc.isa.encoding import Instr, encode, make, operand_bounds
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
-from imcc.isa.target import CostTable, Target
+from imcc.isa.target import AcamSpec, CostTable, Target
 
 # Hypothesis runs derandomized: the same examples on every machine and every run.
 PROPERTY = settings(
@@ -38,12 +39,21 @@ def target_dict(
     arrays: int = 4,
     clock_ghz: float = 1.0,
     cost: float = 0.5,
+    acam: bool = False,
 ) -> dict[str, Any]:
-    """A small, valid target description (what a TOML preset holds)."""
+    """A small, valid target description (what a TOML preset holds); `acam` adds an
+    analog-CAM unit of 2 arrays of 16 rows x 8 cells of 4 levels per core."""
     costs: dict[str, int | float] = {
         f.name: (2 if f.type == "int" else cost) for f in dataclasses.fields(CostTable)
     }
+    extra: dict[str, Any] = {}
+    if acam:
+        extra["acam"] = {
+            f.name: (2 if f.type == "int" else cost) for f in dataclasses.fields(AcamSpec)
+        }
+        extra["acam"].update(arrays=2, rows=16, cols=8, levels=4, leaf_words=4, device="ideal")
     return {
+        **extra,
         "name": name,
         "description": "a small chip for tests",
         "chip": {
@@ -84,6 +94,7 @@ def targets(draw: st.DrawFn) -> Target:
         arrays=draw(st.integers(1, 4)),
         clock_ghz=draw(st.floats(0.01, 10.0)),
         cost=draw(st.floats(0.0, 1e6)),
+        acam=draw(st.booleans()),
     )
     return Target.from_dict(data)
 
@@ -119,13 +130,22 @@ def tensors(draw: st.DrawFn) -> TensorInfo:
     )
 
 
-def operand_values(target: Target, images: int, length: int) -> dict[spec.OperandKind, Any]:
+# Operand kinds that index a table of the program (only valid when the table is not empty).
+TABLE_KINDS = (spec.OperandKind.IMAGE, spec.OperandKind.CAM_IMAGE, spec.OperandKind.CAM_CODE)
+
+
+def operand_values(
+    target: Target, images: int, length: int, cam_images: int = 0, cam_codes: int = 0
+) -> dict[spec.OperandKind, Any]:
     """Strategies for each operand kind, within the table's and this program's ranges."""
     limits = {
         spec.OperandKind.REG: target.core.registers,
         spec.OperandKind.ARRAY: target.core.arrays,
         spec.OperandKind.CORE: target.chip.cores,
         spec.OperandKind.IMAGE: images,
+        spec.OperandKind.CAM: target.acam.arrays if target.acam else 0,
+        spec.OperandKind.CAM_IMAGE: cam_images,
+        spec.OperandKind.CAM_CODE: cam_codes,
     }
     out: dict[spec.OperandKind, Any] = {
         kind: st.integers(0, limit - 1) for kind, limit in limits.items() if limit
@@ -135,11 +155,19 @@ def operand_values(target: Target, images: int, length: int) -> dict[spec.Operan
 
 
 @st.composite
-def instructions(draw: st.DrawFn, target: Target, images: int, length: int) -> Instr:
-    kinds = operand_values(target, images, length)
-    rows = [r for r in spec.TABLE if all(f.kind in kinds or not f.kind.prefix for f in r.fields)]
+def instructions(
+    draw: st.DrawFn,
+    target: Target,
+    images: int,
+    length: int,
+    cam_images: int = 0,
+    cam_codes: int = 0,
+) -> Instr:
+    kinds = operand_values(target, images, length, cam_images, cam_codes)
     rows = [
-        r for r in rows if images or all(f.kind is not spec.OperandKind.IMAGE for f in r.fields)
+        r
+        for r in spec.TABLE
+        if all(f.kind in kinds or not (f.kind.prefix or f.kind in TABLE_KINDS) for f in r.fields)
     ]
     row = draw(st.sampled_from(rows))
     values = []
@@ -165,16 +193,28 @@ def programs(draw: st.DrawFn) -> Program:
         )
         for _ in range(draw(st.integers(0, 3)))
     ]
+    cams = [draw(cam_images()) for _ in range(draw(st.integers(0, 2)))] if target.acam else []
+    codes = [draw(cam_codes()) for _ in range(draw(st.integers(0, 2)))]
     code: list[list[Instr]] = []
     debug: dict[tuple[int, int], str] = {}
     for core in range(draw(st.integers(0, target.chip.cores))):
         length = draw(st.integers(0, 6))
-        code.append([draw(instructions(target, len(images), length)) for _ in range(length)])
+        code.append(
+            [
+                draw(instructions(target, len(images), length, len(cams), len(codes)))
+                for _ in range(length)
+            ]
+        )
         nodes = draw(st.lists(st.one_of(st.none(), NAMES), min_size=length, max_size=length))
         debug.update({(core, pc): node for pc, node in enumerate(nodes) if node is not None})
     pairs = [(c, a) for c in range(target.chip.cores) for a in range(target.core.arrays)]
     bound = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=3)) if images else []
     bindings = [Binding(c, a, draw(st.integers(0, len(images) - 1))) for c, a in bound]
+    cam_pairs = [
+        (c, a) for c in range(target.chip.cores) for a in range(target.acam.arrays if cams else 0)
+    ]
+    cam_bound = draw(st.lists(st.sampled_from(cam_pairs), unique=True, max_size=2)) if cams else []
+    cam_bindings = [Binding(c, a, draw(st.integers(0, len(cams) - 1))) for c, a in cam_bound]
     constants = [
         (
             draw(st.integers(0, (1 << 64) - 1)),
@@ -205,6 +245,44 @@ def programs(draw: st.DrawFn) -> Program:
             for index in draw(st.sets(st.integers(0, max(len(images) - 1, 0)), max_size=2))
             if index < len(images)
         },
+        cam_images=cams,
+        cam_bindings=cam_bindings,
+        cam_codes=codes,
+    )
+
+
+def floats_from_bits(draw: st.DrawFn, count: int) -> np.ndarray:
+    bits = draw(st.lists(FLOAT_BITS, min_size=count, max_size=count))
+    return np.array(bits, dtype="<u8").view("<f8")
+
+
+@st.composite
+def cam_images(draw: st.DrawFn) -> CamImage:
+    """A CAM image of any shape and bit pattern (the container does not judge values)."""
+    rows, cols, width = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(0, 3))
+    bounds = hnp.arrays(np.uint16, (rows, cols), elements=st.integers(0, 65535))
+    leaves = floats_from_bits(draw, rows * width).reshape(rows, width)
+    return CamImage(draw(bounds), draw(bounds), leaves, draw(st.integers(0, (1 << 32) - 1)))
+
+
+@st.composite
+def cam_codes(draw: st.DrawFn) -> CamCode:
+    """A coding table of any contents (the loader, not the container, checks its meaning)."""
+    counts = draw(st.lists(st.integers(0, 3), max_size=3))
+    total = sum(counts)
+    return CamCode(
+        features=np.array(
+            draw(st.lists(st.integers(0, 1 << 40), min_size=len(counts), max_size=len(counts)))
+        ),
+        nan_low=np.array(
+            draw(st.lists(st.integers(0, 1), min_size=len(counts), max_size=len(counts)))
+        ),
+        cells=np.array(
+            draw(st.lists(st.integers(0, 65535), min_size=len(counts), max_size=len(counts)))
+        ),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        cuts=floats_from_bits(draw, total),
+        inclusive=np.array(draw(st.lists(st.integers(0, 1), min_size=total, max_size=total))),
     )
 
 
@@ -224,7 +302,7 @@ def same_program(a: Program, b: Program) -> bool:
 
 def small_program() -> Program:
     """A fixed program where every section is non-empty."""
-    target = Target.from_dict(target_dict(cores=2))
+    target = Target.from_dict(target_dict(cores=2, acam=True))
     return Program(
         target=target,
         code=[
@@ -239,6 +317,20 @@ def small_program() -> Program:
         debug={(0, 0): "conv1", (0, 1): "conv1"},
         meta={"model": "test"},
         adc_ranges={0: np.array([1.0, 2.5, 3.0, 400.0])},
+        cam_images=[
+            CamImage(np.zeros((2, 3)), np.full((2, 3), 4), np.array([[0.5, -1.0], [2.0, 0.0]]))
+        ],
+        cam_bindings=[Binding(0, 1, 0)],
+        cam_codes=[
+            CamCode(
+                np.array([2]),
+                np.array([0]),
+                np.array([1]),
+                np.array([0, 2]),
+                np.array([-1.5, 3.25]),
+                np.array([1, 0]),
+            )
+        ],
     )
 
 
@@ -481,3 +573,39 @@ def test_bad_adc_ranges_are_rejected(ranges: np.ndarray, message: str) -> None:
     program = small_program()
     program.adc_ranges = {0: ranges}
     assert load_error(container.to_bytes(program)) == f"t.imcb: section ADC[0]: {message}"
+
+
+# -- analog-CAM sections
+
+
+def test_cam_image_with_too_few_bytes() -> None:
+    data = container.to_bytes(small_program())
+    body = container._CAM.pack(2, 3, 2, 1) + zlib.compress(b"\0" * 10)
+    message = load_error(rebuilt(data, {(container.Kind.CAM, 0): body}))
+    assert message == (
+        "t.imcb: section CAM[0]: CAM image holds 10 bytes, expected 56 for 2x3 with 2 leaf words"
+    )
+
+
+def test_malformed_cam_bindings() -> None:
+    data = container.to_bytes(small_program())
+    message = load_error(rebuilt(data, {(container.Kind.CAMBIND, 0): b"[[0, 1]]"}))
+    assert message.startswith("t.imcb: section CAMBIND: malformed CAM bindings")
+
+
+def test_truncated_coding_table() -> None:
+    data = container.to_bytes(small_program())
+    body = small_program().cam_codes[0].to_bytes()[:-3]
+    message = load_error(rebuilt(data, {(container.Kind.CAMCODE, 0): body}))
+    assert message.startswith("t.imcb: section CAMCODE[0]: malformed coding table (")
+    assert "do not hold 1 features and 2 cuts" in message
+
+
+def test_cam_sections_must_be_numbered_from_zero() -> None:
+    data = container.to_bytes(small_program())
+    body = dict(((k, i), b) for k, i, _, b in sections(data))[(container.Kind.CAM, 0)]
+    parts = [(k, i, b) for k, i, _, b in sections(data) if k != container.Kind.CAM]
+    parts.append((container.Kind.CAM, 1, body))
+    fingerprint = container._HEADER.unpack_from(data)[4]
+    message = load_error(build(parts, fingerprint))
+    assert message == "t.imcb: section CAM: CAM sections must be numbered 0..n-1, found [1]"

@@ -1,0 +1,566 @@
+"""acam-map: tree ensembles -> analog-CAM rows, coding table, arrays and cores; and their code.
+
+`acam-map` (after `place`) turns every TreeEnsemble into a CamTrees op that carries a CamPlan:
+- Rank coding (isa/acam.py): every threshold becomes a cut on the float64 input, exactly as
+  the source compares: `x <= t` or `x < t`, on x itself or on float32(x) (then the cut sits
+  at the midpoint between the last float32 on the left and the next, inclusive or not by
+  round-half-even), so no threshold is rounded. Per feature the distinct cuts give K + 1 codes,
+  plus a NaN code below or above them (whichever needs fewer duplicated rows).
+- Rows: each root-to-leaf path is one row of per-feature code intervals (don't-care for
+  untested features); a path that takes NaN on a feature whose interval does not reach the
+  NaN code gets a second row for it; paths no input reaches are dropped.
+- Cells: a feature with C codes spans ceil((C - 1) / (L - 1)) cells (L levels per cell); rows
+  wider than one array span several arrays of a core (ANDed match lines); a block's segments
+  that are don't-care for all its rows are not stored or searched.
+- Packing: trees in order (grouped by output so boosted classes share leaf-RAM words), rows cut
+  into blocks of the array height, blocks dealt onto cores in order; the accumulator passes
+  from core to core, so every output is summed tree after tree as the source sums it.
+- Proof: the stored images are decoded back to code intervals and, for every tree, its rows
+  are shown to be pairwise disjoint with volumes summing to the whole code space: exactly one
+  row per tree matches every input code, NaN included.
+After `emit`, per ensemble: one encode, per block its searches and one leaf read (spec.ACAM_*),
+then the divisor and base values on the SIMD unit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from imcc.compiler.ir import interpreter
+from imcc.compiler.ir.core import Graph, Op, TensorType, Value
+from imcc.compiler.ir.trees import TreeArrays, TreeEnsemble
+from imcc.compiler.passes.manager import Context, Pass, register
+from imcc.isa import spec
+from imcc.isa.acam import CamCode, CamImage, cells_for, codes, decode_ranges, spread
+from imcc.isa.program import Binding
+
+if TYPE_CHECKING:
+    from imcc.compiler.passes.emit import Emitter
+
+_TWO_128 = 2.0**128  # one float32 ulp above the largest float32: where float32 overflows
+
+
+def _float32(value: float) -> float:
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
+def float32_cut(threshold: float, strict: bool) -> tuple[float, bool]:
+    """(t, inclusive) such that, for every float64 x, `float32(x) <= threshold` (or `<` when
+    strict) holds exactly when `x <= t` (inclusive) or `x < t` (not inclusive).
+
+    w = the largest float32 passing the test; float32(x) passes iff it rounds to <= w, i.e.
+    x lies below the midpoint m of w and the next float32, or at m when m rounds to w
+    (round half to even). m is exact in float64 (float32 has 24 significant bits).
+    """
+    w = _float32(threshold)
+    passes = w < threshold if strict else w <= threshold
+    if not passes:
+        w = float(np.nextafter(np.float32(w), np.float32(-np.inf)))
+    if w == np.inf:
+        return np.inf, True
+    up = float(np.nextafter(np.float32(w), np.float32(np.inf)))
+    low = -_TWO_128 if w == -np.inf else w
+    m = (low + (_TWO_128 if up == np.inf else up)) / 2
+    return m, _float32(m) <= w
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureCode:
+    """One coded feature: its input index, cuts (t, inclusive) ascending, and NaN placement."""
+
+    feature: int
+    cuts: tuple[tuple[float, bool], ...]
+    nan_low: bool
+
+    @property
+    def codes(self) -> int:
+        return len(self.cuts) + 2
+
+
+class Block:
+    """Rows [row0, row1) of the ensemble's rows on one core: one image per active segment."""
+
+    def __init__(
+        self,
+        core: int,
+        arrays: tuple[int, ...],
+        segments: tuple[int, ...],
+        images: list[CamImage],
+        leaf_cols: tuple[int, int],
+    ) -> None:
+        self.core = core
+        self.arrays = arrays
+        self.segments = segments
+        self.images = images  # the first one holds the leaf RAM
+        self.leaf_cols = leaf_cols
+
+    def __repr__(self) -> str:
+        return f"Block(core={self.core}, arrays={self.arrays}, rows={self.images[0].rows})"
+
+
+class CamPlan:
+    """Everything emit needs for one ensemble, and what the report says about it."""
+
+    def __init__(
+        self,
+        *,
+        code: CamCode,
+        blocks: list[Block],
+        cols: int,
+        levels: int,
+        targets: int,
+        base: tuple[float, ...],
+        base_first: bool,
+        divisor: float,
+        single: bool,
+        stats: dict[str, Any],
+    ) -> None:
+        self.code = code
+        self.blocks = blocks
+        self.cols = cols
+        self.levels = levels
+        self.targets = targets
+        self.base = base
+        self.base_first = base_first
+        self.divisor = divisor
+        self.single = single  # accumulate in float32
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"CamPlan({json.dumps(self.stats, sort_keys=True)})"
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """The ideal CAM's result on x (batch, features), straight from the images: the
+        compiler's own model of what the chip computes (tests compare it with the source)."""
+        x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+        driven = spread(self.code, codes(self.code, x.T), self.levels)  # (cells, batch)
+        batch = x.shape[0]
+        dtype = np.float32 if self.single else np.float64
+        base = np.asarray(self.base, dtype=np.float64)
+        acc = np.tile(base if self.base_first else np.zeros_like(base), (batch, 1)).astype(dtype)
+        for block in self.blocks:
+            match = np.ones((batch, block.images[0].rows), dtype=bool)
+            for segment, image in zip(block.segments, block.images, strict=True):
+                window = driven[segment * self.cols : segment * self.cols + image.cols]
+                low, high = image.low.astype(np.int64), image.high.astype(np.int64)
+                inside = (window.T[:, None, :] >= low) & (window.T[:, None, :] < high)
+                match &= inside.all(axis=2)
+            c0, c1 = block.leaf_cols
+            leaves = block.images[0].leaves.astype(dtype)
+            for r in range(match.shape[1]):  # row order: tree order
+                acc[:, c0:c1] = np.where(
+                    match[:, r : r + 1], acc[:, c0:c1] + leaves[r], acc[:, c0:c1]
+                )
+        result = acc.astype(np.float64)  # the SIMD unit goes on in float64
+        if self.divisor != 1.0:
+            result = result / self.divisor
+        if not self.base_first:
+            result = result + base
+        return result
+
+
+class CamTrees(Op):
+    """A tree ensemble mapped onto analog-CAM arrays: attrs["plan"] is its CamPlan."""
+
+    kind = "CamTrees"
+    arity: ClassVar[tuple[int, int]] = (1, 1)
+
+    def infer(self) -> list[TensorType]:
+        return [TensorType((1, self.attrs["plan"].targets), "float64")]
+
+
+interpreter.EVALUATORS[CamTrees.kind] = lambda op, args: op.attrs["plan"].evaluate(args[0])
+
+
+# -- mapping --------------------------------------------------------------------------------
+
+
+def _coding(
+    arrays: TreeArrays, compare: str
+) -> tuple[dict[int, list[tuple[float, bool]]], np.ndarray]:
+    """Per feature its sorted distinct cuts; per node the index of its cut (-1 for leaves)."""
+    internal = np.nonzero(arrays.feature >= 0)[0]
+    node_cut = np.full(arrays.nodes, -1, dtype=np.int64)
+    if compare == "float64":
+        cuts = [(float(t), not bool(s)) for t, s in
+                zip(arrays.threshold[internal], arrays.strict[internal], strict=True)]  # fmt: skip
+    else:
+        memo: dict[tuple[float, bool], tuple[float, bool]] = {}
+        cuts = []
+        for t, s in zip(arrays.threshold[internal].tolist(), arrays.strict[internal].tolist(),
+                        strict=True):  # fmt: skip
+            key = (float(t), bool(s))
+            if key not in memo:
+                memo[key] = float32_cut(*key)
+            cuts.append(memo[key])
+    per_feature: dict[int, list[tuple[float, bool]]] = {}
+    features = arrays.feature[internal]
+    for f in np.unique(features).tolist():
+        mine = np.nonzero(features == f)[0]
+        distinct = sorted({cuts[i] for i in mine})  # (t, False) < (t, True): `x < t` first
+        rank = {cut: k for k, cut in enumerate(distinct)}
+        node_cut[internal[mine]] = [rank[cuts[i]] for i in mine]
+        per_feature[int(f)] = distinct
+    return per_feature, node_cut
+
+
+def _paths(
+    arrays: TreeArrays, node_cut: np.ndarray, cut_counts: dict[int, int]
+) -> list[tuple[int, int, dict[int, tuple[int, int, bool]]]]:
+    """(tree, leaf, {feature: (lo, hi, nan_ok)}) per root-to-leaf path: the finite codes
+    [lo, hi) of 0..K that reach the leaf, and whether NaN does."""
+    found = []
+    for tree, root in enumerate(arrays.roots.tolist()):
+        stack: list[tuple[int, dict[int, tuple[int, int, bool]]]] = [(root, {})]
+        while stack:
+            node, bounds = stack.pop()
+            f = int(arrays.feature[node])
+            if f < 0:
+                found.append((tree, node, bounds))
+                continue
+            k = int(node_cut[node])
+            lo, hi, nan_ok = bounds.get(f, (0, cut_counts[f] + 1, True))
+            nan_left = bool(arrays.missing[node])
+            right = dict(bounds)
+            right[f] = (max(lo, k + 1), hi, nan_ok and not nan_left)
+            left = dict(bounds)
+            left[f] = (lo, min(hi, k + 1), nan_ok and nan_left)
+            stack.append((int(arrays.right[node]), right))
+            stack.append((int(arrays.left[node]), left))
+    found.sort(key=lambda p: p[0])  # stable: within a tree, left-to-right leaf order
+    return found
+
+
+def _nan_low(paths: list[Any], feature: int, cuts: int) -> bool:
+    """Put NaN below the finite codes when that duplicates fewer rows than above."""
+    low = high = 0
+    for _, _, bounds in paths:
+        if feature in bounds:
+            lo, hi, nan_ok = bounds[feature]
+            if nan_ok and lo < hi:
+                low += lo > 0
+                high += hi < cuts + 1
+    return low < high
+
+
+def _parts(lo: int, hi: int, nan_ok: bool, cuts: int, nan_low: bool) -> list[tuple[int, int]]:
+    """The code intervals (in the full code space, NaN included) a path accepts."""
+    shift = 1 if nan_low else 0
+    nan_code = 0 if nan_low else cuts + 1
+    parts = [(lo + shift, hi + shift)] if lo < hi else []
+    if nan_ok:
+        if parts and nan_low and parts[0][0] == 1:
+            parts[0] = (0, parts[0][1])
+        elif parts and not nan_low and parts[0][1] == nan_code:
+            parts[0] = (parts[0][0], nan_code + 1)
+        else:
+            parts.append((nan_code, nan_code + 1))
+    return parts
+
+
+def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
+    """The CamPlan of one ensemble on ctx.target (see the module docstring)."""
+    target = ctx.target
+    acam = target.acam
+    if acam is None:
+        raise op.error(
+            f"target {target.name!r} has no analog-CAM unit for tree ensembles; use a target "
+            "with an [acam] section, such as xtime"
+        )
+    levels, cols = acam.levels, acam.cols
+    arrays = op.arrays(graph)
+    n_inputs = op.inputs[0].shape[1]
+    if n_inputs > spec.Field("k", spec.OperandKind.COUNT, 0, 12).max:
+        raise op.error(f"{n_inputs} input features exceed the 4095 the CAM encoder reads")
+    compare = op.attrs["compare"]
+    per_feature, node_cut = _coding(arrays, compare)
+    if not per_feature:  # no splits at all: one don't-care cell keeps the datapath uniform
+        per_feature = {0: []}
+    cut_counts = {f: len(c) for f, c in per_feature.items()}
+    paths = _paths(arrays, node_cut, cut_counts)
+    features = sorted(per_feature)
+    coded = [
+        FeatureCode(f, tuple(per_feature[f]), _nan_low(paths, f, cut_counts[f])) for f in features
+    ]
+    cells = [cells_for(fc.codes, levels) for fc in coded]
+    first_cell = np.concatenate([[0], np.cumsum(cells)]).astype(np.int64)
+    total_cells = int(first_cell[-1])
+    if total_cells > acam.arrays * cols or total_cells > 4095:
+        widest = sorted(zip(cells, features, strict=True), reverse=True)[:3]
+        detail = ", ".join(f"feature {f}: {n} cells" for n, f in widest)
+        raise op.error(
+            f"the trees test {len(features)} features, which need {total_cells} CAM cells a row "
+            f"at {levels} levels a cell ({detail}, ...), but a core of target {target.name!r} "
+            f"chains at most {acam.arrays} arrays x {cols} cells = {acam.arrays * cols}"
+        )
+
+    # rows: one per path and per NaN part, as code intervals per coded feature
+    position = {f: i for i, f in enumerate(features)}
+    row_lo: list[np.ndarray] = []
+    row_hi: list[np.ndarray] = []
+    row_tree: list[int] = []
+    row_leaf: list[int] = []
+    full_lo = np.zeros(len(features), dtype=np.int64)
+    full_hi = np.array([fc.codes for fc in coded], dtype=np.int64)
+    duplicated = dropped = 0
+    for tree, leaf, bounds in paths:
+        choices: list[list[tuple[int, int, int]]] = []
+        for f, (lo, hi, nan_ok) in bounds.items():
+            fc = coded[position[f]]
+            parts = _parts(lo, hi, nan_ok, cut_counts[f], fc.nan_low)
+            choices.append([(position[f], a, b) for a, b in parts])
+        combos: list[list[tuple[int, int, int]]] = [[]]
+        for options in choices:
+            combos = [[*done, option] for done in combos for option in options]
+        if not combos or any(not options for options in choices):
+            dropped += 1
+            continue
+        duplicated += len(combos) - 1
+        for combo in combos:
+            lo_row, hi_row = full_lo.copy(), full_hi.copy()
+            for i, a, b in combo:
+                lo_row[i], hi_row[i] = a, b
+            row_lo.append(lo_row)
+            row_hi.append(hi_row)
+            row_tree.append(tree)
+            row_leaf.append(leaf)
+    rows = len(row_tree)
+    if not rows:
+        raise op.error("no input reaches any leaf of the ensemble")
+    lo_all, hi_all = np.array(row_lo), np.array(row_hi)
+    # an interval reaching the top code reaches past it: codes above never occur, and the
+    # last cell's range is then a don't-care at the top (isa/acam.py cell_ranges)
+    reach = np.array([n * (levels - 1) + 1 for n in cells], dtype=np.int64)
+    hi_all = np.where(hi_all == full_hi, reach, hi_all)
+    low = np.zeros((rows, total_cells), dtype=np.uint16)
+    high = np.full((rows, total_cells), levels, dtype=np.uint16)
+    for i in range(len(features)):
+        span = slice(int(first_cell[i]), int(first_cell[i + 1]))
+        step = levels - 1  # the spread of isa/acam.py: cell j covers codes from j (L - 1)
+        base = step * np.arange(cells[i])
+        low[:, span] = np.clip(lo_all[:, i : i + 1] - base, 0, step)
+        high[:, span] = np.clip(hi_all[:, i : i + 1] - base, 1, levels)
+
+    # packing: trees grouped by their first output column, then rows into blocks
+    values = arrays.value
+    targets = arrays.targets
+    tree_of = np.array(row_tree, dtype=np.int64)
+    leaf_values = values[np.array(row_leaf, dtype=np.int64)] if rows else np.zeros((0, targets))
+    first_col = np.full(arrays.roots.size, targets, dtype=np.int64)
+    nonzero = leaf_values != 0
+    for r in range(rows):
+        hit = np.nonzero(nonzero[r])[0]
+        if hit.size:
+            first_col[tree_of[r]] = min(first_col[tree_of[r]], int(hit[0]))
+    order = np.argsort(first_col[tree_of], kind="stable")
+    low, high, leaf_values, tree_of = low[order], high[order], leaf_values[order], tree_of[order]
+
+    start = ctx.results.get("acam.next", (0, 0))
+    core, used = start
+    blocks: list[Block] = []
+    segments_total = -(-total_cells // cols)
+    for row0 in range(0, rows, acam.rows):
+        row1 = min(row0 + acam.rows, rows)
+        active = []
+        for s in range(segments_total):
+            window = slice(s * cols, min((s + 1) * cols, total_cells))
+            if np.any(low[row0:row1, window] > 0) or np.any(high[row0:row1, window] < levels):
+                active.append(s)
+        active = active or [0]
+        touched = np.nonzero(np.any(leaf_values[row0:row1] != 0, axis=0))[0]
+        c0, c1 = (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 1)
+        if c1 - c0 > acam.leaf_words:
+            raise op.error(
+                f"leaf vectors of {c1 - c0} outputs exceed the {acam.leaf_words}-word leaf RAM "
+                f"rows of target {target.name!r}"
+            )
+        if used + len(active) > acam.arrays:
+            core, used = core + 1, 0
+        if core >= target.chip.cores:
+            raise op.error(
+                f"the trees need more CAM arrays than target {target.name!r} has "
+                f"({target.chip.cores} cores x {acam.arrays}): {rows} rows in blocks of "
+                f"{acam.rows} rows x {segments_total} segments of {cols} cells"
+            )
+        images = []
+        for i, s in enumerate(active):
+            window = slice(s * cols, min((s + 1) * cols, total_cells))
+            leaves = leaf_values[row0:row1, c0:c1] if i == 0 else np.zeros((row1 - row0, 0))
+            trees = len(np.unique(tree_of[row0:row1])) if i == 0 else 0
+            images.append(CamImage(low[row0:row1, window], high[row0:row1, window], leaves, trees))
+        blocks.append(
+            Block(core, tuple(range(used, used + len(active))), tuple(active), images, (c0, c1))
+        )
+        used += len(active)
+    ctx.results["acam.next"] = (core, used) if used < acam.arrays else (core + 1, 0)
+
+    offsets = np.concatenate([[0], np.cumsum([len(fc.cuts) for fc in coded])]).astype(np.int64)
+    table = CamCode(
+        features=np.array(features, dtype=np.int64),
+        nan_low=np.array([fc.nan_low for fc in coded], dtype=np.uint8),
+        cells=np.array(cells, dtype=np.int64),
+        offsets=offsets,
+        cuts=np.array([t for fc in coded for t, _ in fc.cuts], dtype=np.float64),
+        inclusive=np.array([inc for fc in coded for _, inc in fc.cuts], dtype=np.uint8),
+    )
+    wildcard = float(np.mean((low == 0) & (high == levels))) if low.size else 1.0
+    stats = {
+        "trees": int(arrays.roots.size),
+        "rows": rows,
+        "nan_rows": duplicated,
+        "unreachable_paths": dropped,
+        "features": len(features),
+        "cells": total_cells,
+        "max_cells_per_feature": max(cells),
+        "max_codes_per_feature": max(fc.codes for fc in coded),
+        "wildcard_fraction": round(wildcard, 4),
+        "blocks": len(blocks),
+        "arrays": sum(len(b.arrays) for b in blocks),
+        "cores": len({b.core for b in blocks}),
+    }
+    plan = CamPlan(
+        code=table,
+        blocks=blocks,
+        cols=cols,
+        levels=levels,
+        targets=targets,
+        base=tuple(float(v) for v in op.attrs["base"]),
+        base_first=bool(op.attrs.get("base_first", True)),
+        divisor=float(op.attrs.get("divisor", 1.0)),
+        single=op.attrs.get("accumulate", "float64") == "float32",
+        stats=stats,
+    )
+    prove(op, plan, tree_of, total_cells)
+    return plan
+
+
+def prove(op: Op, plan: CamPlan, tree_of: np.ndarray, total_cells: int) -> None:
+    """Exactly one row per tree matches every input code: from the stored images, each tree's
+    rows (code intervals per feature) are pairwise disjoint and their volumes add up to the
+    whole code space. Raises a CompileError (an internal error) otherwise."""
+    levels, cols = plan.levels, plan.cols
+    low = np.concatenate(
+        [np.zeros((b.images[0].rows, total_cells), np.uint16) for b in plan.blocks]
+    )
+    high = np.full(low.shape, levels, dtype=np.uint16)
+    row0 = 0
+    for block in plan.blocks:
+        n = block.images[0].rows
+        for segment, image in zip(block.segments, block.images, strict=True):
+            low[row0 : row0 + n, segment * cols : segment * cols + image.cols] = image.low
+            high[row0 : row0 + n, segment * cols : segment * cols + image.cols] = image.high
+        row0 += n
+    code = plan.code
+    first = np.concatenate([[0], np.cumsum(code.cells)]).astype(np.int64)
+    sizes = [code.codes_count(f) for f in range(code.n_features)]
+    lo = np.empty((low.shape[0], code.n_features), dtype=np.int64)
+    hi = np.empty_like(lo)
+    for f in range(code.n_features):
+        span = slice(int(first[f]), int(first[f + 1]))
+        a, b = decode_ranges(low[:, span], high[:, span], levels)
+        lo[:, f], hi[:, f] = a, np.minimum(b, sizes[f])
+    if np.any(lo >= hi):
+        raise op.error(f"internal error: CAM row {int(np.argmax((lo >= hi).any(axis=1)))} is empty")
+    for tree in np.unique(tree_of).tolist():
+        rows = np.nonzero(tree_of == tree)[0]
+        t_lo, t_hi = lo[rows], hi[rows]
+        tested = np.nonzero(np.any((t_lo > 0) | (t_hi < sizes), axis=0))[0]
+        space = math.prod(sizes[f] for f in tested.tolist())
+        volume = sum(
+            math.prod(int(b) - int(a) for a, b in zip(r_lo, r_hi, strict=True))
+            for r_lo, r_hi in zip(t_lo[:, tested], t_hi[:, tested], strict=True)
+        )
+        apart = np.zeros((rows.size, rows.size), dtype=bool)
+        for f in tested.tolist():
+            apart |= (t_hi[:, None, f] <= t_lo[None, :, f]) | (t_hi[None, :, f] <= t_lo[:, None, f])
+        np.fill_diagonal(apart, True)
+        if volume != space or not apart.all():
+            raise op.error(
+                f"internal error: the CAM rows of tree {tree} do not partition its code space "
+                f"(volume {volume} of {space}; overlapping rows: {not apart.all()})"
+            )
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class AcamMapPass(Pass):
+    """After: every TreeEnsemble is a CamTrees op whose plan fits the target's CAM arrays and
+    whose rows are proven to give exactly one match per tree for every input."""
+
+    name = "acam-map"
+
+    def run(self, graph: Graph, ctx: Context) -> None:
+        summaries = []
+        for op in graph.walk(TreeEnsemble):
+            assert isinstance(op, TreeEnsemble)
+            plan = map_ensemble(op, graph, ctx)
+            graph.replace_op(op, CamTrees([op.inputs[0]], name=op.name, plan=plan))
+            summaries.append({"node": op.name, **plan.stats})
+        if summaries:
+            graph.meta["acam"] = json.dumps(summaries, sort_keys=True)
+        graph.remove_dead()
+
+
+# -- emit -----------------------------------------------------------------------------------
+
+
+def emit_cam_trees(em: Emitter, op: Op) -> None:
+    """Encode on the input's core, then per block its searches and leaf read, the accumulator
+    passing from core to core in block order; then divisor and late base on the last core."""
+    plan: CamPlan = op.attrs["plan"]
+    sections = em.sections
+    cam_images: list[CamImage] = sections.setdefault("cam_images", [])
+    cam_bindings: list[Binding] = sections.setdefault("cam_bindings", [])
+    cam_codes: list[CamCode] = sections.setdefault("cam_codes", [])
+    x = op.inputs[0]
+    home = op.attrs["core"]
+    table = len(cam_codes)
+    cam_codes.append(plan.code)
+    n, k = plan.code.n_cells, x.type.size
+    hc = em.cores[home]
+    x_addr = em.local(x, home)
+    driven = Value(f"{op.name}.levels", TensorType((1, n), "float64"))
+    dl = hc.buffer.alloc(n, f"{op.name} CAM levels")
+    hc.emit(spec.ACAM_ENCODE, dl, x_addr, table, n, k)
+    em.define(driven, home, dl)
+
+    targets = plan.targets
+    base = np.asarray(plan.base, dtype=np.float64)
+    acc_value = Value(f"{op.name}.acc", TensorType((1, targets), "float64"))
+    core = plan.blocks[0].core
+    cc = em.cores[core]
+    acc = cc.buffer.alloc(targets, f"{op.name} accumulator")
+    start = base if plan.base_first else np.zeros(targets)
+    cc.emit(spec.MEM_LOAD, acc, em.constant_addr(start), targets)
+    for block in plan.blocks:
+        if block.core != core:  # hand the accumulator on, in block (tree) order
+            em.define(acc_value, core, acc)
+            moved = em.local(acc_value, block.core)
+            cc.buffer.release(acc, targets)
+            core, acc, cc = block.core, moved, em.cores[block.core]
+        levels_at = em.local(driven, core)
+        rows = block.images[0].rows
+        words = -(-rows // spec.MATCH_BITS)
+        match = cc.buffer.alloc(words, f"{op.name} match vector")
+        for i, (segment, array, image) in enumerate(
+            zip(block.segments, block.arrays, block.images, strict=True)
+        ):
+            cam_bindings.append(Binding(core, array, len(cam_images)))
+            cam_images.append(image)
+            cc.emit(spec.ACAM_SEARCH, array, levels_at + segment * plan.cols, match, int(i > 0))
+        c0, c1 = block.leaf_cols
+        cc.emit(spec.ACAM_LEAF, block.arrays[0], match, acc + c0, c1 - c0, int(plan.single))
+        cc.buffer.release(match, words)
+    for at, loc in em.copies.pop(id(driven)).items():
+        em.cores[at].buffer.release(loc.addr, loc.size)
+    if plan.divisor != 1.0:
+        cc.emit(spec.SIMD_DIV_S, acc, acc, em.const_local(core, plan.divisor), targets)
+    if not plan.base_first:
+        cc.emit(spec.SIMD_ADD, acc, acc, em.vector_local(core, base), targets)
+    em.define(op.outputs[0], core, acc)
