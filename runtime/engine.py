@@ -89,6 +89,8 @@ class Engine:
                     f"{access.field} = r{ops[access.field]} = {start}: range "
                     f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
                 )
+            if access.space is spec.Space.BUFFER:
+                c.reach(start + length, size)
 
     def price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
         """(price, crossbar MACs) of the instruction at c.pc, cached per pc and array image."""

@@ -44,11 +44,21 @@ class CoreState:
 
     def reset(self, buffer_words: int, batch: int) -> None:
         self.regs[:] = 0
-        self.buffer = np.zeros((buffer_words, batch))
+        # The buffer grows on first touch (see `reach`), so a large buffer that a program
+        # uses little of costs nothing: a batch of thousands of samples stays affordable.
+        self.buffer = np.zeros((0, batch))
         self.pc = 0
         self.halted = not self.code
         self.time = 0
         self.received = None
+
+    def reach(self, end: int, limit: int) -> None:
+        """Make the buffer at least `end` words long (doubling, up to `limit`), zero-filled."""
+        size = self.buffer.shape[0]
+        if end > size:
+            grown = np.zeros((min(limit, max(end, 2 * size, 1024)), self.buffer.shape[1]))
+            grown[:size] = self.buffer
+            self.buffer = grown
 
 
 class Machine:

@@ -44,7 +44,8 @@ from imcc.runtime.report import LayerReport, RunReport
 
 MODES = ("functional", "cycle")
 DEFAULT_MAX_CYCLES = 10**9
-BATCH_CHUNK = 512  # samples simulated together; bounds memory to buffer_words x 512 per core
+# Samples simulated together: buffers hold (words touched) x BATCH_CHUNK values per core.
+BATCH_CHUNK = 4096
 
 
 @dataclass(frozen=True, slots=True)
