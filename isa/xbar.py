@@ -26,14 +26,17 @@ def input_steps(bits: int, signed: bool, dac_bits: int) -> tuple[tuple[int, int,
 
 
 def input_planes(
-    x_int: np.ndarray, bits: int, signed: bool, dac_bits: int
+    x_int: np.ndarray, bits: int, signed: bool, dac_bits: int, axis: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The chunk every step applies, stacked: (steps, *x.shape) as float64, and the weight of
+    """The chunk every step applies, stacked along a new `axis` as float64, and the weight of
     each step, for integer inputs taken modulo 2^bits (two's complement)."""
     steps = input_steps(bits, signed, dac_bits)
-    unsigned = np.mod(np.asarray(x_int, dtype=np.int64), 1 << bits)
-    extra = (1,) * unsigned.ndim
-    shifts = np.array([s for s, _, _ in steps], dtype=np.int64).reshape(-1, *extra)
-    masks = np.array([(1 << w) - 1 for _, w, _ in steps], dtype=np.int64).reshape(-1, *extra)
-    planes = ((unsigned[None] >> shifts) & masks).astype(np.float64)
+    # x mod 2^bits is x & (2^bits - 1) in two's complement; int32 halves the memory traffic
+    dtype = np.int32 if bits < 31 else np.int64
+    unsigned: np.ndarray = np.bitwise_and(np.asarray(x_int).astype(dtype), (1 << bits) - 1)
+    shape = [1] * (unsigned.ndim + 1)
+    shape[axis] = len(steps)
+    shifts = np.array([s for s, _, _ in steps], dtype=dtype).reshape(shape)
+    masks = np.array([(1 << w) - 1 for _, w, _ in steps], dtype=dtype).reshape(shape)
+    planes = ((np.expand_dims(unsigned, axis) >> shifts) & masks).astype(np.float64)
     return planes, np.array([w for _, _, w in steps], dtype=np.float64)

@@ -22,15 +22,19 @@ class Adc:
         self.lsb = np.maximum(1.0, self.full_scale / self.top)
         self.unit_step = bool(np.all(self.lsb == 1.0))
 
-    def convert(self, current: np.ndarray) -> np.ndarray:
-        """Digital value of each column current; `current` is (cols, batch), overwritten."""
-        if not self.unit_step:  # lsb = 1 everywhere: round and clip only
-            np.divide(current, self.lsb[:, None], out=current)
+    def codes(self, current: np.ndarray) -> np.ndarray:
+        """ADC codes of column currents; `current` is (cols, ...), overwritten."""
+        if not self.unit_step:  # with lsb = 1 everywhere, round and clip only
+            np.divide(current, self.lsb.reshape(-1, *([1] * (current.ndim - 1))), out=current)
         np.rint(current, out=current)
-        np.clip(current, 0, self.top, out=current)
+        return np.clip(current, 0, self.top, out=current)
+
+    def convert(self, current: np.ndarray) -> np.ndarray:
+        """Digital value (code x lsb) of column currents; `current` is (cols, ...), overwritten."""
+        codes = self.codes(current)
         if not self.unit_step:
-            np.multiply(current, self.lsb[:, None], out=current)
-        return current
+            np.multiply(codes, self.lsb.reshape(-1, *([1] * (codes.ndim - 1))), out=codes)
+        return codes
 
     def lossless_for(self, levels: np.ndarray, dac_bits: int) -> bool:
         """True when no current the array can produce is rounded or clipped: every column's

@@ -91,22 +91,25 @@ def mvm(m: Machine, c: CoreState, array: int, x: np.ndarray, bits: int, signed: 
     """Column results of one MVM: DAC steps, device reads, ADC, shift-add over steps."""
     state = c.arrays[array]
     assert state is not None  # checked by the engine before the call
-    modulus = 1 << bits
-    x_int = np.mod(np.rint(x).astype(np.int64), modulus)  # the DAC sees `bits` bits
-    if signed:
-        x_int = np.where(x_int >= modulus >> 1, x_int - modulus, x_int)
+    x_int = np.rint(x).astype(np.int64)
     adc, lossless = m.adc_for(state.image)
     if m.device.exact and lossless:
+        modulus = 1 << bits  # the DAC sees `bits` bits: wrap to the two's complement range
+        x_int &= modulus - 1
+        if signed:
+            x_int -= (x_int >= modulus >> 1) * modulus
         # Exact device, lossless ADC: sum_t weight_t * chunk_t = x, so one matmul is the same
         # integer result as the step-by-step path below (tested bit for bit).
         return m.device.read(state, x_int.astype(np.float64), m.rng)
     # Every step is its own read: stack the steps along the batch axis, read and convert them
     # in one go, then shift-add: acc = sum_t weight_t * ADC(read(chunk_t)).
-    planes, weights = input_planes(x_int, bits, signed, m.target.xbar.dac_bits)
-    steps, rows, batch = planes.shape
-    stacked = planes.transpose(1, 0, 2).reshape(rows, steps * batch)
-    codes = adc.convert(m.device.read(state, stacked, m.rng)).reshape(state.cols, steps, batch)
-    acc: np.ndarray = np.einsum("t,ctb->cb", weights, codes)
+    planes, weights = input_planes(x_int, bits, signed, m.target.xbar.dac_bits, axis=1)
+    rows, steps, batch = planes.shape
+    stacked = planes.reshape(rows, steps * batch)
+    codes = adc.codes(m.device.read(state, stacked, m.rng)).reshape(state.cols, steps, batch)
+    acc: np.ndarray = np.einsum("t,ctb->cb", weights, codes)  # then x lsb, once per column
+    if not adc.unit_step:
+        acc *= adc.lsb[:, None]
     return acc
 
 
