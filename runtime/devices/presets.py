@@ -15,10 +15,10 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from imcc.isa import presets
 from imcc.isa.diagnostics import SimulationError
 from imcc.runtime.devices.curves import Curve, parse_curve
 
@@ -282,37 +282,18 @@ def _show(value: Any) -> str:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("imcc.runtime") / "devices" / "presets"
-    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return presets.preset_names("imcc.runtime", "devices/presets")
 
 
 def load_preset(
     name_or_path: str | Path, overrides: tuple[tuple[str, Any], ...] | list[tuple[str, Any]] = ()
 ) -> DevicePreset:
     """A preset by name or a TOML file by path, with optional `section.key` overrides."""
-    name = str(name_or_path)
-    if name in preset_names():
-        text = (
-            resources.files("imcc.runtime") / "devices" / "presets" / f"{name}.toml"
-        ).read_text()
-        origin = name
-    elif name.endswith(".toml") or Path(name).is_file():
-        try:
-            text = Path(name).read_text()
-        except OSError as exc:
-            raise SimulationError(f"cannot read device file {name!r}: {exc.strerror}") from None
-        origin = name
-    else:
-        from imcc.runtime.devices import device_names
+    from imcc.runtime.devices import device_names
 
-        raise SimulationError(
-            f"unknown device {name!r}; devices are {', '.join(device_names())} "
-            "(or give the path of a .toml file)"
-        )
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SimulationError(f"device {origin!r}: invalid TOML ({exc})") from None
+    data, origin = presets.read_toml(
+        "imcc.runtime", "devices/presets", name_or_path, SimulationError, "device", device_names()
+    )
     for key, value in overrides:
         _override(data, key, value, origin)
     return _build(data, origin, tuple(overrides))
