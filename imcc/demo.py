@@ -116,10 +116,11 @@ def run_demo(target: str | None = None, mode: str = "cycle", out: Any = print) -
     start = time.perf_counter()
     binary = imcc.compile(onnx_model, target=target)
     compile_s = time.perf_counter() - start
+    cores = sum(1 for c in binary.program.code if c)
     out(
         f"  compiled for {binary.target.name!r} in {compile_s * 1e3:.0f} ms: "
         f"{sum(len(c) for c in binary.program.code)} instructions on "
-        f"{sum(1 for c in binary.program.code if c)} cores, "
+        f"{cores} core{'s' if cores != 1 else ''}, "
         f"{len(binary.program.images)} crossbar arrays, {len(binary.data):,} bytes"
     )
     start = time.perf_counter()
