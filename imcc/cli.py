@@ -125,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "device": device, "seed": args.seed, "mode": args.mode, "time": parse_time(args.time),
         "drift_compensation": args.drift_compensation, "ir_drop": args.ir_drop,
+        "cam_device": args.cam_noise,
     }  # fmt: skip
     if args.trials != 1:
         from imcc.runtime.montecarlo import trials
@@ -415,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["none", "global", "column"],
         default="none",
         help="recalibrate every array at --time: one gain per array or per column",
+    )
+    p.add_argument(
+        "--cam-noise",
+        type=float,
+        metavar="SIGMA",
+        help="analog-CAM arrays: move every programmed bound by N(0, SIGMA^2) level steps",
     )
     p.add_argument(
         "--ir-drop",

@@ -11,6 +11,7 @@ top-1 class with the ideal run (for outputs with a class axis), and accuracy aga
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -98,6 +99,7 @@ def output_metrics(
     outputs: dict[str, np.ndarray],
     reference: dict[str, np.ndarray],
     labels: np.ndarray | None = None,
+    classes: list[Any] | None = None,
 ) -> dict[str, float]:
     """The default metric: error and top-1 agreement against a reference run, and accuracy."""
     result: dict[str, float] = {}
@@ -111,17 +113,26 @@ def output_metrics(
             agree = np.argmax(y, axis=-1) == np.argmax(ref, axis=-1)
             result[f"{name}: top-1 agreement"] = float(np.mean(agree))
     if labels is not None:
-        result["accuracy"] = accuracy(outputs, labels)
+        result["accuracy"] = accuracy(outputs, labels, classes)
     return result
 
 
-def accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray) -> float:
-    """Fraction of samples whose argmax over the first output's last axis equals the label."""
+def accuracy(
+    outputs: dict[str, np.ndarray], labels: np.ndarray, classes: list[Any] | None = None
+) -> float:
+    """Fraction of samples predicted right: the first output is either scores with a class
+    axis (the argmax is the class) or an integer label per sample (an index into `classes`,
+    the class list a classifier's binary records, when given)."""
     first = next(iter(outputs.values()))
     labels = np.asarray(labels).reshape(-1)
+    if first.dtype.kind in "iu" and first.size == labels.size:
+        index = first.reshape(-1)
+        predicted = np.asarray(classes, dtype=object)[index] if classes else index
+        return float(np.mean(predicted == labels))
     if first.ndim < 2 or first.shape[-1] < 2:
         raise SimulationError(
-            f"accuracy needs an output with a class axis; the first output has shape {first.shape}"
+            f"accuracy needs scores with a class axis or one integer label per sample; the "
+            f"first output has shape {first.shape}"
         )
     predicted = np.argmax(first, axis=-1).reshape(-1)
     if predicted.shape != labels.shape:
@@ -142,6 +153,7 @@ def trials(
     seed: int = 0,
     drift_compensation: str | None = None,
     ir_drop: str | None = None,
+    cam_device: str | float | None = None,
     mode: str = "functional",
     labels: np.ndarray | None = None,
 ) -> MonteCarloResult:
@@ -155,12 +167,14 @@ def trials(
         binary = Binary.load(binary)
     if metric is None:
         ideal = Simulator(binary, device="ideal", mode="functional").run(inputs).outputs
+        program = binary.program if isinstance(binary, Binary) else binary
+        classes = json.loads(program.meta["classes"]) if "classes" in program.meta else None
         if labels is not None:
             labels = np.asarray(labels)
-            accuracy(ideal, labels)  # check the labels fit before running every trial
+            accuracy(ideal, labels, classes)  # check the labels fit before running every trial
 
         def metric(outputs: dict[str, np.ndarray]) -> dict[str, float]:
-            return output_metrics(outputs, ideal, labels)
+            return output_metrics(outputs, ideal, labels, classes)
 
     values: dict[str, list[float]] = {}
     report: RunReport | None = None
@@ -168,7 +182,7 @@ def trials(
     for trial_seed in seeds:
         sim = Simulator(
             binary, device=device, seed=trial_seed, mode=mode, time=seconds,
-            drift_compensation=drift_compensation, ir_drop=ir_drop,
+            drift_compensation=drift_compensation, ir_drop=ir_drop, cam_device=cam_device,
         )  # fmt: skip
         result = sim.run(inputs)
         report = report or result.report

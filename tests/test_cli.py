@@ -166,3 +166,23 @@ def test_console_script_runs_as_a_module() -> None:
         "bench",
     ):
         assert command in result.stdout
+
+
+def test_run_with_cam_noise_and_monte_carlo_accuracy_on_a_forest(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    import imcc
+
+    x, y = load_iris(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=8, random_state=0).fit(x, y)
+    imcc.compile(forest, target="xtime").save(tmp_path / "f.imcb")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    base = ["run", str(tmp_path / "f.imcb"), "--input", str(tmp_path / "x.npy"),
+            "--mode", "functional"]  # fmt: skip
+    code, out, _ = run(capsys, *base, "--cam-noise", "0.3", "--trials", "3",
+                       "--labels", str(tmp_path / "y.npy"))  # fmt: skip
+    assert code == 0 and "accuracy" in out
+    code, _, err = run(capsys, *base, "--cam-noise", "-1")
+    assert code == 1 and err == "imcc: error: CAM programming noise sigma must be >= 0, not -1.0\n"
