@@ -508,6 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Diagnostic as exc:
         print(f"imcc: error: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # an optional dependency of this command
+        print(f"imcc: error: this command needs the Python package {exc.name!r}, which is not "
+              "installed (`pip install 'imcc[dev]'` installs every optional one)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except KeyboardInterrupt:
         print("imcc: interrupted", file=sys.stderr)
         return 130

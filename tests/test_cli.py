@@ -186,3 +186,15 @@ def test_run_with_cam_noise_and_monte_carlo_accuracy_on_a_forest(tmp_path, capsy
     assert code == 0 and "accuracy" in out
     code, _, err = run(capsys, *base, "--cam-noise", "-1")
     assert code == 1 and err == "imcc: error: CAM programming noise sigma must be >= 0, not -1.0\n"
+
+
+def test_a_missing_optional_package_is_a_one_line_error(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import imcc.cli
+
+    def needs_skl2onnx(args: object) -> int:
+        raise ModuleNotFoundError("No module named 'skl2onnx'", name="skl2onnx")
+
+    monkeypatch.setattr(imcc.cli, "cmd_targets", needs_skl2onnx)
+    code, _, err = run(capsys, "targets")
+    assert code == 1
+    assert err.startswith("imcc: error: this command needs the Python package 'skl2onnx'")
