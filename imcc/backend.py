@@ -7,7 +7,8 @@ So the ONNX backend test suite can hold imcc to ONNX semantics, the backend comp
 high-precision configuration of the default chip: the widest weights and inputs whose integer
 sums stay exact (up to 24 bits each), cells of 4 bits, a lossless 12-bit ADC, and enough cores
 and arrays for the suite's models. Graph inputs that feed a weight operand (the right side of
-MatMul and Gemm; also a Reshape's shape and Clip's bounds) are bound when the data arrives:
+MatMul and Gemm, Conv kernels, BatchNormalization statistics; also a Reshape's shape,
+Squeeze and Unsqueeze axes and Clip's bounds) are bound when the data arrives:
 `run` makes them constants and compiles once per distinct value, as a chip would be
 reprogrammed.
 A model imcc cannot compile raises unittest.SkipTest with the reason, so a test suite counts it
@@ -34,7 +35,16 @@ from imcc.runtime.simulator import Simulator
 
 # Operand positions that must be known when the program is built: crossbar weights (the
 # right side of MatMul and Gemm) and the shapes and bounds the compiler folds in.
-WEIGHT_OPERANDS = {"MatMul": (1,), "Gemm": (1,), "Reshape": (1,), "Clip": (1, 2)}
+WEIGHT_OPERANDS = {
+    "MatMul": (1,),
+    "Gemm": (1,),
+    "Reshape": (1,),
+    "Clip": (1, 2),
+    "Conv": (1, 2),
+    "BatchNormalization": (1, 2, 3, 4),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+}
 PRECISIONS = (24, 20, 16, 12)  # tried in order until the integer sums fit exactly
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
+from imcc.compiler.ir.windows import Window, window_index
 from imcc.isa.diagnostics import CompileError
 
 
@@ -57,6 +58,58 @@ def _qdense(op: Op, args: list[np.ndarray]) -> np.ndarray:
     return _activation(op.attrs.get("activation", "none"), y)
 
 
+def _windows(op: Op, x: np.ndarray, filler: float) -> tuple[np.ndarray, np.ndarray]:
+    """x (B, C, *spatial) -> its windows (B, C, P, K), `filler` in the padding; and in_pads."""
+    window = Window.of(op.attrs, x.ndim - 2)
+    index, in_pads = window_index(window, x.shape[2:])
+    b, c = x.shape[:2]
+    flat = x.reshape(b, c, -1)
+    padded = np.concatenate([flat, np.full((b, c, 1), filler)], axis=2)
+    return padded[:, :, np.where(index >= 0, index, flat.shape[2])], in_pads
+
+
+def _im2col(op: Op, x: np.ndarray) -> np.ndarray:
+    cols, _ = _windows(op, x, 0.0)
+    b, c, p, k = cols.shape
+    return cols.transpose(0, 2, 1, 3).reshape(b, p, c * k)
+
+
+def _conv(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x, w, bias = args
+    group = int(op.attrs.get("group", 1))
+    cols = _im2col(op, x)  # (B, P, C * K), channels outermost
+    out, k = w.shape[0], int(np.prod(w.shape[1:]))
+    parts = [
+        cols[:, :, g * k : (g + 1) * k]
+        @ w[g * out // group : (g + 1) * out // group].reshape(-1, k).T
+        for g in range(group)
+    ]
+    y = np.concatenate(parts, axis=2) + bias  # (B, P, O)
+    spatial = Window.of(op.attrs, x.ndim - 2).output(x.shape[2:])
+    result: np.ndarray = y.transpose(0, 2, 1).reshape(x.shape[0], out, *spatial)
+    return result
+
+
+def _pool(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x = args[0]
+    spatial = Window.of(op.attrs, x.ndim - 2).output(x.shape[2:])
+    if op.attrs["mode"] == "max":
+        cols, _ = _windows(op, x, -np.inf)
+        y = cols.max(axis=3)
+    else:
+        cols, in_pads = _windows(op, x, 0.0)
+        index, _ = window_index(Window.of(op.attrs, x.ndim - 2), x.shape[2:])
+        counted = in_pads if op.attrs.get("count_include_pad") else index >= 0
+        y = cols.sum(axis=3) / counted.sum(axis=1)
+    result: np.ndarray = y.reshape(*x.shape[:2], *spatial)
+    return result
+
+
+def _channel(vector: np.ndarray, rank: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast along axis 1 of a rank-`rank` array."""
+    return vector.reshape(1, -1, *([1] * (rank - 2)))
+
+
 EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "Identity": lambda op, a: a[0],
     "Relu": lambda op, a: np.maximum(a[0], 0.0),
@@ -74,6 +127,11 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     ).astype(np.float64),
     "Dense": lambda op, a: _activation(op.attrs.get("activation", "none"), a[0] @ a[1] + a[2]),
     "QDense": _qdense,
+    "Conv": _conv,
+    "Im2Col": lambda op, a: _im2col(op, a[0]),
+    "Pool": _pool,
+    "Transpose": lambda op, a: np.transpose(a[0], op.attrs["perm"]),
+    "BatchNorm": lambda op, a: a[0] * _channel(a[1], a[0].ndim) + _channel(a[2], a[0].ndim),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from imcc.compiler.ir.core import Graph, Op, TensorType
+from imcc.compiler.ir.windows import Window, window_index
 
 OPS: dict[str, type[Op]] = {}
 
@@ -197,6 +198,118 @@ class QDense(Dense):
             raise self.error(f"scale {scale.shape} and bias {b.shape} must both be ({n},)")
         if self.attrs.get("activation", "none") not in ACTIVATIONS:
             raise self.error(f"unknown activation {self.attrs.get('activation')!r}")
+
+
+def _window(op: Op, x_shape: tuple[int, ...]) -> Window:
+    """The op's window over x (N, C, *spatial), checked."""
+    if len(x_shape) < 3:
+        raise op.error(f"{op.kind} needs an input (N, C, spatial...), not {x_shape}")
+    window = Window.of(op.attrs, len(x_shape) - 2)
+    problem = window.check(x_shape[2:])
+    if problem:
+        raise op.error(problem)
+    return window
+
+
+@register
+class Conv(Op):
+    """y = conv(x, w) + b over NC(spatial) inputs: operands x, w (O, C/group, *kernel, const),
+    b (O, const). Attributes: kernel, strides, pads (begins, ends), dilations, group.
+    `canonicalize` lowers it to Im2Col -> Dense -> Transpose -> Reshape (passes/convolution.py).
+    """
+
+    kind = "Conv"
+    arity: ClassVar[tuple[int, int]] = (3, 3)
+
+    def infer(self) -> list[TensorType]:
+        x, w = self.inputs[:2]
+        window = _window(self, x.shape)
+        group = int(self.attrs.get("group", 1))
+        channels = x.shape[1]
+        if len(w.shape) != len(x.shape) or w.shape[2:] != window.kernel:
+            raise self.error(f"weight {w.shape} does not match kernel {window.kernel}")
+        if group < 1 or channels % group or w.shape[0] % group or w.shape[1] * group != channels:
+            raise self.error(
+                f"weight {w.shape} with group {group} does not fit {channels} channels"
+            )
+        return [TensorType((x.shape[0], w.shape[0], *window.output(x.shape[2:])), x.type.dtype)]
+
+    def check(self, graph: Graph) -> None:
+        _, w, b = self.inputs
+        if graph.constant(w) is None or graph.constant(b) is None:
+            raise self.error("weight and bias of a Conv op must be constants")
+        if b.shape != (w.shape[0],):
+            raise self.error(f"bias shape {b.shape} does not match {w.shape[0]} output channels")
+
+
+@register
+class Im2Col(Op):
+    """x (N, C, *spatial) -> (N, P, C * K): row p holds the window of output position p, channel
+    by channel, K kernel offsets each, zeros in the padding. Attributes as Conv's."""
+
+    kind = "Im2Col"
+
+    def infer(self) -> list[TensorType]:
+        x = self.inputs[0]
+        window = _window(self, x.shape)
+        positions = int(np.prod(window.output(x.shape[2:]), dtype=np.int64))
+        k = x.shape[1] * int(np.prod(window.kernel, dtype=np.int64))
+        return [TensorType((x.shape[0], positions, k), x.type.dtype)]
+
+
+@register
+class Pool(Op):
+    """MaxPool (mode "max") or AveragePool (mode "avg") over x (N, C, *spatial). Padding never
+    wins a max; an average divides by the window's inputs, or with count_include_pad by its
+    positions inside input and pads. Attributes: Conv's, plus ceil_mode, count_include_pad."""
+
+    kind = "Pool"
+
+    def infer(self) -> list[TensorType]:
+        x = self.inputs[0]
+        window = _window(self, x.shape)
+        return [TensorType((*x.shape[:2], *window.output(x.shape[2:])), x.type.dtype)]
+
+    def check(self, graph: Graph) -> None:
+        if self.attrs.get("mode") not in ("max", "avg"):
+            raise self.error(f"unknown pooling mode {self.attrs.get('mode')!r}")
+        x = self.inputs[0]
+        index, _ = window_index(_window(self, x.shape), x.shape[2:])
+        if index.size and not (index >= 0).any(axis=1).all():
+            raise self.error("a pooling window lies entirely in the padding")
+
+
+@register
+class Transpose(Op):
+    """Permute the axes: result axis i is input axis perm[i]."""
+
+    kind = "Transpose"
+
+    def infer(self) -> list[TensorType]:
+        x = self.inputs[0]
+        perm = tuple(self.attrs["perm"])
+        if sorted(perm) != list(range(len(x.shape))):
+            raise self.error(f"perm {perm} is not a permutation of {len(x.shape)} axes")
+        return [TensorType(tuple(x.shape[a] for a in perm), x.type.dtype)]
+
+
+@register
+class BatchNorm(Op):
+    """Inference batch normalisation as y = x * scale + shift per channel (axis 1); operands
+    x, scale (C, const), shift (C, const). `canonicalize` folds it into a preceding Conv or
+    Dense, or makes it a per-channel Mul and Add."""
+
+    kind = "BatchNorm"
+    arity: ClassVar[tuple[int, int]] = (3, 3)
+
+    def check(self, graph: Graph) -> None:
+        x, scale, shift = self.inputs
+        if len(x.shape) < 2:
+            raise self.error(f"BatchNorm needs a channel axis (axis 1); input has shape {x.shape}")
+        if graph.constant(scale) is None or graph.constant(shift) is None:
+            raise self.error("scale and shift of a BatchNorm op must be constants")
+        if scale.shape != (x.shape[1],) or shift.shape != (x.shape[1],):
+            raise self.error(f"scale and shift must be ({x.shape[1]},), not {scale.shape}")
 
 
 def make(kind: str, *args: Any, **kwargs: Any) -> Op:

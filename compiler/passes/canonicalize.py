@@ -2,7 +2,9 @@
 
 Before: any frontend graph. After: every MatMul with a constant 2-D weight is a Dense op
 (y = act(x @ W + b)) with a following constant bias Add and a sole-user activation folded in;
-Identity ops are gone; ops whose operands are all constants are folded into constants.
+Identity ops are gone; ops whose operands are all constants are folded into constants;
+BatchNorm is folded into the Conv or Dense before it (or made a per-channel Mul and Add) and
+every Conv is lowered to Im2Col -> Dense -> Transpose -> Reshape (passes/convolution.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.compiler.ir.interpreter import EVALUATORS
+from imcc.compiler.passes import convolution
 from imcc.compiler.passes.manager import Context, Pass, register
 
 _ACTIVATION: dict[type[Op], str] = {ops.Relu: "relu", ops.Sigmoid: "sigmoid", ops.Tanh: "tanh"}
@@ -34,6 +37,8 @@ class CanonicalizePass(Pass):
             if weight is not None and weight.ndim == 2:
                 self._to_dense(graph, op, weight)
         graph.remove_dead()
+        convolution.fold_batch_norms(graph)  # into Conv or Dense weights, else Mul + Add
+        convolution.lower_convolutions(graph)  # Conv -> Im2Col, Dense, Transpose, Reshape
         for op in graph.walk(ops.Dense):
             self._fuse_activation(graph, op)
         graph.remove_dead()

@@ -19,6 +19,7 @@ import numpy as np
 
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, TensorType, Value
+from imcc.compiler.passes.convolution import emit_movement, streams, window_rows
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.compiler.passes.tiling import Slicing, Tile, tile_levels
 from imcc.compiler.passes.trees import CamTrees, emit_cam_trees
@@ -159,6 +160,8 @@ class Emitter:
         self.remaining_uses: dict[int, int] = {}
         self.pinned: set[int] = {id(v) for v in graph.outputs}  # never released
         self.const_cache: dict[tuple[int, bytes], int] = {}
+        # id(Im2Col result) -> the Im2Col, whose QDense gathers the windows row by row
+        self.streamed: dict[int, Op] = {}
         # Program fields filled by lowerings that live in other modules (cam_images, ...)
         self.sections: dict[str, Any] = {}
 
@@ -245,6 +248,9 @@ class Emitter:
             core = op.attrs["core"]
             for cc in self.cores:
                 cc.node = op.name
+            if streams(self.graph, op):  # passes/convolution.py: gathered by its QDense
+                self.streamed[id(op.outputs[0])] = op
+                continue
             if isinstance(op, ops.QDense):
                 self.emit_qdense(op)
             elif isinstance(op, ops.Reshape):
@@ -266,6 +272,8 @@ class Emitter:
                 self.emit_softmax(op, core)
             elif isinstance(op, ops.ArgMax):
                 self.emit_argmax(op, core)
+            elif isinstance(op, ops.Im2Col | ops.Pool | ops.Transpose):  # passes/convolution.py
+                emit_movement(self, op, core)
             elif isinstance(op, CamTrees):  # the analog-CAM tree unit: passes/trees.py
                 emit_cam_trees(self, op)
             else:
@@ -420,12 +428,17 @@ class Emitter:
                 self.adc_ranges[image] = np.array(op.attrs["adc_ranges"][index], dtype=np.float64)
             images.append(image)
         # Quantise where the input already is (the home core for a model input).
-        here = self.copies.get(id(x))
+        im2col = self.streamed.pop(id(x), None)
+        here = self.copies.get(id(x if im2col is None else im2col.inputs[0]))
         qcore = home if not here or home in here else next(iter(here))
-        x_addr = self.local(x, qcore)
         y_addr = self.cores[home].buffer.alloc(rows * n, op.name)
-        for row in range(rows):
-            self.emit_qdense_row(op, qcore, x_addr + row * k, y_addr + row * n)
+        if im2col is not None:  # one window row at a time, never the whole im2col matrix
+            for row, x_addr in enumerate(window_rows(self, im2col, qcore)):
+                self.emit_qdense_row(op, qcore, x_addr, y_addr + row * n)
+        else:
+            x_addr = self.local(x, qcore)
+            for row in range(rows):
+                self.emit_qdense_row(op, qcore, x_addr + row * k, y_addr + row * n)
         self.define(op.outputs[0], home, y_addr)
 
     def emit_qdense_row(self, op: Op, qcore: int, x_addr: int, y_addr: int) -> None:

@@ -93,7 +93,8 @@ class QuantizePass(Pass):
     @staticmethod
     def _non_negative(graph: Graph, x: Value, ranges: dict[str, tuple[float, float]]) -> bool:
         producer = x.producer
-        while isinstance(producer, ops.Reshape):  # a reshape keeps every value's sign
+        # reshapes, transposes, windows (zero-padded) and pools keep every value's sign
+        while isinstance(producer, ops.Reshape | ops.Transpose | ops.Im2Col | ops.Pool):
             x = producer.inputs[0]
             producer = x.producer
         if isinstance(producer, ops.Dense):

@@ -26,6 +26,7 @@ from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa.diagnostics import CompileError, FrontendError, NodeLoc
 
 from . import converters as _converters  # noqa: F401  (registers converters)
+from . import convolution as _convolution  # noqa: F401  (registers the CNN converters)
 from . import trees as _trees  # noqa: F401  (registers the tree-ensemble converters)
 from .registry import (
     DEFAULT_DOMAIN,

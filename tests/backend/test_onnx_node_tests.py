@@ -31,7 +31,7 @@ NODE_CASES = sorted(
 
 backend_test = onnx.backend.test.BackendTest(imcc.backend.ImccBackend, __name__)
 backend_test.include(r"^(" + "|".join(map(re.escape, NODE_CASES)) + r")_cpu$")
-backend_test.include(r"^test_(alexnet|densenet121|inception_v1|inception_v2|resnet50|shufflenet|"
+backend_test.include(r"^test_(bvlc_alexnet|densenet121|inception_v1|inception_v2|resnet50|shufflenet|"
                      r"squeezenet|vgg19|zfnet512)_cpu$")  # fmt: skip
 # Dtypes an IMC accelerator's float interface does not take.
 backend_test.exclude(r"(?i)(float8|float4|int4|int2|bfloat16|e4m3|e5m2|e8m0|float16|double)")

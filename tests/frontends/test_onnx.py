@@ -28,8 +28,9 @@ RTOL, ATOL = 1e-5, 1e-6
 
 BATCH = 3
 SUPPORTED = (
-    "Add, ArgMax, Cast, Clip, Constant, Div, Dropout, Flatten, Gemm, Identity, MatMul, Mul, Relu, "
-    "Reshape, Sigmoid, Softmax, Sub, Tanh"
+    "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Constant, Conv, Div, Dropout, "
+    "Flatten, Gemm, GlobalAveragePool, Identity, LeakyRelu, MatMul, MaxPool, Mul, Relu, Reshape, "
+    "Sigmoid, Softmax, Squeeze, Sub, Tanh, Transpose, Unsqueeze"
 )
 ML_SUPPORTED = (
     "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "
@@ -497,20 +498,20 @@ def raises(m: onnx.ModelProto | bytes | str | Path, loc: NodeLoc | None) -> str:
 def test_unsupported_op_names_the_node_and_the_supported_set() -> None:
     rng = np.random.default_rng(11)
     m = model(
-        [helper.make_node("Conv", ["x", "k"], ["y"], "conv1")],
+        [helper.make_node("ConvTranspose", ["x", "k"], ["y"], "conv1")],
         [value("x", ["N", 1, 5, 5])],
         [value("y", None)],
-        [const("k", weights(rng, 2, 1, 3, 3))],
+        [const("k", weights(rng, 1, 2, 3, 3))],
     )
     with pytest.raises(FrontendError) as info:
         import_onnx(m)
     assert str(info.value) == (
-        f"node 'conv1' (Conv): unsupported op type 'Conv'; supported op types: {SUPPORTED}, "
-        f"{ML_SUPPORTED}"
+        f"node 'conv1' (ConvTranspose): unsupported op type 'ConvTranspose'; supported op types: "
+        f"{SUPPORTED}, {ML_SUPPORTED}"
     )
-    assert info.value.loc == NodeLoc("conv1", "Conv")
+    assert info.value.loc == NodeLoc("conv1", "ConvTranspose")
     m.graph.node[0].name = ""
-    raises(m, NodeLoc("#0 Conv", "Conv"))
+    raises(m, NodeLoc("#0 ConvTranspose", "ConvTranspose"))
 
 
 def test_op_of_another_domain_is_unsupported() -> None:
