@@ -297,7 +297,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
             f"    {t.chip.cores} cores x {t.core.arrays} arrays of {t.xbar.rows}x{t.xbar.cols} "
             f"{t.xbar.cell_bits}-bit cells, DAC {t.xbar.dac_bits} b, ADC {t.xbar.adc_bits} b "
             f"per {t.xbar.cols_per_adc} columns, {t.chip.clock_ghz} GHz, device "
-            f"{t.xbar.device}"
+            f"{t.xbar.device}" + (f", {t.area_mm2:,.1f} mm2" if t.area_mm2 else "")
         )
     return 0
 

@@ -106,6 +106,25 @@ class CostTable:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AreaTable:
+    """Silicon area in mm2 per component, for a chip's `area_mm2`; each preset cites its sources.
+
+    Per-core figures are a core's share where cores share a unit (a tile's buffer, a router of a
+    concentrated mesh); `Target.area_mm2` multiplies them out.
+    """
+
+    array_mm2: float  # one crossbar array (cells and their drivers)
+    dac_mm2: float  # one DAC; an array has one per row
+    adc_mm2: float  # one ADC; an array has ceil(cols / cols_per_adc)
+    simd_mm2: float  # a core's SIMD unit (all its lanes, activation units included)
+    buffer_mm2: float  # a core's local buffer (its share of a shared one)
+    router_mm2: float  # a core's network router (its share of a shared one)
+    core_other_mm2: float  # the rest of a core: sample-and-hold, shift-add, registers, control
+    memory_mm2: float  # the global memory
+    chip_other_mm2: float  # chip-level I/O and links (HyperTransport, ...)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     name: str
     description: str
@@ -115,12 +134,15 @@ class Target:
     cost: CostTable
     defaults: tuple[tuple[str, Any], ...] = ()  # compile option defaults (weight_bits, ...)
     acam: AcamSpec | None = None  # the analog-CAM tree unit, on targets that have one
+    area: AreaTable | None = None  # silicon area per component, on targets that cite one
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["defaults"] = dict(self.defaults)
         if self.acam is None:  # absent, not null: targets without CAMs keep their fingerprint
             del data["acam"]
+        if self.area is None:  # likewise: targets without an area table keep their fingerprint
+            del data["area"]
         return data
 
     def to_json(self) -> str:
@@ -146,7 +168,9 @@ class Target:
             parts[key] = _build(kind, data.get(key), f"{origin}: [{key}]")
         if "acam" in data:
             parts["acam"] = _build(AcamSpec, data["acam"], f"{origin}: [acam]")
-        unknown = set(data) - {"name", "description", "defaults", "acam", *parts}
+        if "area" in data:
+            parts["area"] = _build(AreaTable, data["area"], f"{origin}: [area]")
+        unknown = set(data) - {"name", "description", "defaults", "acam", "area", *parts}
         if unknown:
             raise TargetError(f"{origin}: unknown keys {sorted(unknown)}")
         for key in ("name", "description"):
@@ -224,6 +248,30 @@ class Target:
         for field in dataclasses.fields(CostTable):
             if getattr(self.cost, field.name) < 0:
                 raise TargetError(f"{origin}: cost.{field.name} must not be negative")
+        if self.area is not None:
+            for field in dataclasses.fields(AreaTable):
+                if getattr(self.area, field.name) < 0:
+                    raise TargetError(f"{origin}: area.{field.name} must not be negative")
+
+    @property
+    def area_mm2(self) -> float | None:
+        """Chip area from the [area] table (None without one): every core with all its arrays,
+        their DACs (one per row) and ADCs, SIMD unit, buffer, router and the rest, plus the
+        global memory and chip-level I/O. CAM arrays are not in the table yet."""
+        area = self.area
+        if area is None:
+            return None
+        xbar = self.xbar
+        adcs = -(-xbar.cols // xbar.cols_per_adc)
+        array = area.array_mm2 + xbar.rows * area.dac_mm2 + adcs * area.adc_mm2
+        core = (
+            self.core.arrays * array
+            + area.simd_mm2
+            + area.buffer_mm2
+            + area.router_mm2
+            + area.core_other_mm2
+        )
+        return self.chip.cores * core + area.memory_mm2 + area.chip_other_mm2
 
     def words(self, space: spec.Space) -> int:
         """Size of an address space: a core's buffer or the global memory."""

@@ -34,9 +34,11 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
     counts: dict[str, int] = {"instructions": 1}
     if row.cost is spec.CostClass.XBAR_MVM:
         steps = len(input_steps(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
-        conversions_per_adc = math.ceil(cols / target.xbar.cols_per_adc)
-        # per step: drive and read the array, convert every column (columns sharing an ADC
-        # one after another), accumulate the step into the column registers
+        # the image fills columns from 0; ADC g converts columns [g k, (g + 1) k) of the
+        # k = cols_per_adc it is shared by, one after another, so the busiest converts min(cols, k)
+        conversions_per_adc = min(cols, target.xbar.cols_per_adc)
+        # per step: drive and read the array, convert every column (the ADCs in parallel),
+        # accumulate the step into the column registers
         cycles = steps * (
             cost.xbar_read_cycles + conversions_per_adc * cost.adc_cycles + cost.shift_add_cycles
         )

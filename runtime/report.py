@@ -34,6 +34,7 @@ class RunReport:
     utilisation: dict[str, float]  # unit -> busy fraction of (cycles x cores)
     stall_cycles: int | None  # cycles cores spent waiting for messages
     layers: tuple[LayerReport, ...]
+    area_mm2: float | None = None  # the chip's, from the target's [area] table when it has one
 
     @property
     def throughput_per_s(self) -> float | None:
@@ -45,6 +46,32 @@ class RunReport:
         macs = self.counts.get("macs", 0)
         return 2 * macs / self.energy_pj if self.energy_pj else None
 
+    @property
+    def power_w(self) -> float | None:
+        """Average power over one inference: its energy over its latency (cycle mode)."""
+        return self.energy_pj * 1e-12 / self.latency_s if self.latency_s else None
+
+    def gops_per_s_per_w(self, ops: float | None = None) -> float | None:
+        """PUMA's energy efficiency: operations per second per watt of average power, i.e.
+        operations per joule / 1e9 (leakage of the whole chip included in cycle mode).
+
+        `ops` per inference defaults to 2 per crossbar cell MAC, the count behind `tops_per_w`
+        (so this is 1000 x that). PUMA and ISAAC count 2 per MAC of a 16-bit weight with a
+        16-bit input, i.e. cell MACs / the slices per weight (8 for 16-bit weights on 2-bit
+        cells with offset encoding): pass `ops = 2 x the model's MACs` for their figure.
+        """
+        ops = 2 * self.counts.get("macs", 0) if ops is None else ops
+        return ops / (self.energy_pj * 1e-12) / 1e9 if self.energy_pj else None
+
+    def gops_per_s_per_mm2(self, ops: float | None = None) -> float | None:
+        """PUMA's computational density: operations per second (at this run's latency, one
+        inference at a time) per mm2 of the whole chip (`area_mm2`); `ops` as in
+        `gops_per_s_per_w`. None without a latency (functional mode) or an area table."""
+        if not self.latency_s or not self.area_mm2:
+            return None
+        ops = 2 * self.counts.get("macs", 0) if ops is None else ops
+        return ops / self.latency_s / 1e9 / self.area_mm2
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["layers"] = [
@@ -54,6 +81,9 @@ class RunReport:
         ]  # fmt: skip
         data["throughput_per_s"] = self.throughput_per_s
         data["tops_per_w"] = self.tops_per_w
+        data["power_w"] = self.power_w
+        data["gops_per_s_per_w"] = self.gops_per_s_per_w()
+        data["gops_per_s_per_mm2"] = self.gops_per_s_per_mm2()
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -73,6 +103,10 @@ class RunReport:
         lines.append(f"  energy       {self.energy_pj / 1e3:,.3f} nJ per inference")
         if self.tops_per_w:
             lines.append(f"  efficiency   {self.tops_per_w:.3f} TOPS/W (crossbar MACs)")
+        if self.area_mm2:
+            density = self.gops_per_s_per_mm2()
+            per_mm2 = f", {density:,.3f} GOPS/s/mm2 (crossbar MACs)" if density else ""
+            lines.append(f"  area         {self.area_mm2:,.3f} mm2{per_mm2}")
         total = self.energy_pj or 1.0
         width = max((len(c) for c in self.energy_breakdown_pj), default=0)
         for component, pj in sorted(self.energy_breakdown_pj.items(), key=lambda kv: -kv[1]):
