@@ -99,6 +99,7 @@ class Simulator:
         self.calibration: CalibrationCost | None = None
         self.set_time(seconds, compensation)
         self.functional_tally: Tally | None = None
+        self._node_starts: dict[str, tuple[int, int]] | None = None
         self.prices: dict[tuple[int, int, int], tuple[Price, int]] = {}
         self.extent = max(
             [a + len(v) for a, v in program.constants]
@@ -258,7 +259,7 @@ class Simulator:
                 energy_pj=tally.layer_energy[node],
                 counts=tuple(sorted(tally.layer_counts[node].items())),
             )
-            for node in sorted(tally.layer_busy, key=lambda n: self._first_pc(n))
+            for node in sorted(tally.layer_busy, key=self._first_pc)
         ) + tuple(extra_layers)
         return RunReport(
             mode=self.mode,
@@ -279,8 +280,13 @@ class Simulator:
         )
 
     def _first_pc(self, node: str) -> tuple[int, int]:
-        pcs = [(pc, core) for (core, pc), n in self.program.debug.items() if n == node]
-        return min(pcs) if pcs else (1 << 30, 0)
+        """Where a node's code starts, to list layers in program order (built once)."""
+        if self._node_starts is None:
+            starts: dict[str, tuple[int, int]] = {}
+            for (core, pc), name in self.program.debug.items():
+                starts[name] = min(starts.get(name, (pc, core)), (pc, core))
+            self._node_starts = starts
+        return self._node_starts.get(node, (1 << 30, 0))
 
     @property
     def inputs(self) -> list[TensorInfo]:
