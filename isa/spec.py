@@ -463,6 +463,22 @@ SIMD_ARGMAX = _row(
     *_VEC2,
     access="d:w:1 a:r:n",
 )
+SIMD_ERF = _row(
+    "simd.erf",
+    0x54,
+    CostClass.SIMD_TRANSCENDENTAL,
+    "buf[d+i] = erf(buf[a+i])",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
+SIMD_SQRT = _row(
+    "simd.sqrt",
+    0x55,
+    CostClass.SIMD_TRANSCENDENTAL,
+    "buf[d+i] = sqrt(buf[a+i])",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
 # -- mem: moves between the core's local buffer and the chip's global memory
 MEM_LOAD = _row(
     "mem.load",
@@ -593,6 +609,8 @@ TABLE: tuple[InstrSpec, ...] = (
     SIMD_RSUM,
     SIMD_RABSMAX,
     SIMD_ARGMAX,
+    SIMD_ERF,
+    SIMD_SQRT,
     MEM_LOAD,
     MEM_STORE,
     NOC_SEND,

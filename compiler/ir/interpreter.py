@@ -6,6 +6,7 @@ pass preserves meaning. The leading axis of every value is the batch axis when t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +39,28 @@ def input_scale(x: np.ndarray, op: Op) -> np.ndarray:
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     result: np.ndarray = e / np.sum(e, axis=axis, keepdims=True)
+    return result
+
+
+def _reduce(op: Op, x: np.ndarray) -> np.ndarray:
+    axes = tuple(op.attrs["axes"])
+    if not axes:
+        return x
+    functions: dict[str, Callable[..., np.ndarray]] = {
+        "sum": np.sum,
+        "mean": np.mean,
+        "max": np.max,
+    }
+    keepdims = bool(op.attrs.get("keepdims", 1))
+    result: np.ndarray = functions[op.attrs["mode"]](x, axis=axes, keepdims=keepdims)
+    return result
+
+
+def _layer_norm(op: Op, x: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    axes = tuple(range(op.attrs["axis"], x.ndim))
+    mean = np.mean(x, axis=axes, keepdims=True)
+    var = np.mean((x - mean) ** 2, axis=axes, keepdims=True)
+    result: np.ndarray = (x - mean) / np.sqrt(var + op.attrs["epsilon"]) * scale + bias
     return result
 
 
@@ -116,6 +139,8 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "Sigmoid": lambda op, a: 1.0 / (1.0 + np.exp(-a[0])),
     "Tanh": lambda op, a: np.tanh(a[0]),
     "Exp": lambda op, a: np.exp(a[0]),
+    "Sqrt": lambda op, a: np.sqrt(a[0]),
+    "Erf": lambda op, a: np.vectorize(math.erf, otypes=[np.float64])(a[0]),
     "Add": lambda op, a: a[0] + a[1],
     "Sub": lambda op, a: a[0] - a[1],
     "Mul": lambda op, a: a[0] * a[1],
@@ -125,6 +150,8 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "ArgMax": lambda op, a: np.argmax(
         a[0], axis=op.attrs.get("axis", -1), keepdims=bool(op.attrs.get("keepdims", 1))
     ).astype(np.float64),
+    "Reduce": lambda op, a: _reduce(op, a[0]),
+    "LayerNorm": lambda op, a: _layer_norm(op, *a),
     "Dense": lambda op, a: _activation(op.attrs.get("activation", "none"), a[0] @ a[1] + a[2]),
     "QDense": _qdense,
     "Conv": _conv,

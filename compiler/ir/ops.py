@@ -61,6 +61,16 @@ class Exp(Unary):
     kind = "Exp"
 
 
+@register
+class Erf(Unary):
+    kind = "Erf"
+
+
+@register
+class Sqrt(Unary):
+    kind = "Sqrt"
+
+
 class Binary(Op):
     """Elementwise op with numpy broadcasting."""
 
@@ -93,16 +103,23 @@ class Div(Binary):
 
 @register
 class MatMul(Op):
-    """y = x @ w with numpy matmul semantics (w 2-D here: the crossbar form)."""
+    """y = x @ w with numpy matmul semantics for operands of rank >= 2 (leading axes
+    broadcast). A constant 2-D w is the crossbar form that `canonicalize` makes a Dense; any
+    other product (attention's two activations) runs on the vector unit."""
 
     kind = "MatMul"
     arity: ClassVar[tuple[int, int]] = (2, 2)
 
     def infer(self) -> list[TensorType]:
         x, w = self.inputs
-        if len(w.shape) != 2 or not x.shape or x.shape[-1] != w.shape[0]:
+        if len(w.shape) < 2 or not x.shape or x.shape[-1] != w.shape[-2]:
             raise self.error(f"cannot multiply {x.shape} by {w.shape}")
-        return [TensorType((*x.shape[:-1], w.shape[1]), x.type.dtype)]
+        if len(w.shape) == 2:
+            return [TensorType((*x.shape[:-1], w.shape[1]), x.type.dtype)]
+        if len(x.shape) < 2:
+            raise self.error(f"cannot multiply {x.shape} by {w.shape}")
+        lead = broadcast(x.shape[:-2], w.shape[:-2], self)
+        return [TensorType((*lead, x.shape[-2], w.shape[-1]), x.type.dtype)]
 
 
 @register
@@ -134,6 +151,53 @@ class ArgMax(Op):
         rank = len(self.inputs[0].shape)
         if not -rank <= self.attrs.get("axis", -1) < rank:
             raise self.error(f"axis {self.attrs.get('axis')} is out of range for rank {rank}")
+
+
+REDUCTIONS = ("sum", "mean", "max")
+
+
+@register
+class Reduce(Op):
+    """Sum, mean or max (`mode`) over `axes` (non-negative, sorted), which stay as size-1 axes
+    when `keepdims`. An empty `axes` reduces nothing: the op passes its input through."""
+
+    kind = "Reduce"
+
+    def infer(self) -> list[TensorType]:
+        x = self.inputs[0]
+        axes = set(self.attrs["axes"])
+        if not all(0 <= a < len(x.shape) for a in axes):
+            raise self.error(f"axes {self.attrs['axes']} are out of range for rank {len(x.shape)}")
+        keep = self.attrs.get("keepdims", 1) or not axes
+        shape = [1 if a in axes else d for a, d in enumerate(x.shape) if keep or a not in axes]
+        return [TensorType(tuple(shape), x.type.dtype)]
+
+    def check(self, graph: Graph) -> None:
+        if self.attrs.get("mode") not in REDUCTIONS:
+            raise self.error(f"unknown reduction {self.attrs.get('mode')!r}")
+
+
+@register
+class LayerNorm(Op):
+    """y = (x - mean) / sqrt(var + epsilon) * scale + bias, mean and (biased) variance over
+    the axes from `axis` (non-negative) on. Operands x, scale, bias; scale and bias broadcast
+    to the normalised shape x.shape[axis:]."""
+
+    kind = "LayerNorm"
+    arity: ClassVar[tuple[int, int]] = (3, 3)
+
+    def infer(self) -> list[TensorType]:
+        x, scale, bias = self.inputs
+        normalised = x.shape[self.attrs["axis"] :]
+        for operand in (scale, bias):
+            if broadcast(normalised, operand.shape, self) != normalised:
+                raise self.error(f"{operand.shape} does not broadcast to {normalised}")
+        return [x.type]
+
+    def check(self, graph: Graph) -> None:
+        rank = len(self.inputs[0].shape)
+        if not 0 <= self.attrs["axis"] < rank:
+            raise self.error(f"axis {self.attrs['axis']} is out of range for rank {rank}")
 
 
 @register

@@ -39,6 +39,8 @@ _UNARY: dict[type[Op], spec.InstrSpec] = {
     ops.Sigmoid: spec.SIMD_SIGMOID,
     ops.Tanh: spec.SIMD_TANH,
     ops.Exp: spec.SIMD_EXP,
+    ops.Erf: spec.SIMD_ERF,
+    ops.Sqrt: spec.SIMD_SQRT,
 }
 _BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec]] = {
     ops.Add: (spec.SIMD_ADD, spec.SIMD_ADD_S),
@@ -272,6 +274,12 @@ class Emitter:
                 self.emit_softmax(op, core)
             elif isinstance(op, ops.ArgMax):
                 self.emit_argmax(op, core)
+            elif isinstance(op, ops.Reduce):
+                self.emit_reduce(op, core)
+            elif isinstance(op, ops.LayerNorm):
+                self.emit_layer_norm(op, core)
+            elif isinstance(op, ops.MatMul):  # two activations: not a crossbar weight
+                self.emit_matmul(op, core)
             elif isinstance(op, ops.Im2Col | ops.Pool | ops.Transpose):  # passes/convolution.py
                 emit_movement(self, op, core)
             elif isinstance(op, CamTrees):  # the analog-CAM tree unit: passes/trees.py
@@ -380,24 +388,181 @@ class Emitter:
         return addr
 
     def emit_softmax(self, op: Op, core: int) -> None:
+        """softmax(x) = exp(x - max x) / sum exp(x - max x) along `axis`.
+
+        Along the last axis each row is reduced with the row-max and row-sum reductions. Along
+        another axis the input is `outer` blocks of `n` rows of `inner` consecutive elements
+        (the axis strides by `inner`); the max and sum over the axis are then elementwise
+        vector max and add over the block's rows, so every instruction still covers `inner`
+        lanes and no gather is needed."""
         x = op.inputs[0]
         axis = op.attrs.get("axis", -1) % len(x.shape)
-        if axis != len(x.shape) - 1:
-            raise op.error("softmax along an axis other than the last is not supported yet")
-        width = x.shape[-1]
         size = x.type.size
         cc = self.cores[core]
         src = self.local(x, core)
         dst = cc.buffer.alloc(size, op.name)
-        scalar = cc.buffer.alloc(1, f"{op.name} scalar")
-        for row in range(0, size, width):  # softmax(x) = exp(x - max x) / sum exp(x - max x)
-            cc.emit(spec.SIMD_RMAX, scalar, src + row, width)
-            cc.emit(spec.SIMD_SUB_S, dst + row, src + row, scalar, width)
-            cc.emit(spec.SIMD_EXP, dst + row, dst + row, width)
-            cc.emit(spec.SIMD_RSUM, scalar, dst + row, width)
-            cc.emit(spec.SIMD_DIV_S, dst + row, dst + row, scalar, width)
-        cc.buffer.release(scalar, 1)
+        inner = int(np.prod(x.shape[axis + 1 :], dtype=np.int64))
+        n = x.shape[axis]
+        if inner == 1 and size:
+            width = n
+            scalar = cc.buffer.alloc(1, f"{op.name} scalar")
+            for row in range(0, size, width):
+                cc.emit(spec.SIMD_RMAX, scalar, src + row, width)
+                cc.emit(spec.SIMD_SUB_S, dst + row, src + row, scalar, width)
+                cc.emit(spec.SIMD_EXP, dst + row, dst + row, width)
+                cc.emit(spec.SIMD_RSUM, scalar, dst + row, width)
+                cc.emit(spec.SIMD_DIV_S, dst + row, dst + row, scalar, width)
+            cc.buffer.release(scalar, 1)
+        elif size:
+            acc = cc.buffer.alloc(inner, f"{op.name} accumulator")
+            block = n * inner
+            for start in range(0, size, block):
+                rows = [start + k * inner for k in range(n)]
+                cc.emit(spec.SIMD_COPY, acc, src + rows[0], inner)  # acc = max over the axis
+                for row in rows[1:]:
+                    cc.emit(spec.SIMD_MAX, acc, acc, src + row, inner)
+                for row in rows:
+                    cc.emit(spec.SIMD_SUB, dst + row, src + row, acc, inner)
+                    cc.emit(spec.SIMD_EXP, dst + row, dst + row, inner)
+                cc.emit(spec.SIMD_COPY, acc, dst + rows[0], inner)  # acc = sum over the axis
+                for row in rows[1:]:
+                    cc.emit(spec.SIMD_ADD, acc, acc, dst + row, inner)
+                for row in rows:
+                    cc.emit(spec.SIMD_DIV, dst + row, dst + row, acc, inner)
+            cc.buffer.release(acc, inner)
         self.define(op.outputs[0], core, dst)
+
+    def emit_reduce(self, op: Op, core: int) -> None:
+        """Sum, mean or max over `axes`, by whichever of two instruction streams is shorter.
+
+        Think of x as a matrix (kept positions j, reduced positions r). By groups: for each
+        output j, one row reduction (sum or max) over each run of consecutive elements of its
+        group, combined by scalar add or max (best when the reduced axes are trailing). By
+        lanes: for each r, one vector add or max of the column into the output, a vector per
+        run of consecutive elements (best when they are leading). A mean is then the sum
+        times the constant 1/count (vector-scalar multiply)."""
+        x, out = op.inputs[0], op.outputs[0]
+        axes = tuple(op.attrs["axes"])
+        mode = op.attrs["mode"]
+        cc = self.cores[core]
+        src = self.local(x, core)
+        dst = cc.buffer.alloc(out.type.size, op.name)
+        kept = [a for a in range(len(x.shape)) if a not in axes]
+        index = np.arange(x.type.size).reshape(x.shape).transpose(*kept, *axes)
+        n_out = out.type.size
+        count = x.type.size // n_out if n_out else 0
+        if n_out and not count:
+            raise op.error(f"{mode} over the empty axes {axes} of shape {x.shape}")
+        matrix = index.reshape(n_out, count)
+        combine = spec.SIMD_MAX if mode == "max" else spec.SIMD_ADD
+        reduce = spec.SIMD_RMAX if mode == "max" else spec.SIMD_RSUM
+
+        def runs(positions: np.ndarray) -> list[tuple[int, int]]:
+            """(offset, length) of each run of consecutive values in `positions`."""
+            breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+            starts, stops = np.r_[0, breaks], np.r_[breaks, positions.size]
+            return [(int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+
+        by_group = [runs(matrix[j]) for j in range(n_out)] if n_out else []
+        by_lane = [runs(matrix[:, r]) for r in range(count)] if n_out else []
+        group_cost = sum(2 * len(g) - 1 for g in by_group)
+        lane_cost = sum(len(lane) for lane in by_lane)
+        if not axes or count == 1:  # nothing is reduced: a copy
+            cc.emit(spec.SIMD_COPY, dst, src, n_out)
+        elif group_cost <= lane_cost:
+            scalar = cc.buffer.alloc(1, f"{op.name} scalar")
+            for j, group in enumerate(by_group):
+                for k, (offset, length) in enumerate(group):
+                    start = src + int(matrix[j, offset])
+                    cc.emit(reduce, dst + j if k == 0 else scalar, start, length)
+                    if k:
+                        cc.emit(combine, dst + j, dst + j, scalar, 1)
+            cc.buffer.release(scalar, 1)
+        else:
+            for r, lane in enumerate(by_lane):
+                for offset, length in lane:
+                    start = src + int(matrix[offset, r])
+                    if r == 0:
+                        cc.emit(spec.SIMD_COPY, dst + offset, start, length)
+                    else:
+                        cc.emit(combine, dst + offset, dst + offset, start, length)
+        if mode == "mean" and count > 1:
+            cc.emit(spec.SIMD_MUL_S, dst, dst, self.const_local(core, 1.0 / count), n_out)
+        self.define(out, core, dst)
+
+    def emit_layer_norm(self, op: Op, core: int) -> None:
+        """Per row of the normalised width w: mean = sum(x) / w; d = x - mean;
+        var = sum(d * d) / w; y = d / sqrt(var + epsilon); then y * scale + bias over the
+        whole tensor, scale and bias broadcast to it. All on the vector unit, in float64."""
+        x, scale, bias = op.inputs
+        out = op.outputs[0]
+        size = x.type.size
+        width = int(np.prod(x.shape[op.attrs["axis"] :], dtype=np.int64))
+        cc = self.cores[core]
+        src = self.local(x, core)
+        dst = cc.buffer.alloc(size, op.name)
+        if size:
+            square = cc.buffer.alloc(width, f"{op.name} squares")
+            stat = cc.buffer.alloc(1, f"{op.name} statistic")
+            inverse_width = self.const_local(core, 1.0 / width)
+            epsilon = self.const_local(core, float(op.attrs["epsilon"]))
+            for row in range(0, size, width):
+                cc.emit(spec.SIMD_RSUM, stat, src + row, width)
+                cc.emit(spec.SIMD_MUL_S, stat, stat, inverse_width, 1)
+                cc.emit(spec.SIMD_SUB_S, dst + row, src + row, stat, width)
+                cc.emit(spec.SIMD_MUL, square, dst + row, dst + row, width)
+                cc.emit(spec.SIMD_RSUM, stat, square, width)
+                cc.emit(spec.SIMD_MUL_S, stat, stat, inverse_width, 1)
+                cc.emit(spec.SIMD_ADD_S, stat, stat, epsilon, 1)
+                cc.emit(spec.SIMD_SQRT, stat, stat, 1)
+                cc.emit(spec.SIMD_DIV_S, dst + row, dst + row, stat, width)
+            cc.buffer.release(stat, 1)
+            cc.buffer.release(square, width)
+            temps: list[tuple[int, int]] = []
+            cc.emit(spec.SIMD_MUL, dst, dst, self.broadcast(scale, core, out.shape, temps), size)
+            cc.emit(spec.SIMD_ADD, dst, dst, self.broadcast(bias, core, out.shape, temps), size)
+            for addr, words in temps:
+                cc.buffer.release(addr, words)
+        self.define(out, core, dst)
+
+    def emit_matmul(self, op: Op, core: int) -> None:
+        """y = a @ b on the vector unit, for a b that no crossbar holds (attention's scores
+        and context). Row m of y is sum_k a[m, k] * b[k, :]: per k one vector-scalar multiply
+        of row k of b (contiguous, so no column gather or transpose is needed) and one vector
+        add, i.e. M * (2K - 1) instructions of N lanes per product. The cost model charges
+        exactly those instructions; the crossbars are not used."""
+        a, b = op.inputs
+        out = op.outputs[0]
+        cc = self.cores[core]
+        if len(a.shape) < 2:
+            raise op.error(f"a product of activations needs a matrix on the left, not {a.shape}")
+        m, k = a.shape[-2:]
+        n = b.shape[-1]
+        lead = out.shape[:-2]
+        a_index = np.broadcast_to(
+            np.arange(int(np.prod(a.shape[:-2], dtype=np.int64))).reshape(a.shape[:-2]), lead
+        ).ravel()
+        b_index = np.broadcast_to(
+            np.arange(int(np.prod(b.shape[:-2], dtype=np.int64))).reshape(b.shape[:-2]), lead
+        ).ravel()
+        src_a, src_b = self.local(a, core), self.local(b, core)
+        dst = cc.buffer.alloc(out.type.size, op.name)
+        if out.type.size and not k:  # an empty sum: zeros
+            zeros = np.zeros(out.type.size)
+            cc.emit(spec.MEM_LOAD, dst, self.constant_addr(zeros), out.type.size)
+        elif out.type.size:
+            term = cc.buffer.alloc(n, f"{op.name} term")
+            for batch, (i, j) in enumerate(zip(a_index, b_index, strict=True)):
+                a0, b0 = src_a + int(i) * m * k, src_b + int(j) * k * n
+                for row in range(m):
+                    y = dst + (batch * m + row) * n
+                    for col in range(k):
+                        scaled = y if col == 0 else term
+                        cc.emit(spec.SIMD_MUL_S, scaled, b0 + col * n, a0 + row * k + col, n)
+                        if col:
+                            cc.emit(spec.SIMD_ADD, y, y, term, n)
+            cc.buffer.release(term, n)
+        self.define(out, core, dst)
 
     def emit_argmax(self, op: Op, core: int) -> None:
         x = op.inputs[0]

@@ -54,6 +54,38 @@ def convert_tanh(ctx: NodeContext) -> list[Result]:
     return _unary(ctx, ops.Tanh)
 
 
+@converter("Erf")
+def convert_erf(ctx: NodeContext) -> list[Result]:
+    return _unary(ctx, ops.Erf)
+
+
+@converter("Gelu", since=20)
+def convert_gelu(ctx: NodeContext) -> list[Result]:
+    """approximate="none": 0.5 x (1 + erf(x / sqrt 2)); "tanh":
+    0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))); elementwise Mul/Add on the SIMD unit."""
+    approximate = ctx.attr("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    if approximate not in ("none", "tanh"):
+        raise ctx.error(f"Gelu approximate={approximate!r} is unknown; expected 'none' or 'tanh'")
+    x = ctx.value(0)
+
+    def scalar(name: str, value: float) -> Value:
+        return ctx.add_constant(name, np.asarray(value, dtype=x.type.dtype))
+
+    if approximate == "none":
+        inner = ctx.emit(ops.Mul, [x, scalar("gelu.rsqrt2", 1 / np.sqrt(2.0))], hint="scaled")
+        curve = ctx.emit(ops.Erf, [inner], hint="erf")
+    else:
+        cube = ctx.emit(ops.Mul, [ctx.emit(ops.Mul, [x, x], hint="square"), x], hint="cube")
+        cubic = ctx.emit(ops.Mul, [cube, scalar("gelu.cubic", 0.044715)], hint="cubic")
+        inner = ctx.emit(ops.Add, [x, cubic], hint="inner")
+        scaled = ctx.emit(ops.Mul, [inner, scalar("gelu.scale", np.sqrt(2 / np.pi))], hint="arg")
+        curve = ctx.emit(ops.Tanh, [scaled], hint="tanh")
+    one_plus = ctx.emit(ops.Add, [curve, scalar("gelu.one", 1.0)], hint="one_plus")
+    half_x = ctx.emit(ops.Mul, [x, scalar("gelu.half", 0.5)], hint="half")
+    return [ctx.emit(ops.Mul, [half_x, one_plus], output=0)]
+
+
 @converter("Identity")
 def convert_identity(ctx: NodeContext) -> list[Result]:
     return _unary(ctx, ops.Identity)
@@ -186,28 +218,52 @@ def convert_gemm(ctx: NodeContext) -> list[Result]:
 
 @converter("MatMul")
 def convert_matmul(ctx: NodeContext) -> list[Result]:
-    """numpy matmul with a constant right operand (the crossbar weight)."""
+    """numpy matmul. A constant 2-D (or 1-D) right operand is the crossbar weight; a product
+    of two activations (attention) runs on the vector unit, both operands of rank >= 2."""
     a_array, b_array = ctx.constant(0), ctx.constant(1)
     if a_array is not None and b_array is not None:
         # Folding: numpy's matmul is the definition, for every rank.
         return [np.matmul(a_array, b_array)]
-    b = ctx.weight(1, "operand B")
-    if b.ndim not in (1, 2):
-        raise ctx.error(
-            f"MatMul with a {b.ndim}-D weight of shape {b.shape} is not supported yet; "
-            "the weight must be 2-D (K x N)"
-        )
     a = ctx.value(0)
     if ctx.batch_axis and len(a.shape) < 2:
         raise ctx.error(
             f"MatMul of {a.name!r} of shape {a.shape} would sum over its batch axis (axis 0)"
         )
-    if b.ndim == 2:
+    if b_array is None or b_array.ndim > 2:
+        return [_activation_matmul(ctx, a, ctx.value(1))]
+    if b_array.ndim == 2:
         return [ctx.emit(ops.MatMul, [a, ctx.value(1)], output=0)]
     # A 1-D right operand is a (K, 1) column whose axis numpy drops again after the product.
-    column = ctx.add_constant(f"{ctx.input_name(1)}.column", b.reshape(-1, 1))
+    column = ctx.add_constant(f"{ctx.input_name(1)}.column", b_array.reshape(-1, 1))
     y = ctx.emit(ops.MatMul, [a, column], hint="matmul")
     return [ctx.emit(ops.Reshape, [y], output=0, shape=y.shape[:-1])]
+
+
+def _activation_matmul(ctx: NodeContext, a: Value, b: Value) -> Value:
+    """A product the vector unit computes (emit.py's emit_matmul); operands of rank >= 2 and,
+    with a batch axis, of equal rank so that both keep it first."""
+    if len(a.shape) < 2 or len(b.shape) < 2:
+        raise ctx.error(
+            f"MatMul of {a.name!r} {a.shape} by {b.name!r} {b.shape}: a product of run-time "
+            "operands needs both of rank >= 2 (1-D operands are not supported yet)"
+        )
+    if ctx.batch_axis and ctx.graph.constant(b) is None and len(b.shape) == 2:
+        raise ctx.error(
+            f"MatMul of {a.name!r} {a.shape} by {b.name!r} {b.shape} would sum over the batch "
+            f"axis (axis 0) of {b.name!r}"
+        )
+    if ctx.batch_axis and len(a.shape) != len(b.shape):
+        raise ctx.error(
+            f"MatMul of {a.name!r} {a.shape} by {b.name!r} {b.shape} would broadcast one "
+            "operand's batch axis (axis 0) against another axis"
+        )
+    for operand in (a, b):
+        if ctx.batch_axis and ctx.graph.constant(operand) is not None and operand.shape[0] != 1:
+            raise ctx.error(
+                f"MatMul by the constant {operand.name!r} of shape {operand.shape} would spread "
+                "it across the batch axis (axis 0); its leading axis must be 1"
+            )
+    return ctx.emit(ops.MatMul, [a, b], output=0)
 
 
 # -- softmax --------------------------------------------------------------------------------
@@ -250,6 +306,113 @@ def convert_softmax_13(ctx: NodeContext) -> list[Result]:
     if ctx.batch_axis and axis == 0:
         raise ctx.error("Softmax at axis 0 would normalise across the batch axis")
     return [ctx.emit(ops.Softmax, [x], output=0, axis=_softmax_axis_attr(axis, rank))]
+
+
+# -- reductions -----------------------------------------------------------------------------
+
+
+def _reduce(ctx: NodeContext, mode: str, axes_input: bool) -> list[Result]:
+    """Reduce over `axes` (an attribute before opset 13/18, then an optional constant input);
+    keepdims defaults to 1; no axes means all of them unless noop_with_empty_axes."""
+    x = ctx.value(0)
+    rank = len(x.shape)
+    if axes_input:
+        if ctx.has_input(1):
+            array = ctx.constant(1)
+            if array is None:
+                raise ctx.error(
+                    f"{ctx.op_type}'s axes ({ctx.input_name(1)!r}) are computed at run time; "
+                    "only constant axes are supported"
+                )
+            axes = [int(a) for a in np.asarray(array).reshape(-1)]
+        else:
+            axes = []
+    else:
+        axes = [int(a) for a in ctx.attr("axes", None) or []]
+    if not axes and int(ctx.attr("noop_with_empty_axes", 0)):
+        return [ctx.emit(ops.Identity, [x], output=0)]
+    normalised = sorted({_axis(ctx, a, rank) for a in axes} if axes else range(rank))
+    if ctx.batch_axis and 0 in normalised:
+        raise ctx.error(f"{ctx.op_type} over axis 0 would reduce across the batch axis")
+    keepdims = int(ctx.attr("keepdims", 1))
+    return [
+        ctx.emit(ops.Reduce, [x], output=0, mode=mode, axes=tuple(normalised), keepdims=keepdims)
+    ]
+
+
+@converter("ReduceSum", since=1)
+def convert_reduce_sum_1(ctx: NodeContext) -> list[Result]:
+    return _reduce(ctx, "sum", axes_input=False)
+
+
+@converter("ReduceSum", since=13)
+def convert_reduce_sum_13(ctx: NodeContext) -> list[Result]:
+    return _reduce(ctx, "sum", axes_input=True)
+
+
+@converter("ReduceMean", since=1)
+def convert_reduce_mean_1(ctx: NodeContext) -> list[Result]:
+    return _reduce(ctx, "mean", axes_input=False)
+
+
+@converter("ReduceMean", since=18)
+def convert_reduce_mean_18(ctx: NodeContext) -> list[Result]:
+    return _reduce(ctx, "mean", axes_input=True)
+
+
+@converter("ReduceMax", since=1)
+def convert_reduce_max_1(ctx: NodeContext) -> list[Result]:
+    return _reduce(ctx, "max", axes_input=False)
+
+
+@converter("ReduceMax", since=18)
+def convert_reduce_max_18(ctx: NodeContext) -> list[Result]:
+    return _reduce(ctx, "max", axes_input=True)
+
+
+# -- normalisation --------------------------------------------------------------------------
+
+
+@converter("LayerNormalization", since=17)
+def convert_layer_normalization(ctx: NodeContext) -> list[Result]:
+    """Normalise over the axes from `axis` (default -1) on, with `epsilon` (default 1e-5),
+    then scale and (optional) bias. The statistics are computed in float64 whatever
+    stash_type says. The optional Mean and InvStdDev outputs, when used, are computed again
+    by their own Reduce/Sub/Mul/Sqrt ops (they cost their own SIMD work)."""
+    x = ctx.value(0)
+    rank = len(x.shape)
+    axis = _axis(ctx, int(ctx.attr("axis", -1)), rank)
+    if ctx.batch_axis and axis == 0:
+        raise ctx.error("LayerNormalization at axis 0 would normalise across the batch axis")
+    scale = ctx.value(1)
+    if ctx.has_input(2):
+        bias = ctx.value(2)
+    else:
+        bias = ctx.add_constant("bias", np.zeros((), dtype=x.type.dtype))
+    for operand in (scale, bias):
+        if ctx.batch_axis and ctx.graph.constant(operand) is None:
+            raise ctx.error(
+                f"LayerNormalization's {operand.name!r} is computed at run time; with a batch "
+                "axis only constant scale and bias are supported"
+            )
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    results: list[Result] = [
+        ctx.emit(ops.LayerNorm, [x, scale, bias], output=0, axis=axis, epsilon=epsilon)
+    ]
+    if not (ctx.output_used(1) or ctx.output_used(2)):
+        return results
+    axes = tuple(range(axis, rank))
+    mean = ctx.emit(ops.Reduce, [x], output=1, mode="mean", axes=axes, keepdims=1)
+    results.append(mean)
+    if ctx.output_used(2):
+        centred = ctx.emit(ops.Sub, [x, mean], hint="centred")
+        squares = ctx.emit(ops.Mul, [centred, centred], hint="squares")
+        var = ctx.emit(ops.Reduce, [squares], hint="var", mode="mean", axes=axes, keepdims=1)
+        eps = ctx.add_constant("epsilon", np.asarray(epsilon, dtype=x.type.dtype))
+        std = ctx.emit(ops.Sqrt, [ctx.emit(ops.Add, [var, eps], hint="var_eps")], hint="std")
+        one = ctx.add_constant("one", np.ones(std.shape, dtype=x.type.dtype))
+        results.append(ctx.emit(ops.Div, [one, std], output=2))
+    return results
 
 
 # -- shape ops ------------------------------------------------------------------------------

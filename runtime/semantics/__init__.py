@@ -8,6 +8,7 @@ arrived), or HALTED. Address ranges were bounds-checked before the call (see eng
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -195,19 +196,33 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return result
 
 
+# math.erf is correctly rounded to a few ulps; numpy has no erf and scipy is no dependency.
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     spec.SIMD_COPY.mnemonic: np.copy,
     spec.SIMD_RELU.mnemonic: lambda x: np.maximum(x, 0.0),
     spec.SIMD_SIGMOID.mnemonic: _sigmoid,
     spec.SIMD_TANH.mnemonic: np.tanh,
     spec.SIMD_EXP.mnemonic: np.exp,
+    spec.SIMD_ERF.mnemonic: _erf,
+    spec.SIMD_SQRT.mnemonic: np.sqrt,
 }
 
 
-@semantics(spec.SIMD_COPY, spec.SIMD_RELU, spec.SIMD_SIGMOID, spec.SIMD_TANH, spec.SIMD_EXP)
+@semantics(
+    spec.SIMD_COPY,
+    spec.SIMD_RELU,
+    spec.SIMD_SIGMOID,
+    spec.SIMD_TANH,
+    spec.SIMD_EXP,
+    spec.SIMD_ERF,
+    spec.SIMD_SQRT,
+)
 def simd_unary(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, n = i.operands
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         _vec(c, d, n)[:] = _UNARY[i.mnemonic](_vec(c, a, n))
     return None
 

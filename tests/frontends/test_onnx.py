@@ -29,8 +29,9 @@ RTOL, ATOL = 1e-5, 1e-6
 BATCH = 3
 SUPPORTED = (
     "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Constant, Conv, Div, Dropout, "
-    "Flatten, Gemm, GlobalAveragePool, Identity, LeakyRelu, MatMul, MaxPool, Mul, Relu, Reshape, "
-    "Sigmoid, Softmax, Squeeze, Sub, Tanh, Transpose, Unsqueeze"
+    "Erf, Flatten, Gelu, Gemm, GlobalAveragePool, Identity, LayerNormalization, LeakyRelu, "
+    "MatMul, MaxPool, Mul, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Sigmoid, Softmax, "
+    "Squeeze, Sub, Tanh, Transpose, Unsqueeze"
 )
 ML_SUPPORTED = (
     "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "
@@ -535,14 +536,24 @@ def test_op_older_than_its_converter() -> None:
     assert message == "'Add' is supported from opset 7, but the model imports opset 6"
 
 
-def test_dynamic_matmul_weight() -> None:
+def test_dynamic_matmul_imports_as_a_product_of_activations() -> None:
     m = model(
         [helper.make_node("MatMul", ["x", "w"], ["y"], "mm")],
         [value("x", [2, 4]), value("w", [4, 3])],
         [value("y", None)],
     )
+    graph = import_onnx(m)
+    assert kinds(graph) == ["MatMul"] and graph.ops[0].outputs[0].shape == (2, 3)
+
+
+def test_dynamic_matmul_by_a_vector() -> None:
+    m = model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], "mm")],
+        [value("x", [2, 4]), value("w", [4])],
+        [value("y", None)],
+    )
     message = raises(m, NodeLoc("mm", "MatMul"))
-    assert message.startswith("dynamic weight not supported yet: operand B of MatMul ('w')")
+    assert message.startswith("MatMul of 'x' (2, 4) by 'w' (4,): a product of run-time operands")
 
 
 def test_dynamic_gemm_weight() -> None:
@@ -863,3 +874,51 @@ def test_no_raw_exception_for_a_model_without_opset() -> None:
     m = model([helper.make_node("Relu", ["x"], ["y"])], [value("x", ["N", 4])], [value("y", None)])
     del m.opset_import[:]
     assert "imports no opset for the default domain" in raises(m, None)
+
+
+@pytest.mark.parametrize(
+    ("op_type", "opset", "axes", "attrs", "expected"),
+    [
+        ("ReduceSum", 11, None, {"axes": [1, -1]}, ("sum", (1, 2))),
+        ("ReduceSum", 13, [-1], {"keepdims": 0}, ("sum", (2,))),
+        ("ReduceMean", 17, None, {"axes": [2]}, ("mean", (2,))),
+        ("ReduceMean", 18, [1], {}, ("mean", (1,))),
+        ("ReduceMax", 18, None, {"noop_with_empty_axes": 1}, None),
+    ],
+)
+def test_reductions_take_axes_from_the_attribute_or_the_input(
+    op_type: str,
+    opset: int,
+    axes: list[int] | None,
+    attrs: dict[str, Any],
+    expected: tuple[str, tuple[int, ...]] | None,
+) -> None:
+    inputs, inits = ["x"], []
+    if axes is not None:
+        inputs.append("axes")
+        inits.append(const("axes", np.array(axes, np.int64)))
+    m = model(
+        [helper.make_node(op_type, inputs, ["y"], "r", **attrs)],
+        [value("x", ["N", 3, 4])],
+        [value("y", None)],
+        inits,
+        opset=opset,
+    )
+    graph = check_against_onnxruntime(m)
+    if expected is None:  # no axes with noop_with_empty_axes: the input passes through
+        assert kinds(graph) == ["Identity"]
+    else:
+        assert kinds(graph) == ["Reduce"]
+        assert (graph.ops[0].attrs["mode"], graph.ops[0].attrs["axes"]) == expected
+
+
+def test_reduction_over_the_batch_axis() -> None:
+    m = model(
+        [helper.make_node("ReduceMean", ["x"], ["y"], "r", axes=[0])],
+        [value("x", ["N", 3])],
+        [value("y", None)],
+        opset=17,
+    )
+    assert raises(m, NodeLoc("r", "ReduceMean")) == (
+        "ReduceMean over axis 0 would reduce across the batch axis"
+    )
