@@ -44,6 +44,9 @@ WEIGHT_OPERANDS = {
     "BatchNormalization": (1, 2, 3, 4),
     "Squeeze": (1,),
     "Unsqueeze": (1,),
+    "ReduceMean": (1,),  # the axes
+    "ReduceSum": (1,),
+    "ReduceMax": (1,),
 }
 PRECISIONS = (24, 20, 16, 12)  # tried in order until the integer sums fit exactly
 
