@@ -8,7 +8,7 @@ high-precision configuration of the default chip: the widest weights and inputs 
 sums stay exact (up to 24 bits each), cells of 4 bits, a lossless 12-bit ADC, and enough cores
 and arrays for the suite's models. Graph inputs that feed a weight operand (the right side of
 MatMul and Gemm, Conv kernels, BatchNormalization statistics; also a Reshape's shape,
-Squeeze and Unsqueeze axes and Clip's bounds) are bound when the data arrives:
+Squeeze, Unsqueeze and reduction axes and Clip's bounds) are bound when the data arrives:
 `run` makes them constants and compiles once per distinct value, as a chip would be
 reprogrammed.
 A model imcc cannot compile raises unittest.SkipTest with the reason, so a test suite counts it
