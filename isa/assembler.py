@@ -635,17 +635,20 @@ class _Assembler:
         except RecursionError:
             raise self.error("malformed JSON (nested too deeply)", arg) from None
 
+    def next_index(self, arg: _Arg, expected: int, what: str, plural: str) -> None:
+        """Images, CAM images and coding tables are numbered in order from 0."""
+        index = _parse_int(arg.text) if arg.kind == "INT" else None
+        if index != expected:
+            raise self.error(
+                f"expected {what} index {expected} ({plural} are numbered in order from 0), "
+                f"not {_shown(arg.text)}",
+                arg,
+            )
+
     def directive_image(self, statement: _Statement) -> None:
         usage = '.image INDEX ROWS COLS "BASE64"'
         index_arg, rows_arg, cols_arg, data_arg = self.expect(statement, usage, 4)
-        expected = len(self.images)
-        index = _parse_int(index_arg.text) if index_arg.kind == "INT" else None
-        if index != expected:
-            raise self.error(
-                f"expected image index {expected} (images are numbered in order from 0), "
-                f"not {_shown(index_arg.text)}",
-                index_arg,
-            )
+        self.next_index(index_arg, len(self.images), "image", "images")
         rows = self.index(rows_arg, "a row count", _MAX_IMAGE_SIDE + 1)
         cols = self.index(cols_arg, "a column count", _MAX_IMAGE_SIDE + 1)
         for side, arg in ((rows, rows_arg), (cols, cols_arg)):
@@ -700,14 +703,7 @@ class _Assembler:
         index_arg, rows_arg, cols_arg, width_arg, trees_arg, *data = self.expect(
             statement, usage, 8
         )
-        expected = len(self.cam_images)
-        index = _parse_int(index_arg.text) if index_arg.kind == "INT" else None
-        if index != expected:
-            raise self.error(
-                f"expected CAM image index {expected} (CAM images are numbered in order from "
-                f"0), not {_shown(index_arg.text)}",
-                index_arg,
-            )
+        self.next_index(index_arg, len(self.cam_images), "CAM image", "CAM images")
         rows = self.index(rows_arg, "a row count", _MAX_IMAGE_SIDE + 1)
         cols = self.index(cols_arg, "a column count", _MAX_IMAGE_SIDE + 1)
         width = self.index(width_arg, "a leaf width", _MAX_IMAGE_SIDE + 1)
@@ -747,14 +743,7 @@ class _Assembler:
 
     def directive_camcode(self, statement: _Statement) -> None:
         index_arg, data_arg = self.expect(statement, '.camcode INDEX "BASE64"', 2)
-        expected = len(self.cam_codes)
-        index = _parse_int(index_arg.text) if index_arg.kind == "INT" else None
-        if index != expected:
-            raise self.error(
-                f"expected coding table index {expected} (tables are numbered in order from "
-                f"0), not {_shown(index_arg.text)}",
-                index_arg,
-            )
+        self.next_index(index_arg, len(self.cam_codes), "coding table", "tables")
         raw = self.base64_arg(data_arg, "the coding table's bytes", -1)
         try:
             self.cam_codes.append(CamCode.from_bytes(raw))
