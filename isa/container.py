@@ -84,7 +84,7 @@ def to_bytes(program: Program) -> bytes:
     for index, image in enumerate(program.images):
         head = _IMAGE.pack(image.rows, image.cols)
         # level 6: as small as level 9 on cell levels, and ten times faster
-        sections.append((Kind.IMAGE, index, head + zlib.compress(image.levels.tobytes(), 6)))
+        sections.append((Kind.IMAGE, index, head + zlib.compress(image.levels.tobytes(), 1)))
     sections.append((Kind.BIND, 0, _json([[b.core, b.array, b.image] for b in program.bindings])))
     blob = b"".join(
         _CONST.pack(addr, len(values)) + np.asarray(values, dtype="<f8").tobytes()
@@ -98,7 +98,7 @@ def to_bytes(program: Program) -> bytes:
         head = _CAM.pack(cam.rows, cam.cols, cam.width, cam.trees)
         body = cam.low.astype("<u2").tobytes() + cam.high.astype("<u2").tobytes()
         body += cam.leaves.astype("<f8").tobytes()
-        sections.append((Kind.CAM, index, head + zlib.compress(body, 6)))
+        sections.append((Kind.CAM, index, head + zlib.compress(body, 1)))
     if program.cam_bindings:
         bound = [[b.core, b.array, b.image] for b in program.cam_bindings]
         sections.append((Kind.CAMBIND, 0, _json(bound)))

@@ -51,9 +51,17 @@ def make(mnemonic: str | spec.InstrSpec, *operands: int, loc: Loc = None) -> Ins
             f"{mnemonic!r} takes {len(row.fields)} operands ({row.syntax}), not {len(operands)}",
             loc,
         )
-    for i, (field, value) in enumerate(zip(row.fields, operands, strict=True)):
-        check_operand(row, i, field, int(value), loc)
-    return Instr(mnemonic, tuple(int(v) for v in operands))
+    values = tuple(int(v) for v in operands)
+    bounds = _ROW_BOUNDS.get(mnemonic)
+    if bounds is None:
+        bounds = _ROW_BOUNDS[mnemonic] = tuple(operand_bounds(f) for f in row.fields)
+    for i, (value, (lo, hi)) in enumerate(zip(values, bounds, strict=True)):
+        if not lo <= value <= hi:
+            check_operand(row, i, row.fields[i], value, loc)
+    return Instr(mnemonic, values)
+
+
+_ROW_BOUNDS: dict[str, tuple[tuple[int, int], ...]] = {}
 
 
 def operand_bounds(field: spec.Field) -> tuple[int, int]:

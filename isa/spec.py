@@ -142,6 +142,9 @@ class Access:
         return operands.get(self.extent, 0)
 
 
+_UNITS: dict[str, Unit] = {}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstrSpec:
     """One row of the table."""
@@ -155,7 +158,10 @@ class InstrSpec:
 
     @property
     def unit(self) -> Unit:
-        return Unit(self.mnemonic.split(".", 1)[0])
+        unit = _UNITS.get(self.mnemonic)
+        if unit is None:  # asked once per mnemonic: the simulators ask on every instruction
+            unit = _UNITS[self.mnemonic] = Unit(self.mnemonic.split(".", 1)[0])
+        return unit
 
     @property
     def syntax(self) -> str:

@@ -9,6 +9,7 @@ and a cycle budget (instructions, for the functional engine) stops programs that
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -49,51 +50,75 @@ class Tally:
             layer["macs"] += macs
 
 
+# mnemonic -> (access, operand index of its register, operand index of its count or -1)
+_PLANS: dict[str, tuple[tuple[spec.Access, int, int], ...]] = {}
+
+
+def _plan(row: spec.InstrSpec) -> tuple[tuple[spec.Access, int, int], ...]:
+    names = [f.name for f in row.fields]
+    return tuple(
+        (a, names.index(a.field), names.index(a.extent) if a.extent in names else -1)
+        for a in row.accesses
+    )
+
+
 class Engine:
     def __init__(
         self,
         machine: Machine,
         max_cycles: int,
-        prices: dict[tuple[int, int, int], tuple[Price, int]] | None = None,
+        prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
     ) -> None:
         self.m = machine
         self.max_cycles = max_cycles
-        # (core, pc, image) -> price; static, so a simulator keeps it across runs
+        # (core, instr, image shape) -> price; static, so a simulator keeps it across runs
         self.prices = {} if prices is None else prices
 
     # -- shared per-instruction work --------------------------------------------------------
     def check(self, c: CoreState, instr: Instr) -> None:
         """Bounds of every range the instruction touches, and arrays that must hold images."""
         row = instr.spec
-        ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
+        plan = _PLANS.get(row.mnemonic)
+        if plan is None:
+            plan = _PLANS[row.mnemonic] = _plan(row)
+        if not plan:
+            return
+        operands = instr.operands
         target = self.m.target
-        state = None
         rows, cols = 0, 0
         if row is spec.XBAR_MVM or row is spec.XBAR_PROGRAM:
-            state = c.arrays[ops["array"]]
+            state = c.arrays[operands[0]]
             if row is spec.XBAR_MVM and state is None:
-                raise self.m.trap(c, f"array a{ops['array']} holds no image")
+                raise self.m.trap(c, f"array a{operands[0]} holds no image")
             rows, cols = (state.rows, state.cols) if state is not None else (0, 0)
         elif row is spec.ACAM_SEARCH or row is spec.ACAM_LEAF:
-            cam = c.cams[ops["array"]]
+            cam = c.cams[operands[0]]
             if cam is None:
-                raise self.m.trap(c, f"CAM array m{ops['array']} holds no image")
+                raise self.m.trap(c, f"CAM array m{operands[0]} holds no image")
             rows, cols = cam.rows, cam.cols
-        for access in row.accesses:
-            start = int(c.regs[ops[access.field]])
-            length = access.length(ops, rows, cols)
+        for access, reg_index, count_index in plan:
+            start = int(c.regs[operands[reg_index]])
+            extent = access.extent
+            if count_index >= 0:
+                length = operands[count_index]
+            elif extent == "1":
+                length = 1
+            else:
+                length = access.length({}, rows, cols)
             size = target.words(access.space)
             if start < 0 or start + length > size:
                 raise self.m.trap(
                     c,
-                    f"{access.field} = r{ops[access.field]} = {start}: range "
+                    f"{access.field} = r{operands[reg_index]} = {start}: range "
                     f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
                 )
             if access.space is spec.Space.BUFFER:
                 c.reach(start + length, size)
 
     def price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
-        """(price, crossbar MACs) of the instruction at c.pc, cached per pc and array image."""
+        """(price, crossbar MACs) of `instr` on core c. A price depends on the instruction, the
+        core and the shape of the image it uses, never on data; cached by those, so a program
+        of repeated instructions is priced once per distinct one."""
         row = instr.spec
         if row.unit is spec.Unit.ACAM:
             return self.acam_price_of(c, instr)
@@ -101,11 +126,10 @@ class Engine:
         if row is spec.XBAR_PROGRAM:
             state = None
             image = self.m.program.images[instr.operands[1]]
-            shape, key_image = (image.rows, image.cols), instr.operands[1]
+            shape = (image.rows, image.cols)
         else:
             shape = (state.rows, state.cols) if state is not None else (0, 0)
-            key_image = state.image if state is not None else -1
-        key = (c.index, c.pc, key_image)
+        key = (c.index, instr, shape)
         cached = self.prices.get(key)
         if cached is None:
             p = price(self.m.target, instr, shape[0], shape[1], c.index)
@@ -118,17 +142,16 @@ class Engine:
         row, program = instr.spec, self.m.program
         if row is spec.ACAM_ENCODE:
             table = program.cam_codes[instr.operands[2]]
-            shape, key_image = (table.comparisons, 1), instr.operands[2]
+            shape = (table.comparisons, 1)
         elif row is spec.ACAM_PROGRAM:
             image = program.cam_images[instr.operands[1]]
-            shape, key_image = (image.rows, image.cols), instr.operands[1]
+            shape = (image.rows, image.cols)
         else:
             cam = c.cams[instr.operands[0]]
             assert cam is not None  # checked before the instruction ran
             trees = program.cam_images[cam.image].trees
             shape = (cam.rows, trees if row is spec.ACAM_LEAF else cam.cols)
-            key_image = cam.image
-        key = (c.index, c.pc, key_image)
+        key = (c.index, instr, shape)
         cached = self.prices.get(key)
         if cached is None:
             p = price(self.m.target, instr, shape[0], shape[1], c.index)
@@ -198,16 +221,13 @@ class CycleEngine(Engine):
     def run(self, tally: Tally) -> None:
         m = self.m
         target = m.target
-        cores = [c for c in m.cores if not c.halted]
+        # Ready cores in a heap by (time, index); a blocked core leaves it until a send to it.
+        ready = [(c.time, c.index) for c in m.cores if not c.halted]
+        heapq.heapify(ready)
         blocked: set[int] = set()
-        while True:
-            ready = [c for c in cores if not c.halted and c.index not in blocked]
-            if not ready:
-                waiting = [c for c in cores if not c.halted]
-                if waiting:
-                    raise self.deadlock(waiting)
-                break
-            c = min(ready, key=lambda core: (core.time, core.index))
+        while ready:
+            _, index = heapq.heappop(ready)
+            c = m.cores[index]
             if c.time > self.max_cycles:
                 raise m.trap(
                     c, f"no halt after {self.max_cycles:,} cycles (cycle budget exhausted)"
@@ -222,7 +242,10 @@ class CycleEngine(Engine):
             p, macs = self.price_of(c, instr)
             start = c.time
             if instr.spec is spec.NOC_SEND:
-                blocked.discard(instr.operands[0])  # the receiver may now proceed
+                receiver = instr.operands[0]
+                if receiver in blocked:  # the receiver may now proceed
+                    blocked.discard(receiver)
+                    heapq.heappush(ready, (m.cores[receiver].time, receiver))
             elif instr.spec is spec.NOC_RECV and c.received is not None:
                 arrival = c.received.sent_at + transfer_cycles(
                     target, instr.operands[0], c.index, instr.operands[3]
@@ -233,4 +256,9 @@ class CycleEngine(Engine):
             c.time = start + p.cycles
             tally.add(m.program.debug.get((c.index, pc), ""), p, macs)
             self.advance(c, outcome)
+            if not c.halted:
+                heapq.heappush(ready, (c.time, c.index))
+        waiting = [c for c in m.cores if not c.halted]
+        if waiting:
+            raise self.deadlock(waiting)
         tally.cycles = max((c.time for c in m.cores), default=0)

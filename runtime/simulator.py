@@ -24,6 +24,7 @@ import numpy as np
 
 from imcc.isa.container import Binary
 from imcc.isa.diagnostics import SimulationError
+from imcc.isa.encoding import Instr
 from imcc.isa.program import Program, TensorInfo
 from imcc.runtime.acam import CamDevice
 from imcc.runtime.costs import Price
@@ -100,7 +101,7 @@ class Simulator:
         self.set_time(seconds, compensation)
         self.functional_tally: Tally | None = None
         self._node_starts: dict[str, tuple[int, int]] | None = None
-        self.prices: dict[tuple[int, int, int], tuple[Price, int]] = {}
+        self.prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] = {}
         self.extent = max(
             [a + len(v) for a, v in program.constants]
             + [t.addr + t.size for t in (*program.inputs, *program.outputs)]
