@@ -18,7 +18,7 @@ from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
 
-TENSOR_DTYPES = ("float32", "float64", "int64")
+TENSOR_DTYPES = ("float32", "float64", "int64", "int32")
 
 
 def validate(program: Program, name: str = "<binary>") -> None:
@@ -170,11 +170,16 @@ def _check_code(
         spec.OperandKind.CAM_CODE: (len(program.cam_codes), "coding tables", ""),
     }
     section = f"CODE[{core}]"
+    # per mnemonic: operand names, and (index, kind) of the operands with a limit
+    layout: dict[str, tuple[tuple[str, ...], tuple[tuple[int, spec.OperandKind], ...]]] = {}
+    for row in {instr.spec for instr in code}:
+        limited = tuple((i, f.kind) for i, f in enumerate(row.fields) if f.kind in limits)
+        layout[row.mnemonic] = (tuple(f.name for f in row.fields), limited)
     targets = {
-        value
+        instr.operands[i]
         for instr in code
-        for field, value in zip(instr.spec.fields, instr.operands, strict=True)
-        if field.kind is spec.OperandKind.TARGET
+        for i, kind in layout[instr.mnemonic][1]
+        if kind is spec.OperandKind.TARGET
     }
     known: dict[int, int] = {}  # register -> value, along straight-line code
     shapes = {array: program.images[image] for (c, array), image in held.items() if c == core}
@@ -184,16 +189,16 @@ def _check_code(
         where = f"pc {pc} ({row.mnemonic})"
         if pc in targets:
             known.clear()  # control may arrive from elsewhere
-        ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
-        for field, value in zip(row.fields, instr.operands, strict=True):
-            if field.kind in limits:
-                count, what, prefix = limits[field.kind]
-                if value >= count:
-                    raise fail(
-                        section,
-                        f"{where}: {field.name} {prefix}{value} does not exist; "
-                        f"there are {count} {what}",
-                    )
+        names, limited = layout[instr.mnemonic]
+        ops = dict(zip(names, instr.operands, strict=True))
+        for i, kind in limited:
+            count, what, prefix = limits[kind]
+            if instr.operands[i] >= count:
+                raise fail(
+                    section,
+                    f"{where}: {names[i]} {prefix}{instr.operands[i]} does not exist; "
+                    f"there are {count} {what}",
+                )
         if row.cost is spec.CostClass.NOC and ops["core"] == core:
             raise fail(section, f"{where}: core {core} sends to or receives from itself")
         if row is spec.XBAR_MVM and ops["array"] not in shapes:
