@@ -8,7 +8,10 @@
 It runs before `tile` because the columns an output needs (S x signs) decide how many outputs
 fit one array.
 `tile`: K rows split into blocks of `rows`; outputs into blocks of floor(cols / (S x signs));
-one Tile per (row block, output block), each destined for one array. Within an array, column
+one Tile per (row block, output block), each destined for one array. With differential pairs
+a block whose weights are all zero gets no array (a grouped or depthwise convolution's
+block-diagonal weight is mostly such blocks), unless its output block would have none; with
+the offset encoding every block stores the offset and is kept. Within an array, column
 (s * signs + p) * nb + j holds slice s, sign p (0 = G+ or the offset cell, 1 = G-) of output j.
 `adc-range` (after `tile`): with adc_range = column or slice, every tile gets the full-scale
 range of each column's ADC: the largest current a DAC step can produce in that column (from
@@ -124,11 +127,18 @@ class TilePass(Pass):
                     f"weight_bits + input_bits + log2({k} inputs) = {bits} bits exceeds the 52 "
                     "bits of exact accumulation; lower weight_bits or input_bits"
                 )
-            op.attrs["tiles"] = tuple(
-                Tile(r, min(r + xbar.rows, k), o, min(o + per_array, n))
-                for r in range(0, k, xbar.rows)
-                for o in range(0, n, per_array)
-            )
+            w_int = np.asarray(graph.constants[op.inputs[1]])
+            tiles = []
+            for o in range(0, n, per_array):
+                column = [
+                    Tile(r, min(r + xbar.rows, k), o, min(o + per_array, n))
+                    for r in range(0, k, xbar.rows)
+                ]
+                if slicing.signs == 2:  # an all-zero block stores nothing: no array for it
+                    kept = [t for t in column if w_int[t.row0 : t.row1, t.out0 : t.out1].any()]
+                    column = kept or column[:1]  # every output block keeps one tile
+                tiles += column
+            op.attrs["tiles"] = tuple(sorted(tiles, key=lambda t: (t.row0, t.out0)))
 
 
 @register
