@@ -12,7 +12,9 @@ Squeeze, Unsqueeze and reduction axes and Clip's bounds) are bound when the data
 `run` makes them constants and compiles once per distinct value, as a chip would be
 reprogrammed.
 A model imcc cannot compile raises unittest.SkipTest with the reason, so a test suite counts it
-as skipped, never as passed.
+as skipped, never as passed. `prepare(model, target=...)` takes another target (for instance
+`high_precision_target(cores=256)` for ResNet-18), `rep.run(inputs, mode="cycle")` runs the
+cycle-level simulator instead of the functional one.
 """
 
 from __future__ import annotations
@@ -47,22 +49,33 @@ WEIGHT_OPERANDS = {
     "ReduceMean": (1,),  # the axes
     "ReduceSum": (1,),
     "ReduceMax": (1,),
+    "Slice": (1, 2, 3, 4),  # starts, ends, axes, steps
+    "Pad": (1, 2, 3),  # pads, constant_value, axes
+    "Split": (1,),
+    "Expand": (1,),
+    "Tile": (1,),
+    "Gather": (1,),  # the indices
+    "ConstantOfShape": (0,),
+    "Range": (0, 1, 2),
 }
 PRECISIONS = (24, 20, 16, 12)  # tried in order until the integer sums fit exactly
 
 
-def high_precision_target() -> Target:
+def high_precision_target(cores: int = 64) -> Target:
+    """The default chip widened for exact ONNX semantics: 4-bit cells, a lossless 12-bit ADC,
+    64 arrays and a 2^20-word buffer per core, and `cores` cores (a square-ish mesh)."""
     data = load_target().to_dict()
     data["name"] = "onnx-backend"
     data["description"] = "edge-rram widened for exact ONNX semantics (the ONNX backend)"
-    data["chip"].update(cores=64, mesh_cols=8, global_memory_words=1 << 24)
+    mesh_cols = 1 << ((cores - 1).bit_length() + 1) // 2
+    data["chip"].update(cores=cores, mesh_cols=mesh_cols, global_memory_words=1 << 24)
     data["core"].update(arrays=64, buffer_words=1 << 20)
     data["xbar"].update(cell_bits=4, adc_bits=12)
     return Target.from_dict(data, "onnx backend target")
 
 
 class ImccRep(BackendRep):
-    def __init__(self, model: onnx.ModelProto, device: str) -> None:
+    def __init__(self, model: onnx.ModelProto, device: str, target: Target | None = None) -> None:
         self.model = model
         self.device = device
         initializers = {init.name for init in model.graph.initializer}
@@ -75,7 +88,7 @@ class ImccRep(BackendRep):
         }
         self.weights = [name for name in self.feeds if name in consumed]
         self.binaries: dict[bytes, Binary] = {}
-        self.target = high_precision_target()
+        self.target = target or high_precision_target()
         if not self.weights:  # nothing to wait for: compile now, so errors surface early
             self.binary_for({})
 
@@ -104,7 +117,7 @@ class ImccRep(BackendRep):
             feeds = {self.feeds[0]: inputs}
         feeds = {name: np.asarray(value) for name, value in feeds.items()}
         binary = self.binary_for({name: feeds.pop(name) for name in self.weights})
-        outputs = Simulator(binary, mode="functional").run(feeds).outputs
+        outputs = Simulator(binary, mode=kwargs.get("mode", "functional")).run(feeds).outputs
         return tuple(outputs[info.name] for info in binary.program.outputs)
 
 
@@ -127,7 +140,7 @@ class ImccBackend(Backend):
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> ImccRep:
         super().prepare(model, device, **kwargs)
         try:
-            return ImccRep(model, device)
+            return ImccRep(model, device, kwargs.get("target"))
         except Diagnostic as exc:
             raise unittest.SkipTest(f"imcc cannot compile this model: {exc}") from None
 

@@ -113,6 +113,15 @@ def _conv(op: Op, args: list[np.ndarray]) -> np.ndarray:
     return result
 
 
+def _select(op: Op, x: np.ndarray) -> np.ndarray:
+    """Select's table indexes one sample; a batch (leading axis > 1) takes it per sample."""
+    index = np.asarray(op.attrs["index"])
+    samples = x.reshape(-1, op.inputs[0].type.size)
+    flat = index.reshape(-1)
+    picked = np.where(flat >= 0, samples[:, np.maximum(flat, 0)], op.attrs.get("fill", 0.0))
+    return picked.reshape(samples.shape[0] * index.shape[0], *index.shape[1:])
+
+
 def _pool(op: Op, args: list[np.ndarray]) -> np.ndarray:
     x = args[0]
     spatial = Window.of(op.attrs, x.ndim - 2).output(x.shape[2:])
@@ -158,6 +167,8 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "Im2Col": lambda op, a: _im2col(op, a[0]),
     "Pool": _pool,
     "Transpose": lambda op, a: np.transpose(a[0], op.attrs["perm"]),
+    "Select": lambda op, a: _select(op, a[0]),
+    "Concat": lambda op, a: np.concatenate(a, axis=op.attrs["axis"]),
     "BatchNorm": lambda op, a: a[0] * _channel(a[1], a[0].ndim) + _channel(a[2], a[0].ndim),
 }
 

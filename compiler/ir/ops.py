@@ -358,6 +358,51 @@ class Transpose(Op):
 
 
 @register
+class Select(Op):
+    """A data movement fixed at compile time: out.flat[i] = x.flat[index.flat[i]], or `fill`
+    where index.flat[i] < 0. attrs: index (an int64 table of the result's shape, the one
+    array-valued attribute), fill (float, default 0). Slice, Pad (every mode), Gather, Split,
+    Expand, Tile and DepthToSpace on activations all import as one Select each."""
+
+    kind = "Select"
+
+    def infer(self) -> list[TensorType]:
+        index = np.asarray(self.attrs["index"])
+        return [TensorType(tuple(int(d) for d in index.shape), self.inputs[0].type.dtype)]
+
+    def check(self, graph: Graph) -> None:
+        index = np.asarray(self.attrs["index"])
+        if index.dtype.kind != "i":
+            raise self.error(f"index table must hold integers, not {index.dtype}")
+        if index.size and int(index.max()) >= self.inputs[0].type.size:
+            raise self.error(
+                f"index {int(index.max())} is outside the {self.inputs[0].type.size} elements"
+            )
+
+
+@register
+class Concat(Op):
+    """Inputs joined along `axis` (all other axes equal)."""
+
+    kind = "Concat"
+    arity: ClassVar[tuple[int, int]] = (1, 1 << 16)
+
+    def infer(self) -> list[TensorType]:
+        first = self.inputs[0].shape
+        axis = self.attrs["axis"]
+        if not 0 <= axis < len(first):
+            raise self.error(f"axis {axis} is out of range for rank {len(first)}")
+        for value in self.inputs[1:]:
+            shape = value.shape
+            if len(shape) != len(first) or any(
+                a != b for i, (a, b) in enumerate(zip(shape, first, strict=True)) if i != axis
+            ):
+                raise self.error(f"cannot join {value.name!r} {shape} to {first} along {axis}")
+        size = sum(v.shape[axis] for v in self.inputs)
+        return [TensorType((*first[:axis], size, *first[axis + 1 :]), self.inputs[0].type.dtype)]
+
+
+@register
 class BatchNorm(Op):
     """Inference batch normalisation as y = x * scale + shift per channel (axis 1); operands
     x, scale (C, const), shift (C, const). `canonicalize` folds it into a preceding Conv or

@@ -21,6 +21,9 @@ Called from `emit` (the ops stay in the IR until then, so the interpreter checks
   dilations > 1 make every element its own run), and zeros for the padding copied from a
   zero vector. Windows are gathered afresh for every pixel: inputs are not reused between
   overlapping windows yet (a line buffer would copy each input once).
+- Select (a compile-time gather: Slice, Pad, Gather, Split, Expand, ...) is the same `gather`
+  over its index table, with its fill value for the padding. Concat copies each input's
+  blocks into place.
 - Transpose copies runs of consecutive input words too; after a convolution's Dense, whose
   rows are pixels, it takes O * P single-word copies to return to channel-major NCHW.
 - Pool gathers every kernel offset's view of the input as one row (offset-major, so the
@@ -137,9 +140,11 @@ def _build(graph: Graph, built: list[Op], op: Op, name: str) -> Value:
 # -- emit -----------------------------------------------------------------------------------
 
 
-def gather(em: Emitter, core: int, dst: int, src: int, index: np.ndarray) -> None:
-    """buf[dst + i] = buf[src + index[i]], or 0 where index[i] < 0: one `simd.copy` per run
-    of consecutive source words (or of zeros, copied from a zero vector)."""
+def gather(
+    em: Emitter, core: int, dst: int, src: int, index: np.ndarray, fill: float = 0.0
+) -> None:
+    """buf[dst + i] = buf[src + index[i]], or `fill` where index[i] < 0: one `simd.copy` per
+    run of consecutive source words (or of fills, copied from a constant vector)."""
     cc = em.cores[core]
     index = np.asarray(index, dtype=np.int64).reshape(-1)
     if index.size == 0:
@@ -151,7 +156,7 @@ def gather(em: Emitter, core: int, dst: int, src: int, index: np.ndarray) -> Non
     zeros = 0
     if not valid.all():
         longest = max(int(b - a) for a, b in zip(starts, stops, strict=True) if not valid[a])
-        zeros = em.vector_local(core, np.zeros(longest))
+        zeros = em.vector_local(core, np.full(longest, fill))
     for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
         source = src + int(index[start]) if valid[start] else zeros
         cc.emit(spec.SIMD_COPY, dst + start, source, stop - start)
@@ -194,8 +199,30 @@ def emit_movement(em: Emitter, op: Op, core: int) -> None:
     elif isinstance(op, ops.Transpose):
         source = np.arange(x.type.size).reshape(x.shape).transpose(op.attrs["perm"])
         gather(em, core, dst, src, source)
+    elif isinstance(op, ops.Select):
+        gather(em, core, dst, src, op.attrs["index"], op.attrs.get("fill", 0.0))
     else:
         _emit_pool(em, op, core, src, dst)
+    em.define(result, core, dst)
+
+
+def emit_concat(em: Emitter, op: Op, core: int) -> None:
+    """Each input's blocks copied into place: one `simd.copy` per input per index of the
+    axes before `axis` (one per input when those are all 1, as for channels of one sample)."""
+    result = op.outputs[0]
+    cc = em.cores[core]
+    dst = cc.buffer.alloc(result.type.size, op.name)
+    axis = op.attrs["axis"]
+    outer = int(np.prod(result.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(result.shape[axis + 1 :], dtype=np.int64))
+    row = result.shape[axis] * inner  # words of one outer index in the result
+    offset = 0
+    for value in op.inputs:
+        src = em.local(value, core)
+        block = value.shape[axis] * inner
+        for o in range(outer):
+            cc.emit(spec.SIMD_COPY, dst + o * row + offset, src + o * block, block)
+        offset += block
     em.define(result, core, dst)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, TensorType, Value
-from imcc.compiler.passes.convolution import emit_movement, streams, window_rows
+from imcc.compiler.passes.convolution import emit_concat, emit_movement, streams, window_rows
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.compiler.passes.tiling import Slicing, Tile, tile_levels
 from imcc.compiler.passes.trees import CamTrees, emit_cam_trees
@@ -49,6 +49,7 @@ _BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec]] = {
     ops.Div: (spec.SIMD_DIV, spec.SIMD_DIV_S),
 }
 _TAGS = 1 << spec.WIDTH[spec.OperandKind.TAG]
+_IO_DTYPES = ("int64", "int32", "float64")
 
 
 class Buffer:
@@ -100,20 +101,22 @@ class CoreCode:
         self.nodes: list[str] = []
         self.buffer = Buffer(target.core.buffer_words, core)
         self.registers: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
+        self.holding: dict[int, int] = {}  # address -> the register holding it
         self.register_count = target.core.registers
         self.node = ""
 
     def register_for(self, address: int, pinned: set[int]) -> int:
-        for reg, held in self.registers.items():
-            if held == address:
-                self.registers.move_to_end(reg)
-                return reg
+        reg = self.holding.get(address)
+        if reg is not None:
+            self.registers.move_to_end(reg)
+            return reg
         if len(self.registers) < self.register_count:
             reg = len(self.registers)
         else:
             reg = next(r for r in self.registers if r not in pinned)
-            del self.registers[reg]
+            del self.holding[self.registers.pop(reg)]
         self.registers[reg] = address
+        self.holding[address] = reg
         self.put(make(spec.CTL_SET, reg, address))
         return reg
 
@@ -124,17 +127,16 @@ class CoreCode:
     def emit(self, row: spec.InstrSpec, *operands: int) -> None:
         """Append `row` with its operands; REG operands are given as addresses. An
         instruction over zero elements does nothing and is left out."""
-        counts = (v for f, v in zip(row.fields, operands, strict=True)
-                  if f.kind is spec.OperandKind.COUNT)  # fmt: skip
-        if any(n == 0 for n in counts):
-            return
         pinned: set[int] = set()
         values = []
         for field, value in zip(row.fields, operands, strict=True):
-            if field.kind is spec.OperandKind.REG:
+            kind = field.kind
+            if kind is spec.OperandKind.REG:
                 reg = self.register_for(value, pinned)
                 pinned.add(reg)
                 values.append(reg)
+            elif kind is spec.OperandKind.COUNT and value == 0:
+                return  # nothing to do; registers set above stay valid
             else:
                 values.append(value)
         self.put(make(row, *values))
@@ -280,8 +282,10 @@ class Emitter:
                 self.emit_layer_norm(op, core)
             elif isinstance(op, ops.MatMul):  # two activations: not a crossbar weight
                 self.emit_matmul(op, core)
-            elif isinstance(op, ops.Im2Col | ops.Pool | ops.Transpose):  # passes/convolution.py
-                emit_movement(self, op, core)
+            elif isinstance(op, ops.Im2Col | ops.Pool | ops.Transpose | ops.Select):
+                emit_movement(self, op, core)  # passes/convolution.py
+            elif isinstance(op, ops.Concat):
+                emit_concat(self, op, core)
             elif isinstance(op, CamTrees):  # the analog-CAM tree unit: passes/trees.py
                 emit_cam_trees(self, op)
             else:
@@ -335,8 +339,9 @@ class Emitter:
             name=value.name,
             shape=tuple(shape),
             addr=addr,
-            # float64 models keep float64 outputs (the SIMD unit computes in float64)
-            dtype=value.type.dtype if value.type.dtype in ("int64", "float64") else "float32",
+            # float64 models keep float64 outputs (the SIMD unit computes in float64), integer
+            # outputs (indices, folded integer constants) their integer type
+            dtype=value.type.dtype if value.type.dtype in _IO_DTYPES else "float32",
             batch_axis=self.graph.batch_axis,
             quant=tuple(sorted(quant.items())),
         )

@@ -500,7 +500,11 @@ def convert_reshape_5(ctx: NodeContext) -> list[Result]:
         )
     if spec.ndim != 1 or not np.issubdtype(spec.dtype, np.integer):
         raise ctx.error(f"the target shape of Reshape must be a 1-D int64 tensor, not {spec!r}")
-    return _reshape(ctx, [int(d) for d in spec], allowzero=bool(ctx.attr("allowzero", 0)))
+    dims = [int(d) for d in spec]
+    allowzero = bool(ctx.attr("allowzero", 0))
+    if ctx.batch_sized(1) and dims[:1] == [1] and not allowzero:
+        dims[0] = 0  # the batch entry of a folded Shape: copy the batch axis, whatever N is
+    return _reshape(ctx, dims, allowzero=allowzero)
 
 
 # -- constants ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from imcc.isa.diagnostics import CompileError, FrontendError, NodeLoc
 
 from . import converters as _converters  # noqa: F401  (registers converters)
 from . import convolution as _convolution  # noqa: F401  (registers the CNN converters)
+from . import shapes as _shapes  # noqa: F401  (registers the shape and movement converters)
 from . import trees as _trees  # noqa: F401  (registers the tree-ensemble converters)
 from .registry import (
     DEFAULT_DOMAIN,
@@ -430,6 +431,7 @@ class _Importer:
         self.names |= {name for node in graph.node for name in node.output if name}
         self.consumed = {name for node in graph.node for name in node.input if name}
         self.consumed |= {v.name for v in graph.output}
+        self.batch_sized: set[str] = set()  # see NodeContext.batch_sized
 
     def run(self, ordered: Sequence[tuple[int, onnx.NodeProto]]) -> Graph:
         for name, type in self.inputs.types:
@@ -504,6 +506,7 @@ class _Importer:
             materialize=materialize,
             new_name=self._new_name,
             is_used=self.consumed.__contains__,
+            is_batch_sized=self.batch_sized.__contains__,
             batch_axis=self.graph.batch_axis and not folding,
             batch_symbolic=self.inputs.batch_symbolic,
             folding=folding,
@@ -515,6 +518,12 @@ class _Importer:
         assert len(results) <= len(node.output), f"{node.op_type} converter gave extra results"
         if folding:
             results = self._fold(graph, node, loc, operands, results)
+        # Shapes that carry the symbolic batch size (as 1), and what is folded from them.
+        if self.inputs.batch_symbolic and (
+            (node.op_type in ("Shape", "Size") and not folding)
+            or (folding and any(name in self.batch_sized for name in node.input))
+        ):
+            self.batch_sized.update(name for name in node.output if name)
         for position, name in enumerate(node.output):
             if not name:
                 continue

@@ -115,6 +115,7 @@ class NodeContext:
         materialize: Callable[[int], Value],
         new_name: Callable[[str], str],
         is_used: Callable[[str], bool],
+        is_batch_sized: Callable[[str], bool],
         batch_axis: bool,
         batch_symbolic: bool,
         folding: bool,
@@ -131,6 +132,7 @@ class NodeContext:
         self._materialize = materialize
         self._new_name = new_name
         self._is_used = is_used
+        self._is_batch_sized = is_batch_sized
         self._attrs = {attr.name: attr for attr in node.attribute}
 
     @property
@@ -189,6 +191,11 @@ class NodeContext:
                 "initializers, Constant nodes or computable from them at import"
             )
         return array
+
+    def batch_sized(self, index: int) -> bool:
+        """True if constant operand `index` was folded from the Shape or Size of an activation
+        with a symbolic batch: its batch entry is the IR's 1, standing for the run's N."""
+        return self.has_input(index) and self._is_batch_sized(self.input_name(index))
 
     def output_used(self, index: int) -> bool:
         return index < len(self.node.output) and self._is_used(self.node.output[index])

@@ -28,10 +28,11 @@ RTOL, ATOL = 1e-5, 1e-6
 
 BATCH = 3
 SUPPORTED = (
-    "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Constant, Conv, Div, Dropout, "
-    "Erf, Flatten, Gelu, Gemm, GlobalAveragePool, Identity, LayerNormalization, LeakyRelu, "
-    "MatMul, MaxPool, Mul, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Sigmoid, Softmax, "
-    "Squeeze, Sub, Tanh, Transpose, Unsqueeze"
+    "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Concat, Constant, "
+    "ConstantOfShape, Conv, Div, Dropout, Erf, Expand, Flatten, Gather, Gelu, Gemm, "
+    "GlobalAveragePool, Identity, LayerNormalization, LeakyRelu, MatMul, MaxPool, Mul, Pad, "
+    "Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, Slice, "
+    "Softmax, Split, Squeeze, Sub, Tanh, Tile, Transpose, Unsqueeze"
 )
 ML_SUPPORTED = (
     "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "

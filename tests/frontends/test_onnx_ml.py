@@ -422,9 +422,9 @@ def test_zipmap_export_is_an_unsupported_op() -> None:
     assert error.message.startswith("unsupported op type 'ai.onnx.ml.ZipMap'")
 
 
-def test_binary_mlp_export_needs_concat() -> None:
-    """skl2onnx concatenates [1 - p, p] for a binary MLPClassifier; the IR has no Concat (the
-    native frontend compiles the same model, see test_sklearn)."""
+def test_binary_mlp_export_with_its_concat_matches_onnxruntime() -> None:
+    """skl2onnx joins [1 - p, p] with a Concat for a binary MLPClassifier."""
     x, y = dataset("breast_cancer", standardised=True)
-    error = error_of(export(fit(mlp("relu"), x, y), x))
-    assert error.message.startswith("unsupported op type 'Concat'")
+    model = export(fit(mlp("relu"), x, y), x)
+    assert "Concat" in {node.op_type for node in model.graph.node}
+    check_against_onnxruntime(model, x)
