@@ -322,13 +322,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     figures = run_bench(repeats=args.repeats)
     figures["trees"] = run_tree_bench(repeats=args.repeats)  # analog-CAM tree inference
+    if args.cnn:  # ResNet-18 and MobileNetV2: minutes, so fewer repeats
+        from imcc.bench_cnn import run_cnn_bench
+
+        figures["cnn"] = run_cnn_bench(repeats=min(args.repeats, 3))
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True))
     else:
         from imcc.bench import format_bench
+        from imcc.bench_cnn import format_cnn_bench
 
         print(format_bench(figures))
         print(format_tree_bench(figures["trees"]))
+        if "cnn" in figures:
+            print(format_cnn_bench(figures["cnn"]))
     return 0
 
 
@@ -492,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time compilation and simulation against baselines")
     p.add_argument("--json", action="store_true", help="print figures as JSON")
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions (median kept)")
+    p.add_argument(
+        "--no-cnn", dest="cnn", action="store_false",
+        help="leave out ResNet-18 and MobileNetV2 (about 4 minutes of the run)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_bench)
     return parser
 
