@@ -61,15 +61,16 @@ WEIGHT_OPERANDS = {
 PRECISIONS = (24, 20, 16, 12)  # tried in order until the integer sums fit exactly
 
 
-def high_precision_target(cores: int = 64) -> Target:
+def high_precision_target(cores: int = 64, buffer_words: int = 1 << 20) -> Target:
     """The default chip widened for exact ONNX semantics: 4-bit cells, a lossless 12-bit ADC,
-    64 arrays and a 2^20-word buffer per core, and `cores` cores (a square-ish mesh)."""
+    64 arrays and a `buffer_words` buffer per core, and `cores` cores (a square-ish mesh).
+    (A 224x224 ResNet-18 keeps a whole 64x112x112 map on one core: 2^23 words.)"""
     data = load_target().to_dict()
     data["name"] = "onnx-backend"
     data["description"] = "edge-rram widened for exact ONNX semantics (the ONNX backend)"
     mesh_cols = 1 << ((cores - 1).bit_length() + 1) // 2
     data["chip"].update(cores=cores, mesh_cols=mesh_cols, global_memory_words=1 << 24)
-    data["core"].update(arrays=64, buffer_words=1 << 20)
+    data["core"].update(arrays=64, buffer_words=buffer_words)
     data["xbar"].update(cell_bits=4, adc_bits=12)
     return Target.from_dict(data, "onnx backend target")
 

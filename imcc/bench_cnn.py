@@ -1,7 +1,8 @@
-"""`imcc bench`, CNN part: ResNet-18 and MobileNetV2 (imcc.zoo, 32x32 inputs) in the
+"""`imcc bench`, CNN part: ResNet-18 and MobileNetV2 (imcc.zoo, 224x224 inputs) in the
 high-precision configuration of the ONNX backend (16-bit weights and inputs, lossless ADC,
-256 cores): compile time and peak memory next to an onnxruntime session load, and one
-inference on the functional and cycle-level simulators next to onnxruntime's."""
+256 cores with 2^23-word buffers): compile time and peak memory next to an onnxruntime
+session load, and one inference on the functional and cycle-level simulators next to
+onnxruntime's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from imcc.bench import median_seconds
 
-SIZE = 32
+SIZE = 224
 BITS = 16
 
 
@@ -23,7 +24,7 @@ def run_cnn_bench(repeats: int = 3) -> dict[str, Any]:
     from imcc import zoo
     from imcc.backend import high_precision_target
 
-    target = high_precision_target(cores=256)
+    target = high_precision_target(cores=256, buffer_words=1 << 23)
     image = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     figures: dict[str, Any] = {"repeats": repeats, "size": SIZE, "bits": BITS, "models": {}}
     for name, build in sorted(zoo.MODELS.items()):

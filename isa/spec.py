@@ -116,6 +116,8 @@ class Space(enum.Enum):
 MATCH_BITS = 32
 # Extents fixed by the array's image; any other extent names a COUNT operand.
 IMAGE_EXTENTS = ("1", "rows", "cols", "match")
+# Extents of a strided block copy, from its n, m and its three stride registers.
+STRIDED_EXTENTS = ("strided-dst", "strided-src")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,17 +131,37 @@ class Access:
     extent: str  # "1" | "rows" | "cols" | "match" | the name of a COUNT operand
     writes: bool
 
-    def length(self, operands: dict[str, int], rows: int, cols: int) -> int:
-        """Words touched, given the operands by name and the array image's shape."""
-        if self.extent == "1":
-            return 1
-        if self.extent == "rows":
-            return rows
-        if self.extent == "cols":
-            return cols
-        if self.extent == "match":
-            return -(-rows // MATCH_BITS)
-        return operands.get(self.extent, 0)
+    def length(
+        self,
+        operands: dict[str, int],
+        rows: int,
+        cols: int,
+        strides: tuple[int, int, int] | None = None,
+    ) -> int:
+        """Words spanned, given the operands by name, the array image's shape and, for a
+        strided block copy, the strides (inner source, outer source, outer destination)."""
+        extent = self.extent
+        if extent.startswith("strided"):
+            assert strides is not None, "a strided access needs its strides"
+            n, m = operands["n"], operands["m"]
+            if extent == "strided-dst":
+                return (m - 1) * strides[2] + n
+            return (m - 1) * strides[1] + (n - 1) * strides[0] + 1
+        total = 1
+        for term in extent.split("*"):
+            if term == "rows":
+                total *= rows
+            elif term == "cols":
+                total *= cols
+            elif term == "match":
+                total *= -(-rows // MATCH_BITS)
+            elif term != "1":
+                total *= operands.get(term, 0)
+        return total
+
+    @property
+    def strided(self) -> bool:
+        return self.extent.startswith("strided")
 
 
 _UNITS: dict[str, Unit] = {}
@@ -302,6 +324,20 @@ XBAR_PROGRAM = _row(
     "write crossbar image `image` into `array` through the device model",
     ("array", OperandKind.ARRAY),
     ("image", OperandKind.IMAGE),
+)
+XBAR_MVM_BLOCK = _row(
+    "xbar.mvmb",
+    0x22,
+    CostClass.XBAR_MVM,
+    "m MVMs streamed through one array, input and output stored row by row of the array: "
+    "buf[out + c*m + j] = ADC(x_j . G)[c] for x_j[i] = buf[in + i*m + j], j < m (as xbar.mvm)",
+    ("array", OperandKind.ARRAY),
+    ("in", R),
+    ("out", R),
+    ("bits", OperandKind.BITS),
+    ("signed", OperandKind.FLAG),
+    ("m", OperandKind.COUNT),
+    access="in:r:rows*m out:w:cols*m",
 )
 # -- simd: vector unit over the core's local buffer
 SIMD_COPY = _row(
@@ -485,6 +521,19 @@ SIMD_SQRT = _row(
     *_VEC2,
     access="d:w:n a:r:n",
 )
+SIMD_COPY2D = _row(
+    "simd.copy2d",
+    0x56,
+    CostClass.SIMD_ARITH,
+    "buf[d + j*r[s+2] + i] = buf[a + j*r[s+1] + i*r[s]] for i < n, j < m: a strided block "
+    "copy, every read before any write; the strides (>= 0) are in registers s, s+1, s+2",
+    ("d", R),
+    ("a", R),
+    ("s", R),
+    ("n", OperandKind.COUNT),
+    ("m", OperandKind.COUNT),
+    access="d:w:strided-dst a:r:strided-src",
+)
 # -- mem: moves between the core's local buffer and the chip's global memory
 MEM_LOAD = _row(
     "mem.load",
@@ -595,6 +644,7 @@ TABLE: tuple[InstrSpec, ...] = (
     CTL_BRANCH_LT,
     XBAR_MVM,
     XBAR_PROGRAM,
+    XBAR_MVM_BLOCK,
     SIMD_COPY,
     SIMD_ADD,
     SIMD_SUB,
@@ -617,6 +667,7 @@ TABLE: tuple[InstrSpec, ...] = (
     SIMD_ARGMAX,
     SIMD_ERF,
     SIMD_SQRT,
+    SIMD_COPY2D,
     MEM_LOAD,
     MEM_STORE,
     NOC_SEND,
@@ -667,13 +718,18 @@ def _check(
         for access in spec.accesses:
             if kinds.get(access.field) is not OperandKind.REG:
                 raise ValueError(f"access {access.field!r} of {spec.mnemonic!r} is not a register")
-            if access.extent not in IMAGE_EXTENTS and kinds.get(access.extent) is not (
-                OperandKind.COUNT
-            ):
-                raise ValueError(
-                    f"{spec.mnemonic!r} has an access of extent {access.extent!r}, which is "
-                    "neither 1, rows, cols, match nor a count operand"
-                )
+            if access.extent in STRIDED_EXTENTS:
+                if not {"n", "m", "s"} <= kinds.keys() or kinds["s"] is not OperandKind.REG:
+                    raise ValueError(
+                        f"{spec.mnemonic!r} has a strided access but no n, m and stride register s"
+                    )
+                continue
+            for term in access.extent.split("*"):
+                if term not in IMAGE_EXTENTS and kinds.get(term) is not OperandKind.COUNT:
+                    raise ValueError(
+                        f"{spec.mnemonic!r} has an access of extent {access.extent!r}, whose "
+                        f"{term!r} is neither 1, rows, cols, match nor a count operand"
+                    )
         by_mnemonic[spec.mnemonic] = spec
         by_opcode[spec.opcode] = spec
 

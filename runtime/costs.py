@@ -32,6 +32,9 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
     unit = row.unit.value
     energy: dict[str, float] = {}
     counts: dict[str, int] = {"instructions": 1}
+    # xbar.mvmb streams m vectors through the array, simd.copy2d moves n words m times:
+    # each is priced as its m repetitions (nothing overlaps on one array or one SIMD unit).
+    repeat = ops.get("m", 1) if row is spec.XBAR_MVM_BLOCK or row is spec.SIMD_COPY2D else 1
     if row.cost is spec.CostClass.XBAR_MVM:
         steps = len(input_steps(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
         # the image fills columns from 0; ADC g converts columns [g k, (g + 1) k) of the
@@ -56,6 +59,10 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
             shift_add=steps * cols * cost.shift_add_pj,
             buffer=(rows + cols) * cost.buffer_pj_per_word,
         )
+        cycles *= repeat
+        counts.update((name, count * repeat) for name, count in counts.items())
+        energy.update((name, pj * repeat) for name, pj in energy.items())
+        counts["instructions"] = 1
     elif row.cost is spec.CostClass.XBAR_PROGRAM:
         cycles = rows * cost.xbar_program_cycles_per_row
         counts["cells_programmed"] = rows * cols
@@ -65,13 +72,13 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         spec.CostClass.SIMD_TRANSCENDENTAL,
         spec.CostClass.SIMD_REDUCE,
     ):
-        n = ops["n"]
+        n = ops["n"] * repeat
         transcendental = row.cost is spec.CostClass.SIMD_TRANSCENDENTAL
         per_group = cost.simd_transcendental_cycles if transcendental else cost.simd_cycles
         cycles = math.ceil(n / lanes) * per_group
         if row.cost is spec.CostClass.SIMD_REDUCE:
             cycles += math.ceil(math.log2(max(lanes, 2)))  # the reduction tree over lanes
-        words = sum(n if a.extent == "n" else 1 for a in row.accesses)
+        words = sum(n if a.extent == "n" or a.strided else 1 for a in row.accesses)
         counts.update(simd_lane_ops=n, buffer_words=words)
         energy.update(
             simd=n * (cost.simd_transcendental_pj if transcendental else cost.simd_pj),
@@ -155,6 +162,47 @@ def _acam_price(
 
 
 def transfer_cycles(target: Target, src: int, dst: int, n: int) -> int:
-    """Cycles from a send issuing to its data arriving: hops, then serialisation."""
+    """Cycles from a send issuing to its data arriving on an idle network: hops, then
+    serialisation."""
     cost = target.cost
     return target.hops(src, dst) * cost.noc_hop_cycles + math.ceil(n / cost.noc_words_per_cycle)
+
+
+def route(target: Target, src: int, dst: int) -> list[tuple[int, int]]:
+    """The directed links (core, next core) of XY routing: along the row first, then the
+    column."""
+    cols = target.chip.mesh_cols
+    (r, c), (r1, c1) = target.mesh_position(src), target.mesh_position(dst)
+    links = []
+    while c != c1:
+        step = 1 if c1 > c else -1
+        links.append((r * cols + c, r * cols + c + step))
+        c += step
+    while r != r1:
+        step = 1 if r1 > r else -1
+        links.append((r * cols + c, (r + step) * cols + c))
+        r += step
+    return links
+
+
+class Network:
+    """Link contention on the mesh: a message holds each link of its route for its
+    serialisation time, ceil(n / words_per_cycle) cycles; its head moves on one hop
+    (noc_hop_cycles) after entering a link, or waits there until the next link is free
+    (cut-through, links granted first come first served in send order). On an idle network
+    the arrival is exactly `transfer_cycles`."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.free: dict[tuple[int, int], int] = {}  # link -> first cycle it is free
+
+    def send(self, src: int, dst: int, n: int, at: int) -> int:
+        """Reserve the route for a message sent at cycle `at`; returns its arrival cycle."""
+        cost = self.target.cost
+        serialise = math.ceil(n / cost.noc_words_per_cycle)
+        head = at
+        for link in route(self.target, src, dst):
+            enter = max(head, self.free.get(link, 0))
+            self.free[link] = enter + serialise
+            head = enter + cost.noc_hop_cycles
+        return head + serialise

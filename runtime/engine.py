@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
-from imcc.runtime.costs import Price, price, transfer_cycles
+from imcc.runtime.costs import Network, Price, price
 from imcc.runtime.machine import CoreState, Machine
 from imcc.runtime.semantics import BLOCKED, HALTED, SEMANTICS
 
@@ -86,9 +86,10 @@ class Engine:
         operands = instr.operands
         target = self.m.target
         rows, cols = 0, 0
-        if row is spec.XBAR_MVM or row is spec.XBAR_PROGRAM:
+        strides = None
+        if row.unit is spec.Unit.XBAR:
             state = c.arrays[operands[0]]
-            if row is spec.XBAR_MVM and state is None:
+            if row is not spec.XBAR_PROGRAM and state is None:
                 raise self.m.trap(c, f"array a{operands[0]} holds no image")
             rows, cols = (state.rows, state.cols) if state is not None else (0, 0)
         elif row is spec.ACAM_SEARCH or row is spec.ACAM_LEAF:
@@ -96,6 +97,8 @@ class Engine:
             if cam is None:
                 raise self.m.trap(c, f"CAM array m{operands[0]} holds no image")
             rows, cols = cam.rows, cam.cols
+        elif row is spec.SIMD_COPY2D:
+            strides = self.strides(c, instr)
         for access, reg_index, count_index in plan:
             start = int(c.regs[operands[reg_index]])
             extent = access.extent
@@ -104,7 +107,8 @@ class Engine:
             elif extent == "1":
                 length = 1
             else:
-                length = access.length({}, rows, cols)
+                names = (f.name for f in row.fields)
+                length = access.length(dict(zip(names, operands, strict=True)), rows, cols, strides)
             size = target.words(access.space)
             if start < 0 or start + length > size:
                 raise self.m.trap(
@@ -114,6 +118,16 @@ class Engine:
                 )
             if access.space is spec.Space.BUFFER:
                 c.reach(start + length, size)
+
+    def strides(self, c: CoreState, instr: Instr) -> tuple[int, int, int]:
+        """The three stride registers of a strided copy; they must exist and be >= 0."""
+        first = instr.operand("s")
+        if first + 3 > len(c.regs):
+            raise self.m.trap(c, f"stride registers r{first}..r{first + 2} do not all exist")
+        values = tuple(int(v) for v in c.regs[first : first + 3])
+        if min(values) < 0:
+            raise self.m.trap(c, f"strides r{first}..r{first + 2} = {values} must be >= 0")
+        return values[0], values[1], values[2]
 
     def price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
         """(price, crossbar MACs) of `instr` on core c. A price depends on the instruction, the
@@ -134,6 +148,8 @@ class Engine:
         if cached is None:
             p = price(self.m.target, instr, shape[0], shape[1], c.index)
             macs = shape[0] * shape[1] if row is spec.XBAR_MVM else 0
+            if row is spec.XBAR_MVM_BLOCK:
+                macs = shape[0] * shape[1] * instr.operand("m")
             cached = self.prices[key] = (p, macs)
         return cached
 
@@ -216,11 +232,28 @@ class FunctionalEngine(Engine):
 
 
 class CycleEngine(Engine):
-    """Advances the earliest core one instruction at a time, adding latency and energy."""
+    """Advances the earliest core one instruction at a time, adding latency and energy.
+
+    `iterations[core]` (default 1) runs a core's program that many times back to back, as for
+    a stream of samples: at its halt the core starts over (pc 0, registers cleared), so
+    layers on different cores overlap consecutive samples. `finished[core]` lists the cycle of
+    each halt."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        max_cycles: int,
+        prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
+        iterations: list[int] | None = None,
+    ) -> None:
+        super().__init__(machine, max_cycles, prices)
+        self.iterations = iterations or [1] * len(machine.cores)
+        self.finished: list[list[int]] = [[] for _ in machine.cores]
 
     def run(self, tally: Tally) -> None:
         m = self.m
         target = m.target
+        network = Network(target)
         # Ready cores in a heap by (time, index); a blocked core leaves it until a send to it.
         ready = [(c.time, c.index) for c in m.cores if not c.halted]
         heapq.heapify(ready)
@@ -242,20 +275,25 @@ class CycleEngine(Engine):
             p, macs = self.price_of(c, instr)
             start = c.time
             if instr.spec is spec.NOC_SEND:
-                receiver = instr.operands[0]
+                receiver, tag = instr.operands[0], instr.operands[1]
+                message = m.mailboxes[(c.index, receiver, tag)][-1]
+                message.arrival = network.send(c.index, receiver, instr.operands[3], start)
                 if receiver in blocked:  # the receiver may now proceed
                     blocked.discard(receiver)
                     heapq.heappush(ready, (m.cores[receiver].time, receiver))
             elif instr.spec is spec.NOC_RECV and c.received is not None:
-                arrival = c.received.sent_at + transfer_cycles(
-                    target, instr.operands[0], c.index, instr.operands[3]
-                )
+                arrival = c.received.arrival
                 if arrival > start:
                     tally.stall_cycles += arrival - start
                     start = arrival
             c.time = start + p.cycles
             tally.add(m.program.debug.get((c.index, pc), ""), p, macs)
             self.advance(c, outcome)
+            if c.halted:
+                self.finished[c.index].append(c.time)
+                if len(self.finished[c.index]) < self.iterations[c.index]:  # the next sample
+                    c.halted, c.pc = False, 0
+                    c.regs[:] = 0
             if not c.halted:
                 heapq.heappush(ready, (c.time, c.index))
         waiting = [c for c in m.cores if not c.halted]

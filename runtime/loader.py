@@ -201,7 +201,8 @@ def _check_code(
                 )
         if row.cost is spec.CostClass.NOC and ops["core"] == core:
             raise fail(section, f"{where}: core {core} sends to or receives from itself")
-        if row is spec.XBAR_MVM and ops["array"] not in shapes:
+        reads_array = row.unit is spec.Unit.XBAR and row is not spec.XBAR_PROGRAM
+        if reads_array and ops["array"] not in shapes:
             raise fail(section, f"{where}: array a{ops['array']} holds no image when this runs")
         if row is spec.XBAR_PROGRAM:
             shapes[ops["array"]] = program.images[ops["image"]]
@@ -229,16 +230,25 @@ def _check_code(
                     f"features up to {int(table.features.max(initial=-1))}, not n = {ops['n']} "
                     f"from k = {ops['k']}",
                 )
+        strides = None
+        if row is spec.SIMD_COPY2D:
+            regs = [known.get(ops["s"] + i) for i in range(3)]
+            if ops["s"] + 3 > target.core.registers:
+                raise fail(section, f"{where}: stride registers r{ops['s']}.. do not all exist")
+            if all(v is not None for v in regs):
+                strides = (int(regs[0]), int(regs[1]), int(regs[2]))  # type: ignore[arg-type]
+                if min(strides) < 0:
+                    raise fail(section, f"{where}: strides {strides} must be >= 0")
         for access in row.accesses:
             start = known.get(ops[access.field])
-            if start is None:
+            if start is None or (access.strided and strides is None):
                 continue
             if row.unit is spec.Unit.ACAM:
                 shape = (cam.rows, cam.cols) if cam is not None else (0, 0)
             else:
                 image = shapes.get(ops.get("array", -1))
                 shape = (image.rows, image.cols) if image else (0, 0)
-            length = access.length(ops, *shape)
+            length = access.length(ops, *shape, strides)
             size = target.words(access.space)
             if start < 0 or start + length > size:
                 raise fail(

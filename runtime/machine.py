@@ -25,6 +25,7 @@ from imcc.runtime.periphery import Adc, full_scale
 class Message:
     data: np.ndarray  # (n, batch)
     sent_at: int  # cycle the send issued (0 in functional mode)
+    arrival: int = 0  # cycle its last word reaches the receiver (cycle mode: the network model)
 
 
 class CoreState:

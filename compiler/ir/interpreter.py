@@ -26,12 +26,17 @@ def quantize_vector(x: np.ndarray, scale: np.ndarray, bits: int, signed: bool) -
     return result
 
 
-def input_scale(x: np.ndarray, op: Op) -> np.ndarray:
-    """The scale of a QDense input: static, or abs-max per sample (keepdims for broadcasting)."""
+def input_scale(x: np.ndarray, op: Op, source: np.ndarray | None = None) -> np.ndarray:
+    """The scale of a QDense input: static, or abs-max per input vector (keepdims for
+    broadcasting), or with scale_over "map" per sample over `source`, the Im2Col's input."""
     bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
     qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
     if op.attrs["input_scale"] is not None:
         return np.asarray(op.attrs["input_scale"], dtype=np.float64)
+    if op.attrs.get("scale_over", "row") == "map":
+        assert source is not None, "a map scale needs the Im2Col's input"
+        peak = np.max(np.abs(source.reshape(source.shape[0], -1)), axis=1, initial=0.0)
+        return np.asarray(peak.reshape(-1, *([1] * (x.ndim - 1))) / qmax)
     scale: np.ndarray = np.max(np.abs(x), axis=-1, keepdims=True) / qmax
     return scale
 
@@ -73,9 +78,9 @@ def _activation(name: str, y: np.ndarray) -> np.ndarray:
     return functions[name](y) if name in functions else y
 
 
-def _qdense(op: Op, args: list[np.ndarray]) -> np.ndarray:
+def _qdense(op: Op, args: list[np.ndarray], source: np.ndarray | None = None) -> np.ndarray:
     x, w_int, w_scale, b = args
-    s_x = input_scale(x, op)
+    s_x = input_scale(x, op, source)
     x_int = quantize_vector(x, s_x, op.attrs["input_bits"], op.attrs["input_signed"])
     y = (x_int @ w_int.astype(np.float64)) * s_x * w_scale + b
     return _activation(op.attrs.get("activation", "none"), y)
@@ -203,6 +208,10 @@ def evaluate(
             if graph.batch_axis and batch is not None:
                 shape = (batch, *shape[1:])
             result = args[0].reshape(shape)
+        elif isinstance(op, ops.QDense) and op.attrs.get("scale_over") == "map":
+            im2col = op.inputs[0].producer
+            assert im2col is not None  # verified: an Im2Col makes the input
+            result = _qdense(op, args, get(im2col.inputs[0]))
         elif op.kind in EVALUATORS:
             result = EVALUATORS[op.kind](op, args)
         else:

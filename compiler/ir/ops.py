@@ -241,8 +241,11 @@ class QDense(Dense):
     """Dense with quantised operands, ready for crossbars.
 
     Operands: x, w_int (K x N signed integers, `weight_bits` wide), w_scale (N), b (N).
-    Attributes: weight_bits, input_bits, input_signed, input_scale (None = set per input
-    vector at run time from its abs-max), activation. y = act((x_int @ w_int) * s_x * s_w + b).
+    Attributes: weight_bits, input_bits, input_signed, input_scale (None = set at run time
+    from an abs-max), scale_over ("row": the abs-max of each input vector; "map": of the whole
+    input of the Im2Col that makes x, so all windows of a convolution share one scale, as
+    accelerators quantise a layer's activations), activation.
+    y = act((x_int @ w_int) * s_x * s_w + b).
     """
 
     kind = "QDense"
@@ -262,6 +265,10 @@ class QDense(Dense):
             raise self.error(f"scale {scale.shape} and bias {b.shape} must both be ({n},)")
         if self.attrs.get("activation", "none") not in ACTIVATIONS:
             raise self.error(f"unknown activation {self.attrs.get('activation')!r}")
+        if self.attrs.get("scale_over", "row") == "map" and not isinstance(
+            self.inputs[0].producer, Im2Col
+        ):
+            raise self.error("scale_over 'map' needs an input made by an Im2Col")
 
 
 def _window(op: Op, x_shape: tuple[int, ...]) -> Window:

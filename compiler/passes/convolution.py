@@ -8,29 +8,33 @@ Called from `canonicalize` (before: frontend ops; after: no Conv or BatchNorm op
   the kernel unrolled to (C * K) x O, K = prod(kernel); a following sole-user activation is
   fused into the Dense. Groups become one block-diagonal weight (zeros between the groups'
   blocks) rather than one Dense per group: every output pixel is then one MVM pass over one
-  window row and the layer needs no concatenation, at the price of `group` times the cells
-  (for a depthwise layer with many channels, separate Dense ops would fit fewer arrays; a
-  later change can choose by cell count).
+  window row and the layer needs no concatenation; `tile` gives the all-zero blocks no
+  array, so a depthwise layer costs about its kernel's cells, not `group` times them.
 
 Called from `emit` (the ops stay in the IR until then, so the interpreter checks them):
-- Im2Col is an im2col done with `simd.copy`, streamed: when its only user is a QDense (a
-  lowered Conv), that QDense gathers one window row into a scratch row just before its MVM
-  pass, so the buffer holds one k-long row, not the P x k matrix (`window_rows`); otherwise
-  the whole matrix is gathered. Either way it is one copy per run of consecutive input words, so
-  about C * kh copies per output pixel for a 2-D kernel of width kw (a run is one kernel row;
-  dilations > 1 make every element its own run), and zeros for the padding copied from a
-  zero vector. Windows are gathered afresh for every pixel: inputs are not reused between
-  overlapping windows yet (a line buffer would copy each input once).
+- A 2-D convolution (Im2Col -> QDense -> Transpose) runs in blocks of pixels
+  (`emit_conv_blocks`): the input map is quantised once (one scale per sample, QDense
+  scale_over "map") into a zero-padded copy; for a block of output rows the windows are laid
+  out transposed, one strided `simd.copy2d` per kernel row (c, ky, kx), and every tile streams
+  the whole block through its array with one `xbar.mvmb`. The code is O(k + tiles + O) per
+  block, independent of the pixel count: a 224x224 ResNet-18 is 235k instructions. The
+  result is channel-major, so the conv's Transpose costs nothing. Windows are copied, not
+  reused: X^T holds every input about kh * kw / (sh * sw) times, which the copies pay for.
+- Other Im2Cols (1-D and 3-D convolutions, or a result used otherwise) stream row by row:
+  the QDense gathers one window row into a scratch row just before its MVM pass
+  (`window_rows`), so the buffer holds one k-long row, not the P x k matrix. One `simd.copy`
+  per run of consecutive input words: about C * kh copies per output pixel (a run is one
+  kernel row; dilations > 1 make every element its own run), zeros copied for the padding.
 - Select (a compile-time gather: Slice, Pad, Gather, Split, Expand, ...) is the same `gather`
   over its index table, with its fill value for the padding. Concat copies each input's
   blocks into place.
-- Transpose copies runs of consecutive input words too; after a convolution's Dense, whose
-  rows are pixels, it takes O * P single-word copies to return to channel-major NCHW.
+- Transpose copies runs of consecutive input words.
 - Pool gathers every kernel offset's view of the input as one row (offset-major, so the
-  reduction is K - 1 vector `simd.max` / `simd.add` over all outputs at once), then averages
-  divide by the per-window counts. Padding is never a max: it copies one of the window's own
-  inputs instead. A pool whose single window covers each channel whole (GlobalAveragePool)
-  is one `simd.rsum` / `simd.rmax` per channel.
+  reduction is K - 1 vector `simd.max` / `simd.add` over all outputs at once); in 2-D each
+  view of a plane is one `simd.copy2d` from a copy padded with -inf (max) or 0 (average),
+  else runs of copies where padding repeats a window input. Averages divide by the
+  per-window counts. A pool whose single window covers each channel whole
+  (GlobalAveragePool) is one `simd.rsum` / `simd.rmax` per channel.
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ from imcc.isa import spec
 
 if TYPE_CHECKING:
     from imcc.compiler.passes.emit import Emitter
+    from imcc.compiler.passes.tiling import Slicing, Tile
 
 _ACTIVATION: dict[type[Op], str] = {ops.Relu: "relu", ops.Sigmoid: "sigmoid", ops.Tanh: "tanh"}
+_MAX_COUNT = (1 << spec.WIDTH[spec.OperandKind.COUNT]) - 1
+ACTIVATION_ROWS = {"relu": spec.SIMD_RELU, "sigmoid": spec.SIMD_SIGMOID, "tanh": spec.SIMD_TANH}
 
 
 # -- canonicalize ---------------------------------------------------------------------------
@@ -244,15 +251,18 @@ def _emit_pool(em: Emitter, op: Op, core: int, src: int, dst: int) -> None:
         if not is_max:
             cc.emit(spec.SIMD_DIV_S, dst, dst, em.const_local(core, float(size)), planes)
         return
-    if is_max:  # padding copies the window's first input, which cannot change the max
-        first = index[np.arange(positions), np.argmax(index >= 0, axis=1)]
-        index = np.where(index >= 0, index, first[:, None])
-    base = (np.arange(planes) * size)[:, None]  # (planes, 1)
     total = planes * positions
     temp = cc.buffer.alloc(total * offsets, f"{op.name} windows")
-    for j in range(offsets):  # row j: offset j of every window of every plane
-        table = np.where(index[:, j] >= 0, base + index[:, j], -1)
-        gather(em, core, temp + j * total, src, table)
+    if len(spatial) == 2:  # row j: offset j of every window of every plane, strided copies
+        _pool_views(em, core, op, window, spatial, planes, src, temp)
+    else:
+        if is_max:  # padding copies the window's first input, which cannot change the max
+            first = index[np.arange(positions), np.argmax(index >= 0, axis=1)]
+            index = np.where(index >= 0, index, first[:, None])
+        base = (np.arange(planes) * size)[:, None]  # (planes, 1)
+        for j in range(offsets):  # row j: offset j of every window of every plane
+            table = np.where(index[:, j] >= 0, base + index[:, j], -1)
+            gather(em, core, temp + j * total, src, table)
     row = spec.SIMD_MAX if is_max else spec.SIMD_ADD
     cc.emit(spec.SIMD_COPY, dst, temp, total)
     for j in range(1, offsets):
@@ -268,3 +278,247 @@ def _emit_pool(em: Emitter, op: Op, core: int, src: int, dst: int) -> None:
             cc.emit(spec.MEM_LOAD, divisor, em.constant_addr(np.tile(counts, planes)), total)
             cc.emit(spec.SIMD_DIV, dst, dst, divisor, total)
             cc.buffer.release(divisor, total)
+
+
+def _pool_views(
+    em: Emitter,
+    core: int,
+    op: Op,
+    window: Window,
+    spatial: tuple[int, ...],
+    planes: int,
+    src: int,
+    temp: int,
+) -> None:
+    """For a 2-D pool: each plane copied once into a map padded with the pool's neutral
+    value (-inf for max, 0 for average: the counts divide later), one `simd.copy2d` each;
+    then every kernel offset's view of every plane is one strided `simd.copy2d`."""
+    cc = em.cores[core]
+    height, width = spatial
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    top, left, bottom, right = window.pads
+    out_h, out_w = window.output(spatial)
+    # ceil_mode can put a last window past the end pads: pad enough for every window
+    bottom = max(bottom, (out_h - 1) * sh + (kh - 1) * dh + 1 - height - top)
+    right = max(right, (out_w - 1) * sw + (kw - 1) * dw + 1 - width - left)
+    padded_h, padded_w = height + top + bottom, width + left + right
+    plane = padded_h * padded_w
+    padded = src
+    if plane != height * width:  # else every window lies inside: read the input itself
+        fill = -np.inf if op.attrs["mode"] == "max" else 0.0
+        padded = cc.buffer.alloc(planes * plane, f"{op.name} padded map")
+        cc.copy2d(padded, em.const_local(core, fill), plane, planes, (0, 0, plane))
+        for p in range(planes):
+            cc.copy2d(padded + p * plane + top * padded_w + left, src + p * height * width,
+                      width, height, (1, width, padded_w))  # fmt: skip
+    positions = out_h * out_w
+    total = planes * positions
+    for ky in range(kh):
+        for kx in range(kw):
+            row = temp + (ky * kw + kx) * total
+            for p in range(planes):
+                offset = p * plane + ky * dh * padded_w + kx * dw
+                cc.copy2d(row + p * positions, padded + offset, out_w, out_h,
+                          (sw, sh * padded_w, out_w))  # fmt: skip
+    if padded != src:
+        cc.buffer.release(padded, planes * plane)
+
+
+# -- convolutions in blocks of pixels ----------------------------------------------------------
+
+
+def conv_blocks_apply(em: Emitter, op: Op, im2col: Op) -> bool:
+    """A lowered 2-D Conv (Im2Col -> QDense -> Transpose(0, 2, 1)) runs in pixel blocks
+    (`emit_conv_blocks`); anything else keeps the row-by-row path."""
+    users = em.graph.users(op.outputs[0])
+    return (
+        len(im2col.inputs[0].shape) == 4
+        and (op.attrs["input_scale"] is not None or op.attrs.get("scale_over") == "map")
+        and op.outputs[0] not in em.graph.outputs
+        and len(users) == 1
+        and isinstance(users[0], ops.Transpose)
+        and tuple(users[0].attrs["perm"]) == (0, 2, 1)
+    )
+
+
+def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
+    """A convolution as a few block instructions per layer, independent of its pixel count.
+
+    1. The input map is quantised once, with one scale for the sample (scale_over "map"),
+       then copied into a zero-padded map: one `simd.copy2d` per channel.
+    2. For a block of output rows (as many as a quarter of the buffer holds), the windows are
+       laid out transposed, X^T (k x m): row (c, ky, kx) holds that kernel offset's input for
+       the block's m pixels, one `simd.copy2d` each (strides: the conv's, in the padded map).
+    3. Each tile streams the block through its array with one `xbar.mvmb`, whose output
+       (columns x m) keeps every slice's columns contiguous, so slices recombine and partial
+       sums add with the vector code of the row path, on nb x m words.
+    4. On the home core: with the offset encoding, y -= offset * sum(x) per pixel (the sums:
+       k - 1 vector adds over X^T's rows, then one subtraction per output channel); y *= s_x;
+       then per output channel y *= s_w[o], y += b[o] (two scalar
+       instructions per channel); the activation; and the block lands in the output, channel-
+       major (O x P), which is what the conv's Transpose asks for, so that Transpose is free.
+    """
+    x_map = im2col.inputs[0]
+    _, channels, height, width = x_map.shape
+    window = Window.of(im2col.attrs, 2)
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    top, left, bottom, right = window.pads
+    out_h, out_w = window.output((height, width))
+    pixels = out_h * out_w
+    _, w_int, w_scale, bias = op.inputs
+    k, n = w_int.shape
+    home = op.attrs["core"]
+    bits, signed = op.attrs["input_bits"], int(op.attrs["input_signed"])
+    slicing = op.attrs["slicing"]
+    qc, hc = em.cores[qcore], em.cores[home]
+
+    # 1. scale, quantised and padded map (on the core that holds the map)
+    if op.attrs["input_scale"] is None:
+        scale = em.map_scale(op, x_map, qcore)
+    else:
+        scale = qc.buffer.alloc(1, f"{op.name} input scale")
+        qc.emit(spec.MEM_LOAD, scale, em.constant_addr(np.array([op.attrs["input_scale"]])), 1)
+    size = x_map.type.size
+    quantised = qc.buffer.alloc(size, f"{op.name} quantised map")
+    qc.emit(spec.SIMD_QUANT, quantised, em.local(x_map, qcore), scale, bits, signed, size)
+    em.release_dead(im2col)
+    padded_h, padded_w = height + top + bottom, width + left + right
+    plane = padded_h * padded_w
+    padded = quantised
+    if plane != height * width:
+        padded = qc.buffer.alloc(channels * plane, f"{op.name} padded map")
+        zero = em.const_local(qcore, 0.0)
+        qc.copy2d(padded, zero, plane, channels, (0, 0, plane))  # zero fill
+        for c in range(channels):
+            qc.copy2d(padded + c * plane + top * padded_w + left, quantised + c * height * width,
+                      width, height, (1, width, padded_w))  # fmt: skip
+        qc.buffer.release(quantised, size)
+    if qcore != home:
+        incoming = hc.buffer.alloc(1, f"{op.name} input scale")
+        em.transfer(qcore, scale, home, incoming, 1)
+        qc.buffer.release(scale, 1)
+        scale = incoming
+
+    # 2.-4. blocks of output rows
+    tiles, placement = op.attrs["tiles"], op.attrs["placement"]
+    cols = em.target.xbar.cols
+    per_row = (k + n + 2 * cols) * out_w
+    budget = min(em.target.core.buffer_words // 4, _MAX_COUNT)  # every vector fits a count
+    block_rows = max(1, min(out_h, budget // per_row))
+    y_addr = hc.buffer.alloc(n * pixels, op.name)
+    w_scales = em.vector_local(home, em.graph.constants[w_scale])
+    biases = em.vector_local(home, em.graph.constants[bias])
+    for row0 in range(0, out_h, block_rows):
+        rows = min(block_rows, out_h - row0)
+        m = rows * out_w
+        xt = qc.buffer.alloc(k * m, f"{op.name} windows")
+        for c in range(channels):
+            for ky in range(kh):
+                for kx in range(kw):
+                    offset = c * plane + (row0 * sh + ky * dh) * padded_w + kx * dw
+                    qc.copy2d(xt + ((c * kh + ky) * kw + kx) * m, padded + offset, out_w, rows,
+                              (sw, sh * padded_w, out_w))  # fmt: skip
+        block = y_addr if m == pixels else hc.buffer.alloc(n * m, f"{op.name} block")
+        _block_mvms(em, op, tiles, placement, qcore, xt, m, block, k, bits, signed, slicing)
+        if slicing.offset:  # the stored weights are w + offset: subtract offset * sum(x)
+            sums = qc.buffer.alloc(m, f"{op.name} input sums")
+            qc.emit(spec.SIMD_COPY, sums, xt, m)
+            for row in range(1, k):
+                qc.emit(spec.SIMD_ADD, sums, sums, xt + row * m, m)
+            qc.emit(spec.SIMD_MUL_S, sums, sums, em.const_local(qcore, slicing.offset), m)
+            if qcore != home:
+                moved = hc.buffer.alloc(m, f"{op.name} input sums")
+                em.transfer(qcore, sums, home, moved, m)
+                qc.buffer.release(sums, m)
+                sums = moved
+            for o in range(n):
+                hc.emit(spec.SIMD_SUB, block + o * m, block + o * m, sums, m)
+            hc.buffer.release(sums, m)
+        qc.buffer.release(xt, k * m)
+        hc.emit(spec.SIMD_MUL_S, block, block, scale, n * m)
+        for o in range(n):
+            hc.emit(spec.SIMD_MUL_S, block + o * m, block + o * m, w_scales + o, m)
+            hc.emit(spec.SIMD_ADD_S, block + o * m, block + o * m, biases + o, m)
+        activation = op.attrs.get("activation", "none")
+        if activation in ACTIVATION_ROWS:
+            hc.emit(ACTIVATION_ROWS[activation], block, block, n * m)
+        if block != y_addr:  # into the (O x P) output at the block's first pixel
+            hc.copy2d(y_addr + row0 * out_w, block, m, n, (1, m, pixels))
+            hc.buffer.release(block, n * m)
+    if padded != quantised:
+        qc.buffer.release(padded, channels * plane)
+    else:
+        qc.buffer.release(quantised, size)
+    hc.buffer.release(scale, 1)  # on the home core by now
+    em.define(op.outputs[0], home, y_addr)
+    em.channel_major.add(id(op.outputs[0]))
+
+
+def _block_mvms(
+    em: Emitter,
+    op: Op,
+    tiles: tuple[Tile, ...],
+    placement: tuple[tuple[int, int], ...],
+    qcore: int,
+    xt: int,
+    m: int,
+    block: int,
+    k: int,
+    bits: int,
+    signed: int,
+    slicing: Slicing,
+) -> None:
+    """Every tile's `xbar.mvmb` over the block X^T (k x m) on `qcore`; partial sums meet in
+    `block` (n x m) on the home core, output block by output block."""
+    home = op.attrs["core"]
+    hc = em.cores[home]
+    remote: dict[int, tuple[int, int, int]] = {}  # core -> (address, first row, rows) of X^T
+    for core in {core for core, _ in placement if core != qcore}:
+        first = min(t.row0 for t, (c, _) in zip(tiles, placement, strict=True) if c == core)
+        last = max(t.row1 for t, (c, _) in zip(tiles, placement, strict=True) if c == core)
+        addr = em.cores[core].buffer.alloc((last - first) * m, f"{op.name} windows")
+        em.transfer(qcore, xt + first * m, core, addr, (last - first) * m)
+        remote[core] = (addr, first, last - first)
+    partial: dict[tuple[int, int], int] = {}
+    temps: list[tuple[int, int, int]] = []
+    for tile, (core, array) in zip(tiles, placement, strict=True):
+        cc = em.cores[core]
+        nb = tile.outputs
+        if core == qcore:
+            x_in = xt + tile.row0 * m
+        else:
+            addr, first, _ = remote[core]
+            x_in = addr + (tile.row0 - first) * m
+        raw = cc.buffer.alloc(nb * slicing.cols_per_output * m, f"{op.name} columns")
+        cc.emit(spec.XBAR_MVM_BLOCK, array, x_in, raw, bits, signed, m)
+        key = (core, tile.out0)
+        first_here = key not in partial
+        if first_here:
+            if core == home:
+                partial[key] = block + tile.out0 * m
+            else:
+                partial[key] = cc.buffer.alloc(nb * m, f"{op.name} partial")
+                temps.append((core, partial[key], nb * m))
+        acc = partial[key] if first_here else cc.buffer.alloc(nb * m, f"{op.name} partial")
+        em.recombine(cc, raw, acc, nb * m, slicing)
+        if not first_here:
+            cc.emit(spec.SIMD_ADD, partial[key], partial[key], acc, nb * m)
+            cc.buffer.release(acc, nb * m)
+        cc.buffer.release(raw, nb * slicing.cols_per_output * m)
+    home_blocks = {out0 for core, out0 in partial if core == home}
+    for (core, out0), addr in sorted(partial.items()):
+        if core == home:
+            continue
+        nb = next(t.outputs for t in tiles if t.out0 == out0) * m
+        if out0 in home_blocks:
+            incoming = hc.buffer.alloc(nb, f"{op.name} incoming partial")
+            em.transfer(core, addr, home, incoming, nb)
+            hc.emit(spec.SIMD_ADD, block + out0 * m, block + out0 * m, incoming, nb)
+            hc.buffer.release(incoming, nb)
+        else:
+            em.transfer(core, addr, home, block + out0 * m, nb)
+            home_blocks.add(out0)
+    for core, addr, size in temps:
+        em.cores[core].buffer.release(addr, size)
+    for core, (addr, _, rows) in remote.items():
+        em.cores[core].buffer.release(addr, rows * m)

@@ -19,7 +19,15 @@ import numpy as np
 
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, TensorType, Value
-from imcc.compiler.passes.convolution import emit_concat, emit_movement, streams, window_rows
+from imcc.compiler.passes.convolution import (
+    ACTIVATION_ROWS,
+    conv_blocks_apply,
+    emit_concat,
+    emit_conv_blocks,
+    emit_movement,
+    streams,
+    window_rows,
+)
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.compiler.passes.tiling import Slicing, Tile, tile_levels
 from imcc.compiler.passes.trees import CamTrees, emit_cam_trees
@@ -29,11 +37,6 @@ from imcc.isa.encoding import Instr, make
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
 from imcc.isa.target import Target
 
-_ACTIVATION: dict[str, spec.InstrSpec] = {
-    "relu": spec.SIMD_RELU,
-    "sigmoid": spec.SIMD_SIGMOID,
-    "tanh": spec.SIMD_TANH,
-}
 _UNARY: dict[type[Op], spec.InstrSpec] = {
     ops.Relu: spec.SIMD_RELU,
     ops.Sigmoid: spec.SIMD_SIGMOID,
@@ -50,6 +53,7 @@ _BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec]] = {
 }
 _TAGS = 1 << spec.WIDTH[spec.OperandKind.TAG]
 _IO_DTYPES = ("int64", "int32", "float64")
+_MAX_COUNT = (1 << spec.WIDTH[spec.OperandKind.COUNT]) - 1
 
 
 class Buffer:
@@ -103,6 +107,7 @@ class CoreCode:
         self.registers: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
         self.holding: dict[int, int] = {}  # address -> the register holding it
         self.register_count = target.core.registers
+        self.strides: tuple[int, ...] | None = None  # the stride registers' values, once used
         self.node = ""
 
     def register_for(self, address: int, pinned: set[int]) -> int:
@@ -120,18 +125,49 @@ class CoreCode:
         self.put(make(spec.CTL_SET, reg, address))
         return reg
 
+    def set_strides(self, inner: int, outer: int, outer_dst: int) -> int:
+        """The first of three consecutive registers holding the strides of `simd.copy2d`;
+        the top three registers leave the address cache on first use."""
+        if self.strides is None:
+            self.register_count -= 3
+            for reg in range(self.register_count, self.register_count + 3):
+                if reg in self.registers:
+                    del self.holding[self.registers.pop(reg)]
+            self.strides = (-1, -1, -1)
+        base = self.register_count
+        wanted = (inner, outer, outer_dst)
+        for i, value in enumerate(wanted):
+            if self.strides[i] != value:
+                self.put(make(spec.CTL_SET, base + i, value))
+        self.strides = wanted
+        return base
+
+    def copy2d(self, dst: int, src: int, n: int, m: int, strides: tuple[int, int, int]) -> None:
+        """buf[dst + j*strides[2] + i] = buf[src + j*strides[1] + i*strides[0]], i < n, j < m."""
+        if n and m:
+            base = self.set_strides(*strides)
+            self.emit(spec.SIMD_COPY2D, dst, src, 0, n, m, stride_register=base)
+
     def put(self, instr: Instr) -> None:
         self.code.append(instr)
         self.nodes.append(self.node)
 
-    def emit(self, row: spec.InstrSpec, *operands: int) -> None:
-        """Append `row` with its operands; REG operands are given as addresses. An
-        instruction over zero elements does nothing and is left out."""
+    def emit(self, row: spec.InstrSpec, *operands: int, stride_register: int = -1) -> None:
+        """Append `row` with its operands; REG operands are given as addresses, but for the
+        stride operand `s` of a strided copy, which is `stride_register` itself. An
+        instruction over zero elements does nothing and is left out; an elementwise one over
+        more elements than a count field holds becomes several over consecutive chunks."""
+        counts = [i for i, f in enumerate(row.fields) if f.kind is spec.OperandKind.COUNT]
+        if counts and operands[counts[-1]] > _MAX_COUNT and stride_register < 0:
+            self.emit_chunked(row, operands, counts[-1])
+            return
         pinned: set[int] = set()
         values = []
         for field, value in zip(row.fields, operands, strict=True):
             kind = field.kind
-            if kind is spec.OperandKind.REG:
+            if stride_register >= 0 and field.name == "s":
+                values.append(stride_register)
+            elif kind is spec.OperandKind.REG:
                 reg = self.register_for(value, pinned)
                 pinned.add(reg)
                 values.append(reg)
@@ -140,6 +176,31 @@ class CoreCode:
             else:
                 values.append(value)
         self.put(make(row, *values))
+
+    def emit_chunked(self, row: spec.InstrSpec, operands: tuple[int, ...], count: int) -> None:
+        """`row` over n > _MAX_COUNT elements as instructions over chunks: every n-long range
+        moves with the chunk, one-word operands stay. Only elementwise rows split so."""
+        names = [f.name for f in row.fields]
+        count_name = names[count]
+        moving = {a.field for a in row.accesses if a.extent == count_name}
+        fixed = {a.field for a in row.accesses if a.extent == "1"}
+        if (
+            not moving
+            or any(a.writes for a in row.accesses if a.field in fixed)
+            or (moving | fixed != {a.field for a in row.accesses})
+        ):
+            raise CompileError(
+                f"{row.mnemonic} over {operands[count]:,} elements exceeds the "
+                f"{_MAX_COUNT:,}-element count field, and it is not elementwise"
+            )
+        total = operands[count]
+        for start in range(0, total, _MAX_COUNT):
+            chunk = list(operands)
+            chunk[count] = min(_MAX_COUNT, total - start)
+            for i, name in enumerate(names):
+                if name in moving:
+                    chunk[i] += start
+            self.emit(row, *chunk)
 
 
 @dataclass
@@ -166,6 +227,9 @@ class Emitter:
         self.const_cache: dict[tuple[int, bytes], int] = {}
         # id(Im2Col result) -> the Im2Col, whose QDense gathers the windows row by row
         self.streamed: dict[int, Op] = {}
+        self.fanout: dict[int, dict[int, int]] = {}  # id(value) -> holder -> its transfers
+        # ids of convolution results held channel-major (O, P), as their Transpose wants them
+        self.channel_major: set[int] = set()
         # Program fields filled by lowerings that live in other modules (cam_images, ...)
         self.sections: dict[str, Any] = {}
 
@@ -203,8 +267,12 @@ class Emitter:
         elif id(value) in self.global_addr:
             cc.emit(spec.MEM_LOAD, addr, self.global_addr[id(value)], size)
         else:
-            src = next(iter(here))
+            # Copies fan out as a tree: the sender is the holder that is free first, counting
+            # in transfers of this value (each copy forwards too: 1, 2, 4, ... holders).
+            busy = self.fanout.setdefault(id(value), {})
+            src = min(here, key=lambda c: (busy.get(c, 0), c))
             self.transfer(src, here[src].addr, core, addr, size)
+            busy[src] = busy[core] = busy.get(src, 0) + 1
         here[core] = Local(addr, size)
         return addr
 
@@ -257,7 +325,9 @@ class Emitter:
                 continue
             if isinstance(op, ops.QDense):
                 self.emit_qdense(op)
-            elif isinstance(op, ops.Reshape):
+            elif isinstance(op, ops.Reshape) or (
+                isinstance(op, ops.Transpose) and id(op.inputs[0]) in self.channel_major
+            ):  # the same words under another shape: an alias, no code
                 here = self.copies.get(id(op.inputs[0]))
                 if here is None:
                     self.local(op.inputs[0], core)
@@ -601,18 +671,53 @@ class Emitter:
         im2col = self.streamed.pop(id(x), None)
         here = self.copies.get(id(x if im2col is None else im2col.inputs[0]))
         qcore = home if not here or home in here else next(iter(here))
+        if im2col is not None and conv_blocks_apply(self, op, im2col):
+            emit_conv_blocks(self, op, im2col, qcore)  # passes/convolution.py
+            return
         y_addr = self.cores[home].buffer.alloc(rows * n, op.name)
         if im2col is not None:  # one window row at a time, never the whole im2col matrix
+            shared = None
+            if op.attrs.get("scale_over") == "map" and op.attrs["input_scale"] is None:
+                shared = self.map_scale(op, im2col.inputs[0], qcore)
             for row, x_addr in enumerate(window_rows(self, im2col, qcore)):
-                self.emit_qdense_row(op, qcore, x_addr, y_addr + row * n)
+                self.emit_qdense_row(op, qcore, x_addr, y_addr + row * n, shared)
+            if shared is not None:
+                self.cores[qcore].buffer.release(shared, 1)
         else:
             x_addr = self.local(x, qcore)
             for row in range(rows):
                 self.emit_qdense_row(op, qcore, x_addr + row * k, y_addr + row * n)
         self.define(op.outputs[0], home, y_addr)
 
-    def emit_qdense_row(self, op: Op, qcore: int, x_addr: int, y_addr: int) -> None:
-        """y = act((x_int . w_int - offset * sum(x_int)) * s_x * s_w + b) for one row x."""
+    def map_scale(self, op: Op, source: Value, core: int) -> int:
+        """A one-word buffer holding max|source| / qmax (source: an Im2Col's input map)."""
+        cc = self.cores[core]
+        bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
+        qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        scale = cc.buffer.alloc(1, f"{op.name} input scale")
+        self.reduce(core, spec.SIMD_RABSMAX, scale, self.local(source, core), source.type.size)
+        cc.emit(spec.SIMD_DIV_S, scale, scale, self.const_local(core, qmax), 1)
+        return scale
+
+    def reduce(self, core: int, row: spec.InstrSpec, dst: int, src: int, n: int) -> None:
+        """buf[dst] = the reduction `row` (rsum, rmax, rabsmax) of n words, in chunks that fit
+        a count field, then the same reduction over the chunks' results."""
+        cc = self.cores[core]
+        if n <= _MAX_COUNT:
+            cc.emit(row, dst, src, n)
+            return
+        chunks = -(-n // _MAX_COUNT)
+        partial = cc.buffer.alloc(chunks, "partial reductions")
+        for i in range(chunks):
+            cc.emit(row, partial + i, src + i * _MAX_COUNT, min(_MAX_COUNT, n - i * _MAX_COUNT))
+        cc.emit(row, dst, partial, chunks)
+        cc.buffer.release(partial, chunks)
+
+    def emit_qdense_row(
+        self, op: Op, qcore: int, x_addr: int, y_addr: int, shared_scale: int | None = None
+    ) -> None:
+        """y = act((x_int . w_int - offset * sum(x_int)) * s_x * s_w + b) for one row x;
+        s_x is copied from `shared_scale` if given (a convolution's map scale)."""
         graph = self.graph
         x, w_int, w_scale, bias = op.inputs
         k, n = w_int.shape
@@ -629,7 +734,9 @@ class Emitter:
         n_scalars = 2 if offset else 1
         scale = qc.buffer.alloc(n_scalars, f"{op.name} input scale")
         qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-        if op.attrs["input_scale"] is None:  # s = max|x| / qmax, per input vector
+        if shared_scale is not None:
+            qc.emit(spec.SIMD_COPY, scale, shared_scale, 1)
+        elif op.attrs["input_scale"] is None:  # s = max|x| / qmax, per input vector
             qc.emit(spec.SIMD_RABSMAX, scale, x_addr, k)
             qc.emit(spec.SIMD_DIV_S, scale, scale, self.const_local(qcore, qmax), 1)
         else:
@@ -645,6 +752,8 @@ class Emitter:
             qc.emit(spec.SIMD_MUL_S, scale + 1, scale + 1, self.const_local(qcore, offset), 1)
 
         # 2. Every tile: one MVM, then slices recombined: acc = sum_s 2^(s*cb) (pos_s - neg_s).
+        for core in dict.fromkeys(core for core, _ in placement):
+            self.local(xq, core)  # the row reaches every tile's core before any MVM starts
         partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
         temps: list[tuple[int, int, int]] = []
         for tile, (core, array) in zip(tiles, placement, strict=True):
@@ -701,8 +810,8 @@ class Emitter:
         hc.emit(spec.SIMD_MUL, y_addr, y_addr, self.vector_local(home, graph.constants[w_scale]), n)
         hc.emit(spec.SIMD_ADD, y_addr, y_addr, self.vector_local(home, graph.constants[bias]), n)
         activation = op.attrs.get("activation", "none")
-        if activation in _ACTIVATION:
-            hc.emit(_ACTIVATION[activation], y_addr, y_addr, n)
+        if activation in ACTIVATION_ROWS:
+            hc.emit(ACTIVATION_ROWS[activation], y_addr, y_addr, n)
 
     def recombine(self, cc: CoreCode, raw: int, acc: int, nb: int, slicing: Slicing) -> None:
         """acc = sum_s 2^(s*cb) * slice_s, by Horner from the top slice, where slice_s is

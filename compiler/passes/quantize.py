@@ -64,6 +64,8 @@ class QuantizePass(Pass):
                 input_bits=input_bits,
                 input_signed=signed,
                 input_scale=scale,
+                # a convolution's windows share one scale, from its whole input map
+                scale_over="map" if isinstance(x.producer, ops.Im2Col) else "row",
                 activation=dense.attrs["activation"],
             )
             graph.replace_op(dense, qdense)

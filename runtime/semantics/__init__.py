@@ -127,6 +127,20 @@ def xbar_mvm(m: Machine, c: CoreState, i: Instr) -> int | None:
     return None
 
 
+@semantics(spec.XBAR_MVM_BLOCK)
+def xbar_mvm_block(m: Machine, c: CoreState, i: Instr) -> int | None:
+    array, rin, rout, bits, signed, count = i.operands
+    state = c.arrays[array]
+    assert state is not None
+    start, batch = int(c.regs[rin]), c.buffer.shape[1]
+    # (rows, count, batch) -> one MVM over count * batch vectors: each vector is its own read
+    x = c.buffer[start : start + state.rows * count].reshape(state.rows, count * batch)
+    y = mvm(m, c, array, x, bits, bool(signed))
+    out = int(c.regs[rout])
+    c.buffer[out : out + state.cols * count] = y.reshape(state.cols * count, batch)
+    return None
+
+
 @semantics(spec.XBAR_PROGRAM)
 def xbar_program(m: Machine, c: CoreState, i: Instr) -> int | None:
     array, image = i.operands
@@ -169,6 +183,16 @@ def simd_binary(m: Machine, c: CoreState, i: Instr) -> int | None:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         result = _BINARY[i.mnemonic](_vec(c, a, n), rhs)
     _vec(c, d, n)[:] = result
+    return None
+
+
+@semantics(spec.SIMD_COPY2D)
+def simd_copy2d(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, s, n, count = i.operands
+    inner, outer_src, outer_dst = (int(v) for v in c.regs[s : s + 3])
+    src = int(c.regs[a]) + outer_src * np.arange(count)[:, None] + inner * np.arange(n)
+    dst = int(c.regs[d]) + outer_dst * np.arange(count)[:, None] + np.arange(n)
+    c.buffer[dst.reshape(-1)] = c.buffer[src.reshape(-1)]  # reads all, then writes
     return None
 
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx import numpy_helper
 
 import imcc
 from imcc.compiler.passes.tiling import make_slicing, slice_levels
 from imcc.isa.diagnostics import CompileError
-from tests.conftest import mlp_onnx
+from tests.conftest import big_target, mlp_onnx
 
 MODEL = mlp_onnx([20, 6], ["none"], seed=0)
 
@@ -67,10 +68,24 @@ def test_accumulation_beyond_exact_float_range_is_refused() -> None:
     wide = mlp_onnx([3000, 2], ["none"], seed=0)
     with pytest.raises(
         CompileError,
-        match=r"weight_bits \+ input_bits \+ log2\(3000 inputs\) = "
+        match=r"weight_bits \+ input_bits \+ log2\(3000 nonzero weights in a column\) = "
         r"60 bits exceeds the 52 bits of exact accumulation",
     ):
         imcc.compile(wide, weight_bits=24, input_bits=24)
+
+
+def test_the_exactness_bound_counts_nonzero_weights() -> None:
+    """A column with 9 nonzero weights of 3000 (as in a depthwise layer) sums 9 products:
+    24 + 24 + log2(10) = 52 bits is exact, so 24-bit operands compile."""
+    wide = mlp_onnx([3000, 2], ["none"], seed=0)
+    weight = next(i for i in wide.graph.initializer if len(i.dims) == 2)
+    values = numpy_helper.to_array(weight).copy()
+    keep = np.zeros_like(values, dtype=bool)
+    keep[:9] = True  # the first 9 inputs feed both outputs
+    values = np.where(keep if values.shape[0] == 3000 else keep.T, values, 0)
+    weight.CopyFrom(numpy_helper.from_array(values.astype(np.float32), weight.name))
+    binary = imcc.compile(wide, weight_bits=24, input_bits=24, target=big_target(cores=8))
+    assert binary.program.images  # compiled; all-zero blocks got no array
 
 
 @settings(max_examples=50)

@@ -10,6 +10,10 @@ import pytest
 
 import imcc
 from imcc.compiler.target import load_target
+from imcc.isa import spec
+from imcc.isa.diagnostics import SimulationError
+from imcc.isa.encoding import make
+from imcc.runtime.costs import Network, price, route, transfer_cycles
 from tests.runtime.programs import image_directive, with_io
 
 COST = load_target().cost
@@ -60,6 +64,48 @@ def test_send_and_receive_between_cores_wait_for_the_mesh() -> None:
     assert report.cycles == expected
     assert report.stall_cycles == arrival - COST.ctl_cycles
     assert report.counts["noc_word_hops"] == 8
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_two_messages_on_one_link_wait_for_each_other(shared: bool) -> None:
+    """Cores 0 and 1 each send 64 words at the same cycle on the 2x2 mesh. Both to core 3
+    (XY routes 0 -> 1 -> 3 and 1 -> 3) share link 1 -> 3; core 0 sends first (ties go to the
+    lower core), so core 1's message waits there until core 0's has crossed it. To cores 2
+    and 3 (routes 0 -> 2 and 1 -> 3) nothing is shared and nothing waits."""
+    dst0 = 3 if shared else 2
+    program = with_io(
+        ".core 0\n    ctl.set r0, 0\n    noc.send c" + str(dst0) + ", 1, r0, 64\n    ctl.halt\n"
+        ".core 1\n    ctl.set r0, 0\n    noc.send c3, 2, r0, 64\n    ctl.halt\n"
+        ".core 2\n    ctl.set r0, 0\n"
+        + ("" if shared else "    noc.recv c0, 1, r0, 64\n")
+        + "    ctl.halt\n"
+        ".core 3\n    ctl.set r0, 0\n"
+        + ("    noc.recv c0, 1, r0, 64\n" if shared else "")
+        + "    noc.recv c1, 2, r0, 64\n    ctl.halt\n"
+    )
+    _, report = both_modes(program, np.zeros((1, 4)))
+    hop, serialise = COST.noc_hop_cycles, math.ceil(64 / COST.noc_words_per_cycle)
+    sent = COST.ctl_cycles  # both sends issue after one ctl.set
+    recv = 1 + serialise  # the receive's own cost (ejection)
+    if shared:
+        first = sent + 2 * hop + serialise  # 0 -> 1 -> 3 on an idle network
+        link_free = sent + hop + serialise  # core 0's message leaves link 1 -> 3
+        second = link_free + hop + serialise  # core 1's waits for it
+        # core 3 receives core 0's message, then core 1's
+        done = max(second, max(first, COST.ctl_cycles) + recv) + recv + COST.ctl_cycles
+    else:
+        first = second = sent + hop + serialise  # one hop each, no shared link
+        done = max(second, COST.ctl_cycles) + recv + COST.ctl_cycles
+    assert report.cycles == max(done, sent + 1 + serialise + COST.ctl_cycles)
+    assert second > first if shared else second == first
+
+
+def test_the_network_model_on_an_idle_mesh_is_the_analytic_transfer() -> None:
+    target = load_target()
+    for src, dst, n in [(0, 3, 4), (3, 0, 100), (1, 2, 17)]:
+        assert Network(target).send(src, dst, n, at=5) == 5 + transfer_cycles(target, src, dst, n)
+    assert route(target, 0, 3) == [(0, 1), (1, 3)]  # X (along the row) first, then Y
+    assert route(target, 3, 0) == [(3, 2), (2, 0)]
 
 
 def test_xbar_program_replaces_the_image_mid_program() -> None:
@@ -118,3 +164,41 @@ def test_a_message_of_the_wrong_length_traps() -> None:
         r"tag 1 holds 4 words, the receive expects 3",
     ):
         imcc.Simulator(program, mode="functional").run(np.zeros(4))
+
+
+def test_a_strided_copy_transposes_and_costs_its_words() -> None:
+    """simd.copy2d with strides (inner 4, outer 1, outer destination 2): the 2x4 matrix at
+    x (row-major) is written transposed, 4x2, in one instruction priced as 8 copied words."""
+    program = with_io(
+        ".core 0\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 32\n    mem.load r1, r0, 8\n"
+        "    ctl.set r5, 4\n    ctl.set r6, 1\n    ctl.set r7, 2\n    ctl.set r2, 48\n"
+        "    simd.copy2d r2, r1, r5, 2, 4\n"
+        "    ctl.set r3, 16\n    mem.store r3, r2, 4\n    ctl.halt\n"
+    )
+    x = np.arange(8.0).reshape(1, 8)  # only the first 4 are the declared input; rest zero
+    y, report = both_modes(program, x[:, :4])
+    assert y.tolist() == [[0.0, 0.0, 1.0, 0.0]]  # transposed (2x4 of [0,1,2,3,0,0,0,0])
+    assert report.counts["simd_lane_ops"] == 8  # the copy2d's words; nothing else is SIMD
+    copy = price(load_target(), make(spec.SIMD_COPY2D, 2, 1, 5, 2, 4))
+    assert copy.cycles == math.ceil(8 / load_target().core.simd_lanes) * COST.simd_cycles
+    assert dict(copy.counts) == {"instructions": 1, "simd_lane_ops": 8, "buffer_words": 16}
+
+
+@pytest.mark.parametrize(
+    ("strides", "message"),
+    [
+        ("4, 1, -2", "must be >= 0"),
+        ("4, 5000, 2", r"a = r1 = 32: range \[32, 20037\) is outside the 16384-word buffer"),
+    ],
+)
+def test_a_strided_copy_out_of_range_traps(strides: str, message: str) -> None:
+    inner, outer, dst = (s.strip() for s in strides.split(","))
+    program = with_io(
+        ".core 0\n"
+        f"    ctl.set r5, {inner}\n    ctl.set r6, {outer}\n    ctl.set r7, {dst}\n"
+        "    ctl.set r3, 1\nagain:\n    ctl.set r1, 32\n    ctl.set r2, 48\n"
+        "    simd.copy2d r2, r1, r5, 2, 5\n    ctl.loop r3, again\n    ctl.halt\n"
+    )
+    with pytest.raises(SimulationError, match=message):
+        imcc.Simulator(program).run(np.zeros((1, 4)))

@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 import imcc
 from imcc.compiler.target import load_target
+from imcc.isa import spec
+from imcc.isa.encoding import make
+from imcc.runtime.costs import price
 from imcc.runtime.devices import IdealDevice
 from tests.runtime.programs import binary, image_directive
 
@@ -135,3 +138,50 @@ def test_inputs_out_of_range_wrap_like_a_bits_wide_register(signed: int) -> None
     got = imcc.Simulator(program, mode="functional").run(x).outputs["y"][0]
     expected = [1, -1, -8, 7] if signed else [1, 15, 8, 7]
     assert got.tolist() == expected
+
+
+def mvm_block_program(levels: np.ndarray, m: int, bits: int, signed: int,
+                      adc_bits: int) -> imcc.Binary:  # fmt: skip
+    """x (m vectors of `rows`, stored row by row of the array) -> one xbar.mvmb -> y (m of
+    `cols`, stored the same way)."""
+    data = load_target().to_dict()
+    data["xbar"].update(cell_bits=2, dac_bits=1, adc_bits=adc_bits)
+    rows, cols = levels.shape
+    io = {"dtype": "float32", "batch_axis": True, "quant": {}}
+    return binary(
+        f".target {json.dumps(data)}\n"
+        f".input {json.dumps({'name': 'x', 'shape': [rows, m], 'addr': 0, **io})}\n"
+        f".output {json.dumps({'name': 'y', 'shape': [cols, m], 'addr': 2000, **io})}\n"
+        + image_directive(0, levels)
+        + ".bind c0 a0 0\n.core 0\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 3000\n"
+        f"    mem.load r0, r0, {rows * m}\n"
+        f"    xbar.mvmb a0, r0, r1, {bits}, {signed}, {m}\n"
+        "    ctl.set r2, 2000\n"
+        f"    mem.store r2, r1, {cols * m}\n"
+        "    ctl.halt\n"
+    )
+
+
+@pytest.mark.parametrize("adc_bits", [9, 5])  # lossless for 16 rows of 2-bit cells; lossy
+def test_a_block_mvm_is_its_vectors_one_by_one(adc_bits: int) -> None:
+    """xbar.mvmb over m vectors equals m xbar.mvm bit for bit (the lossy ADC too), and its
+    price is m times theirs."""
+    rng = np.random.default_rng(3)
+    rows, cols, m = 16, 12, 5
+    levels = rng.integers(0, 4, size=(rows, cols))
+    x = rng.integers(-128, 128, size=(3, m, rows))  # 3 samples of m vectors each
+    block = imcc.Simulator(mvm_block_program(levels, m, 8, 1, adc_bits), mode="cycle")
+    got = block.run(x.transpose(0, 2, 1).astype(np.float64))  # stored (rows, m) per sample
+    single = imcc.Simulator(mvm_program(levels, 8, 1, 2, 1, adc_bits), mode="cycle")
+    one = single.run(x.reshape(-1, rows).astype(np.float64)).outputs["y"].reshape(3, m, cols)
+    assert np.array_equal(got.outputs["y"], one.transpose(0, 2, 1))
+    if adc_bits == 9:
+        assert np.array_equal(one.astype(np.int64), x @ levels)
+    assert got.report.counts["macs"] == m * rows * cols
+    assert got.report.counts["adc_conversions"] == m * 8 * cols  # 8 DAC steps of 1 bit
+    target = block.machine.target
+    one_price = price(target, make(spec.XBAR_MVM, 0, 0, 1, 8, 1), rows, cols)
+    block_price = price(target, make(spec.XBAR_MVM_BLOCK, 0, 0, 1, 8, 1, m), rows, cols)
+    assert block_price.cycles == m * one_price.cycles
+    assert dict(block_price.energy) == pytest.approx({k: m * v for k, v in one_price.energy})
