@@ -15,6 +15,7 @@ import numpy as np
 
 from imcc.compiler.ir.core import Graph
 from imcc.compiler.passes import DEFAULT_PIPELINE, Context, run_pipeline
+from imcc.compiler.passes.replicate import replicate
 from imcc.compiler.target import load_target
 from imcc.isa.diagnostics import CompileError, TargetError
 from imcc.isa.program import Program
@@ -29,7 +30,11 @@ OPTIONS = {
     "calibration": "how calibration data sets input scales and ADC ranges: minmax, percentile",
     "percentile": "the percentile used by calibration=percentile (default 99.99)",
     "spread": "deal crossbar tiles round-robin over all cores (true/false)",
+    "schedule": "packed (layer by layer, the default), latency (every layer spread over all "
+    "cores: one input as fast as possible) or throughput (packed, the whole model replicated "
+    "on every free group of cores: samples streamed to the replicas)",
 }
+SCHEDULES = ("packed", "latency", "throughput")
 # Options that change the hardware: the binary records the target with them applied.
 HARDWARE_OPTIONS = {
     "rows": "crossbar rows",
@@ -112,12 +117,20 @@ def compile_graph(
     merged: dict[str, Any] = dict(resolved.defaults)
     merged.update({k: v for k, v in options.items() if v is not None})
     check_options(resolved, merged)
+    schedule = merged.pop("schedule", "packed")
+    if schedule not in SCHEDULES:
+        raise CompileError(f"schedule = {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     spread = bool(merged.pop("spread", False))
     if pipeline is None:
-        pipeline = DEFAULT_PIPELINE.replace("place", "place{spread=true}" if spread else "place")
+        place = "place{spread=true}" if spread else "place"
+        if schedule == "latency":
+            place = "place{by_outputs=true}"
+        pipeline = DEFAULT_PIPELINE.replace("place", place)
     ctx = Context(target=resolved, options=merged, calibration=calibrate)
     run_pipeline(graph, ctx, pipeline, print_after=print_after)
     if "program" not in ctx.results:
         raise CompileError(f"pipeline {pipeline!r} does not end in 'emit'")
     program: Program = ctx.results["program"]
+    if schedule == "throughput":
+        program = replicate(program)
     return CompileResult(program, graph, ctx.timings)

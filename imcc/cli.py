@@ -94,6 +94,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         percentile=args.percentile,
         spread=args.spread or None,
+        schedule=args.schedule,
     )
     elapsed = time.perf_counter() - start
     binary.save(args.output)
@@ -171,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{sim.seed}, drift compensation {sim.drift_compensation or 'none'}"
         )
     print(result.report.table())
+    if args.stream:
+        print(sim.stream(inputs, args.stream).table())
     return 0
 
 
@@ -380,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentile", type=float, help="percentile for --calibration percentile")
     p.add_argument("--spread", action="store_true", help="deal tiles over all cores")
     p.add_argument(
+        "--schedule",
+        choices=["packed", "latency", "throughput"],
+        help="packed (default): layer by layer; latency: every layer over all cores; "
+        "throughput: the model replicated on every free group of cores",
+    )
+    p.add_argument(
         "--calibrate",
         metavar="DATA",
         help=".npy/.npz of sample inputs for static "
@@ -448,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="class labels: print accuracy (argmax of the first output's last axis)",
     )
     p.add_argument("--max-cycles", type=int, default=10**9, help="cycle budget per inference")
+    p.add_argument(
+        "--stream",
+        type=int,
+        metavar="N",
+        help="also time N inferences streamed through the chip (cycle mode): first-result "
+        "latency and inferences per second",
+    )
     p.add_argument(
         "--report",
         metavar="R.json",

@@ -55,6 +55,36 @@ class RunResult:
     report: RunReport
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamReport:
+    """A stream of `samples` inferences through the chip (`Simulator.stream`)."""
+
+    samples: int
+    replicas: int
+    first_cycles: int  # when the first sample's result is complete: single-input latency
+    makespan_cycles: int  # when the last one is
+    completions: tuple[int, ...]  # cycle each sample completes, in sample order
+    clock_ghz: float
+    energy_pj_per_inference: float
+    utilisation: dict[str, float]  # unit -> busy fraction of (makespan x cores)
+
+    @property
+    def latency_s(self) -> float:
+        return self.first_cycles / (self.clock_ghz * 1e9)
+
+    @property
+    def inferences_per_s(self) -> float:
+        return self.samples / (self.makespan_cycles / (self.clock_ghz * 1e9))
+
+    def table(self) -> str:
+        return (
+            f"stream of {self.samples} samples over {self.replicas} replica(s): first result "
+            f"after {self.first_cycles:,} cycles ({self.latency_s * 1e6:.3f} us), last after "
+            f"{self.makespan_cycles:,}: {self.inferences_per_s:,.1f} inferences/s, "
+            f"{self.energy_pj_per_inference / 1e3:,.3f} nJ per inference"
+        )
+
+
 class Simulator:
     def __init__(
         self,
@@ -172,6 +202,53 @@ class Simulator:
             for info in self.program.outputs
         }
         return RunResult(shaped, self._report(tally, batch))
+
+    def stream(self, inputs: dict[str, Any] | np.ndarray | Any, samples: int) -> StreamReport:
+        """Time `samples` inferences streamed through the chip (cycle mode): sample s goes to
+        replica s mod R of a binary compiled with schedule = throughput (R = 1 otherwise),
+        and every core of that replica runs its program once for it, starting over as soon
+        as it halts, so consecutive samples overlap wherever their work sits on different
+        cores. Only the timing and energy are new: the data path is `run`'s, on the first
+        sample of `inputs`. Messages queue without limit (no back-pressure is modelled)."""
+        if self.mode != "cycle":
+            raise SimulationError("stream needs the cycle-level simulator (mode='cycle')")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise SimulationError(f"samples must be a positive integer, not {samples!r}")
+        arrays, _ = self._check_inputs(inputs)
+        meta = self.program.meta
+        cores = len(self.machine.cores)
+        replicas = int(meta.get("replicas", 1))
+        group = int(meta.get("replica_cores", cores))
+        share = [len(range(r, samples, replicas)) for r in range(replicas)]
+        iterations = [share[c // group] if c // group < replicas else 1 for c in range(cores)]
+        m = self.machine
+        m.reset(1, self.extent)
+        for info in self.program.inputs:
+            m.memory[info.addr : info.addr + info.size] = arrays[info.name][:1].T
+        tally = Tally()
+        engine = CycleEngine(m, self.max_cycles, self.prices, iterations)
+        engine.run(tally)
+        completions = []
+        for s in range(samples):
+            r, i = s % replicas, s // replicas
+            members = range(r * group, (r + 1) * group)
+            completions.append(max(engine.finished[c][i] for c in members if engine.finished[c]))
+        makespan = max(completions)
+        target = self.program.target
+        energy = sum(tally.energy.values())
+        energy += makespan * target.chip.cores * target.cost.leakage_pj_per_cycle
+        return StreamReport(
+            samples=samples,
+            replicas=replicas,
+            first_cycles=completions[0],
+            makespan_cycles=makespan,
+            completions=tuple(completions),
+            clock_ghz=target.chip.clock_ghz,
+            energy_pj_per_inference=energy / samples,
+            utilisation={
+                u: b / (max(makespan, 1) * target.chip.cores) for u, b in sorted(tally.busy.items())
+            },
+        )
 
     def _check_inputs(self, inputs: Any) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
         declared = self.program.inputs

@@ -3,8 +3,10 @@
 `place` (after `tile`): each Tile of each QDense gets one array of one core. By default arrays
 fill core by core in layer order, so a layer's tiles share a core and its partial sums rarely
 cross the network; `spread=true` deals tiles round-robin over the cores (to use every core's
-ADCs in parallel, and to exercise multi-core code). A model that needs more arrays than the chip
-has is an error for now (phases with reprogramming are future work).
+ADCs in parallel, and to exercise multi-core code); `by_outputs=true` (schedule = latency)
+spreads each layer's output blocks over all cores, each block's row tiles together. A model
+that needs more arrays than the chip has is an error for now (phases with reprogramming are
+future work).
 `schedule` (after `place`): every op gets attrs["core"]: a QDense runs its reduction and
 post-processing on the core holding most of its tiles; other ops run where their first
 non-constant operand was produced. Ops keep the graph's topological order.
@@ -28,6 +30,7 @@ class PlacePass(Pass):
 
     name = "place"
     spread: bool = False
+    by_outputs: bool = False  # schedule = latency: each layer's output blocks over all cores
 
     def run(self, graph: Graph, ctx: Context) -> None:
         cores, arrays = ctx.target.chip.cores, ctx.target.core.arrays
@@ -38,6 +41,9 @@ class PlacePass(Pass):
                 f"{cores * arrays} ({cores} cores x {arrays}); use a larger target or fewer "
                 "weight bits"
             )
+        if self.by_outputs:
+            self.place_by_outputs(graph, cores, arrays)
+            return
         if self.spread:
             slots = [(i % cores, i // cores) for i in range(cores * arrays)]
         else:
@@ -47,6 +53,36 @@ class PlacePass(Pass):
             count = len(op.attrs["tiles"])
             op.attrs["placement"] = tuple(slots[next_slot : next_slot + count])
             next_slot += count
+
+    @staticmethod
+    def place_by_outputs(graph: Graph, cores: int, arrays: int) -> None:
+        """Every layer over as many cores as it has output blocks: block j (with all its row
+        tiles, so its partial sums add up where they are made) on the j-th core after where
+        the previous layer began, or the next core with enough free arrays. One input runs
+        on every core at once; the price is a copy of each layer's input per core."""
+        free = [arrays] * cores
+        used = [0] * cores
+        start = 0
+        for op in graph.walk(ops.QDense):
+            tiles = op.attrs["tiles"]
+            blocks = sorted({t.out0 for t in tiles})
+            placement: dict[int, tuple[int, int]] = {}
+            for j, out0 in enumerate(blocks):
+                members = [i for i, t in enumerate(tiles) if t.out0 == out0]
+                core = (start + j) % cores
+                for _ in range(cores):
+                    if free[core] >= len(members):
+                        break
+                    core = (core + 1) % cores
+                else:  # no core holds the block whole: its tiles go wherever there is room
+                    core = -1
+                for i in members:
+                    here = core if core >= 0 else max(range(cores), key=lambda c: free[c])
+                    placement[i] = (here, used[here])
+                    used[here] += 1
+                    free[here] -= 1
+            op.attrs["placement"] = tuple(placement[i] for i in range(len(tiles)))
+            start = (start + len(blocks)) % cores
 
 
 @register
