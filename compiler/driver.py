@@ -33,6 +33,8 @@ OPTIONS = {
     "schedule": "packed (layer by layer, the default), latency (every layer spread over all "
     "cores: one input as fast as possible) or throughput (packed, the whole model replicated "
     "on every free group of cores: samples streamed to the replicas)",
+    "phases": "run a model larger than the chip in phases, reprogramming arrays (true/false, "
+    "default true)",
 }
 SCHEDULES = ("packed", "latency", "throughput")
 # Options that change the hardware: the binary records the target with them applied.
@@ -121,10 +123,14 @@ def compile_graph(
     if schedule not in SCHEDULES:
         raise CompileError(f"schedule = {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     spread = bool(merged.pop("spread", False))
+    phases = bool(merged.pop("phases", True))
     if pipeline is None:
-        place = "place{spread=true}" if spread else "place"
+        settings = ["spread=true"] if spread else []
         if schedule == "latency":
-            place = "place{by_outputs=true}"
+            settings = ["by_outputs=true"]
+        if not phases:
+            settings.append("phases=false")
+        place = f"place{{{','.join(settings)}}}" if settings else "place"
         pipeline = DEFAULT_PIPELINE.replace("place", place)
     ctx = Context(target=resolved, options=merged, calibration=calibrate)
     run_pipeline(graph, ctx, pipeline, print_after=print_after)

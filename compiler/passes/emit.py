@@ -11,7 +11,7 @@ Registers hold buffer and memory addresses; an LRU cache avoids re-setting the s
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,6 +228,11 @@ class Emitter:
         # id(Im2Col result) -> the Im2Col, whose QDense gathers the windows row by row
         self.streamed: dict[int, Op] = {}
         self.fanout: dict[int, dict[int, int]] = {}  # id(value) -> holder -> its transfers
+        # (core, array) -> how many tiles it serves: more than one when the model runs in phases
+        self.program_before_mvm: dict[tuple[int, int], int] = {}  # (id(op), tile) -> image
+        self.slot_uses = Counter(
+            slot for op in graph.walk(ops.QDense) for slot in op.attrs["placement"]
+        )
         # ids of convolution results held channel-major (O, P), as their Transpose wants them
         self.channel_major: set[int] = set()
         # Program fields filled by lowerings that live in other modules (cam_images, ...)
@@ -659,11 +664,17 @@ class Emitter:
         home = op.attrs["core"]
         tiles: tuple[Tile, ...] = op.attrs["tiles"]
         images = []
-        for index, (tile, (core, array)) in enumerate(zip(tiles, op.attrs["placement"],
-                                                          strict=True)):  # fmt: skip
+        placement = op.attrs["placement"]
+        tile_by_tile = len(set(placement)) < len(placement)  # a one-row layer over the chip
+        for index, (tile, (core, array)) in enumerate(zip(tiles, placement, strict=True)):
             image = len(self.images)
             self.images.append(XbarImage(tile_levels(self.graph, op, tile)))
-            self.bindings.append(Binding(core, array, image))
+            if tile_by_tile:  # programmed right before its MVM (emit_qdense_row)
+                self.program_before_mvm[(id(op), index)] = image
+            elif self.slot_uses[(core, array)] == 1:  # programmed once, before the first run
+                self.bindings.append(Binding(core, array, image))
+            else:  # phases share this array: program it at every use, every inference
+                self.cores[core].emit(spec.XBAR_PROGRAM, array, image)
             if "adc_ranges" in op.attrs:
                 self.adc_ranges[image] = np.array(op.attrs["adc_ranges"][index], dtype=np.float64)
             images.append(image)
@@ -671,7 +682,7 @@ class Emitter:
         im2col = self.streamed.pop(id(x), None)
         here = self.copies.get(id(x if im2col is None else im2col.inputs[0]))
         qcore = home if not here or home in here else next(iter(here))
-        if im2col is not None and conv_blocks_apply(self, op, im2col):
+        if im2col is not None and not tile_by_tile and conv_blocks_apply(self, op, im2col):
             emit_conv_blocks(self, op, im2col, qcore)  # passes/convolution.py
             return
         y_addr = self.cores[home].buffer.alloc(rows * n, op.name)
@@ -756,11 +767,14 @@ class Emitter:
             self.local(xq, core)  # the row reaches every tile's core before any MVM starts
         partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
         temps: list[tuple[int, int, int]] = []
-        for tile, (core, array) in zip(tiles, placement, strict=True):
+        for index, (tile, (core, array)) in enumerate(zip(tiles, placement, strict=True)):
             cc = self.cores[core]
             nb, cols = tile.outputs, tile.outputs * slicing.cols_per_output
             x_local = self.local(xq, core) + tile.row0
             raw = cc.buffer.alloc(cols, f"{op.name} columns")
+            image = self.program_before_mvm.get((id(op), index))
+            if image is not None:
+                cc.emit(spec.XBAR_PROGRAM, array, image)
             cc.emit(spec.XBAR_MVM, array, x_local, raw, bits, int(signed))
             key = (core, tile.out0)
             first = key not in partial

@@ -5,8 +5,12 @@ fill core by core in layer order, so a layer's tiles share a core and its partia
 cross the network; `spread=true` deals tiles round-robin over the cores (to use every core's
 ADCs in parallel, and to exercise multi-core code); `by_outputs=true` (schedule = latency)
 spreads each layer's output blocks over all cores, each block's row tiles together. A model
-that needs more arrays than the chip has is an error for now (phases with reprogramming are
-future work).
+that needs more arrays than the chip has runs in phases (packed placement only): when the
+chip is full, the next layer starts over at the first array, and `emit` reprograms every
+array that serves more than one layer before each use (`xbar.program`, priced per row and
+cell, once per inference). A one-row layer (a classifier) larger than the chip reuses
+arrays tile by tile, each programmed just before its MVM; any other layer larger than the
+chip is an error naming it.
 `schedule` (after `place`): every op gets attrs["core"]: a QDense runs its reduction and
 post-processing on the core holding most of its tiles; other ops run where their first
 non-constant operand was produced. Ops keep the graph's topological order.
@@ -31,15 +35,30 @@ class PlacePass(Pass):
     name = "place"
     spread: bool = False
     by_outputs: bool = False  # schedule = latency: each layer's output blocks over all cores
+    phases: bool = True  # a model larger than the chip runs in phases (else: an error)
 
     def run(self, graph: Graph, ctx: Context) -> None:
         cores, arrays = ctx.target.chip.cores, ctx.target.core.arrays
         needed = sum(len(op.attrs["tiles"]) for op in graph.walk(ops.QDense))
-        if needed > cores * arrays:
+        for op in graph.walk(ops.QDense):
+            rows = op.inputs[0].type.size // max(op.inputs[1].shape[0], 1)
+            if len(op.attrs["tiles"]) > cores * arrays and rows != 1:
+                raise op.error(
+                    f"this layer alone needs {len(op.attrs['tiles'])} crossbar arrays but "
+                    f"target {ctx.target.name!r} has {cores * arrays} ({cores} cores x "
+                    f"{arrays}), and it multiplies {rows} rows, so its arrays cannot be "
+                    "reprogrammed tile by tile; use a larger target or fewer weight bits"
+                )
+        if needed > cores * arrays and not self.phases:
             raise CompileError(
                 f"the model needs {needed} crossbar arrays but target {ctx.target.name!r} has "
-                f"{cores * arrays} ({cores} cores x {arrays}); use a larger target or fewer "
-                "weight bits"
+                f"{cores * arrays} ({cores} cores x {arrays}), and phases are off"
+            )
+        if needed > cores * arrays and (self.by_outputs or self.spread):
+            raise CompileError(
+                f"the model needs {needed} crossbar arrays but target {ctx.target.name!r} has "
+                f"{cores * arrays} ({cores} cores x {arrays}): only the packed placement "
+                "runs it in phases, reprogramming arrays between them"
             )
         if self.by_outputs:
             self.place_by_outputs(graph, cores, arrays)
@@ -51,8 +70,13 @@ class PlacePass(Pass):
         next_slot = 0
         for op in graph.walk(ops.QDense):
             count = len(op.attrs["tiles"])
-            op.attrs["placement"] = tuple(slots[next_slot : next_slot + count])
-            next_slot += count
+            if next_slot + count > len(slots):  # the chip is full: a new phase starts over
+                next_slot = 0
+            # a one-row layer larger than the chip reuses arrays tile by tile (modulo)
+            op.attrs["placement"] = tuple(slots[(next_slot + i) % len(slots)] for i in range(count))
+            next_slot = (
+                (next_slot + count) % len(slots) if count > len(slots) else next_slot + count
+            )
 
     @staticmethod
     def place_by_outputs(graph: Graph, cores: int, arrays: int) -> None:
