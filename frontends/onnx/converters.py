@@ -166,6 +166,34 @@ def convert_div(ctx: NodeContext) -> list[Result]:
     return _binary(ctx, ops.Div)
 
 
+def _variadic_sum(ctx: NodeContext) -> Value:
+    """Sum of all operands (numpy broadcasting), as a chain of Adds in operand order."""
+    operands = [ctx.value(i) for i in range(ctx.num_inputs) if ctx.has_input(i)]
+    if not operands:
+        raise ctx.error(f"{ctx.op_type} needs at least one input")
+    _check_batch_broadcast(ctx, operands)
+    total = operands[0]
+    for i, value in enumerate(operands[1:], start=1):
+        last = i == len(operands) - 1 and ctx.op_type == "Sum"
+        total = ctx.emit(ops.Add, [total, value], output=0 if last else None, hint="sum")
+    if len(operands) == 1 and ctx.op_type == "Sum":
+        total = ctx.emit(ops.Identity, [total], output=0)
+    return total
+
+
+@converter("Sum", since=8)
+def convert_sum(ctx: NodeContext) -> list[Result]:
+    return [_variadic_sum(ctx)]
+
+
+@converter("Mean", since=8)
+def convert_mean(ctx: NodeContext) -> list[Result]:
+    count = sum(1 for i in range(ctx.num_inputs) if ctx.has_input(i))
+    total = _variadic_sum(ctx)
+    scale = ctx.add_constant(f"{ctx.node.output[0]}.count", np.array(1.0 / max(count, 1)))
+    return [ctx.emit(ops.Mul, [total, scale], output=0)]
+
+
 # -- matrix products ------------------------------------------------------------------------
 
 

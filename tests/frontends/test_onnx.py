@@ -30,9 +30,9 @@ BATCH = 3
 SUPPORTED = (
     "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Concat, Constant, "
     "ConstantOfShape, Conv, Div, Dropout, Erf, Expand, Flatten, Gather, Gelu, Gemm, "
-    "GlobalAveragePool, Identity, LayerNormalization, LeakyRelu, MatMul, MaxPool, Mul, Pad, "
-    "Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, Slice, "
-    "Softmax, Split, Squeeze, Sub, Tanh, Tile, Transpose, Unsqueeze"
+    "GlobalAveragePool, Identity, LayerNormalization, LeakyRelu, MatMul, MaxPool, Mean, Mul, "
+    "Pad, Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, Slice, "
+    "Softmax, Split, Squeeze, Sub, Sum, Tanh, Tile, Transpose, Unsqueeze"
 )
 ML_SUPPORTED = (
     "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "
