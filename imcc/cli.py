@@ -174,6 +174,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(result.report.table())
     if args.stream:
         print(sim.stream(inputs, args.stream).table())
+    if args.plot:
+        from imcc import plots
+
+        out = Path(args.plot)
+        out.mkdir(parents=True, exist_ok=True)
+        plots.timeline(imcc.Simulator(binary, **options).trace(inputs), out / "timeline.png")
+        plots.placement(binary.program, out / "placement.png")
+        print(f"wrote {out / 'timeline.png'} and {out / 'placement.png'}")
     return 0
 
 
@@ -457,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="class labels: print accuracy (argmax of the first output's last axis)",
     )
     p.add_argument("--max-cycles", type=int, default=10**9, help="cycle budget per inference")
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="write a timeline of unit activity and a placement map (PNG, needs matplotlib)",
+    )
     p.add_argument(
         "--stream",
         type=int,

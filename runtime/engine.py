@@ -237,7 +237,7 @@ class CycleEngine(Engine):
     `iterations[core]` (default 1) runs a core's program that many times back to back, as for
     a stream of samples: at its halt the core starts over (pc 0, registers cleared), so
     layers on different cores overlap consecutive samples. `finished[core]` lists the cycle of
-    each halt."""
+    each halt; `trace`, if given, receives every instruction's interval (for timelines)."""
 
     def __init__(
         self,
@@ -245,10 +245,12 @@ class CycleEngine(Engine):
         max_cycles: int,
         prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
         iterations: list[int] | None = None,
+        trace: list[tuple[int, int, int, str, str]] | None = None,
     ) -> None:
         super().__init__(machine, max_cycles, prices)
         self.iterations = iterations or [1] * len(machine.cores)
         self.finished: list[list[int]] = [[] for _ in machine.cores]
+        self.trace = trace  # if given: (core, start cycle, cycles, unit, node) per instruction
 
     def run(self, tally: Tally) -> None:
         m = self.m
@@ -287,7 +289,10 @@ class CycleEngine(Engine):
                     tally.stall_cycles += arrival - start
                     start = arrival
             c.time = start + p.cycles
-            tally.add(m.program.debug.get((c.index, pc), ""), p, macs)
+            node = m.program.debug.get((c.index, pc), "")
+            tally.add(node, p, macs)
+            if self.trace is not None:
+                self.trace.append((c.index, start, p.cycles, p.unit, node))
             self.advance(c, outcome)
             if c.halted:
                 self.finished[c.index].append(c.time)

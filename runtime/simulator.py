@@ -184,6 +184,7 @@ class Simulator:
             stop = min(start + BATCH_CHUNK, batch)
             m = self.machine
             m.reset(stop - start, self.extent)
+            self._park_replicas()
             for info in self.program.inputs:
                 m.memory[info.addr : info.addr + info.size] = arrays[info.name][start:stop].T
             first = start == 0  # timing and energy are the same for every sample: count once
@@ -202,6 +203,21 @@ class Simulator:
             for info in self.program.outputs
         }
         return RunResult(shaped, self._report(tally, batch))
+
+    def trace(
+        self, inputs: dict[str, Any] | np.ndarray | Any
+    ) -> list[tuple[int, int, int, str, str]]:
+        """Every instruction of one inference on the cycle-level model, in issue order:
+        (core, start cycle, cycles, unit, node). For timelines (imcc.plots)."""
+        arrays, _ = self._check_inputs(inputs)
+        m = self.machine
+        m.reset(1, self.extent)
+        self._park_replicas()
+        for info in self.program.inputs:
+            m.memory[info.addr : info.addr + info.size] = arrays[info.name][:1].T
+        records: list[tuple[int, int, int, str, str]] = []
+        CycleEngine(m, self.max_cycles, self.prices, trace=records).run(Tally())
+        return records
 
     def stream(self, inputs: dict[str, Any] | np.ndarray | Any, samples: int) -> StreamReport:
         """Time `samples` inferences streamed through the chip (cycle mode): sample s goes to
@@ -249,6 +265,15 @@ class Simulator:
                 u: b / (max(makespan, 1) * target.chip.cores) for u, b in sorted(tally.busy.items())
             },
         )
+
+    def _park_replicas(self) -> None:
+        """A replicated binary (schedule = throughput) answers one inference with its first
+        replica: the others are copies, so `run` and `trace` leave them halted and count
+        nothing for them. `stream` is where they work."""
+        group = int(self.program.meta.get("replica_cores", 0))
+        if int(self.program.meta.get("replicas", 1)) > 1:
+            for core in self.machine.cores[group:]:
+                core.halted = True
 
     def _check_inputs(self, inputs: Any) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
         declared = self.program.inputs
