@@ -1,8 +1,9 @@
 """What a run reports: time, energy by component, event counts, per-layer and per-unit figures.
 
-Figures are per inference: every sample of a batch runs the same program (no pipelining across
-samples yet), so the batch takes `batch` times as long. The functional simulator counts events
-and dynamic energy but not time: its `cycles` and `latency_s` are None and leakage is left out.
+Figures are per inference: every sample of a batch runs the same program, so the batch takes
+`batch` times as long; `Simulator.stream` (StreamReport) times samples overlapping instead.
+The functional simulator counts events and dynamic energy but not time: its `cycles` and
+`latency_s` are None and leakage is left out.
 """
 
 from __future__ import annotations
