@@ -566,6 +566,22 @@ def test_dynamic_gemm_weight() -> None:
     assert raises(m, NodeLoc("fc", "Gemm")).startswith("dynamic weight not supported yet")
 
 
+def test_dynamic_conv_kernel() -> None:
+    """A kernel computed at run time (here: the ReLU of a graph input) cannot be programmed
+    into the crossbars: the error names the Conv node and the operand."""
+    m = model(
+        [
+            helper.make_node("Relu", ["k"], ["k_relu"], "prep"),
+            helper.make_node("Conv", ["x", "k_relu"], ["y"], "conv"),
+        ],
+        [value("x", [1, 1, 5, 5]), value("k", [2, 1, 3, 3])],
+        [value("y", None)],
+    )
+    message = raises(m, NodeLoc("conv", "Conv"))
+    assert message.startswith("dynamic weight not supported yet: the kernel W of Conv")
+    assert "'k_relu'" in message
+
+
 def test_gemm_trans_a_on_an_activation() -> None:
     rng = np.random.default_rng(12)
     m = model(
