@@ -369,7 +369,7 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
     k, n = w_int.shape
     home = op.attrs["core"]
     bits, signed = op.attrs["input_bits"], int(op.attrs["input_signed"])
-    slicing = op.attrs["slicing"]
+    slicing: Slicing = op.attrs["slicing"]
     qc, hc = em.cores[qcore], em.cores[home]
 
     # 1. scale, quantised and padded map (on the core that holds the map)
@@ -400,7 +400,7 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
         scale = incoming
 
     # 2.-4. blocks of output rows
-    tiles, placement = op.attrs["tiles"], op.attrs["placement"]
+    placement = op.attrs["placement"]
     cols = em.target.xbar.cols
     per_row = (k + n + 2 * cols) * out_w
     budget = min(em.target.core.buffer_words // 4, _MAX_COUNT)  # every vector fits a count
@@ -419,7 +419,23 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
                     qc.copy2d(xt + ((c * kh + ky) * kw + kx) * m, padded + offset, out_w, rows,
                               (sw, sh * padded_w, out_w))  # fmt: skip
         block = y_addr if m == pixels else hc.buffer.alloc(n * m, f"{op.name} block")
-        _block_mvms(em, op, tiles, placement, qcore, xt, m, block, k, bits, signed, slicing)
+        remote = _send_windows(em, op, placement, qcore, xt, m)
+
+        def x_at(
+            core: int,
+            tile: Tile,
+            m: int = m,
+            xt: int = xt,
+            remote: dict[int, tuple[int, int, int]] = remote,
+        ) -> int:
+            if core == qcore:
+                return xt + tile.row0 * m
+            addr, first, _ = remote[core]
+            return addr + (tile.row0 - first) * m
+
+        em.tile_products(op, x_at, block, vectors=m)
+        for core, (addr, _, count) in remote.items():
+            em.cores[core].buffer.release(addr, count * m)
         if slicing.offset:  # the stored weights are w + offset: subtract offset * sum(x)
             sums = qc.buffer.alloc(m, f"{op.name} input sums")
             qc.emit(spec.SIMD_COPY, sums, xt, m)
@@ -454,71 +470,17 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
     em.channel_major.add(id(op.outputs[0]))
 
 
-def _block_mvms(
-    em: Emitter,
-    op: Op,
-    tiles: tuple[Tile, ...],
-    placement: tuple[tuple[int, int], ...],
-    qcore: int,
-    xt: int,
-    m: int,
-    block: int,
-    k: int,
-    bits: int,
-    signed: int,
-    slicing: Slicing,
-) -> None:
-    """Every tile's `xbar.mvmb` over the block X^T (k x m) on `qcore`; partial sums meet in
-    `block` (n x m) on the home core, output block by output block."""
-    home = op.attrs["core"]
-    hc = em.cores[home]
-    remote: dict[int, tuple[int, int, int]] = {}  # core -> (address, first row, rows) of X^T
-    for core in {core for core, _ in placement if core != qcore}:
-        first = min(t.row0 for t, (c, _) in zip(tiles, placement, strict=True) if c == core)
-        last = max(t.row1 for t, (c, _) in zip(tiles, placement, strict=True) if c == core)
+def _send_windows(
+    em: Emitter, op: Op, placement: tuple[tuple[int, int], ...], qcore: int, xt: int, m: int
+) -> dict[int, tuple[int, int, int]]:
+    """X^T's rows that each other core's tiles read, sent there once per block:
+    core -> (address, first row, rows)."""
+    tiles = op.attrs["tiles"]
+    remote: dict[int, tuple[int, int, int]] = {}
+    for core in dict.fromkeys(core for core, _ in placement if core != qcore):
+        mine = [t for t, (c, _) in zip(tiles, placement, strict=True) if c == core]
+        first, last = min(t.row0 for t in mine), max(t.row1 for t in mine)
         addr = em.cores[core].buffer.alloc((last - first) * m, f"{op.name} windows")
         em.transfer(qcore, xt + first * m, core, addr, (last - first) * m)
         remote[core] = (addr, first, last - first)
-    partial: dict[tuple[int, int], int] = {}
-    temps: list[tuple[int, int, int]] = []
-    for tile, (core, array) in zip(tiles, placement, strict=True):
-        cc = em.cores[core]
-        nb = tile.outputs
-        if core == qcore:
-            x_in = xt + tile.row0 * m
-        else:
-            addr, first, _ = remote[core]
-            x_in = addr + (tile.row0 - first) * m
-        raw = cc.buffer.alloc(nb * slicing.cols_per_output * m, f"{op.name} columns")
-        cc.emit(spec.XBAR_MVM_BLOCK, array, x_in, raw, bits, signed, m)
-        key = (core, tile.out0)
-        first_here = key not in partial
-        if first_here:
-            if core == home:
-                partial[key] = block + tile.out0 * m
-            else:
-                partial[key] = cc.buffer.alloc(nb * m, f"{op.name} partial")
-                temps.append((core, partial[key], nb * m))
-        acc = partial[key] if first_here else cc.buffer.alloc(nb * m, f"{op.name} partial")
-        em.recombine(cc, raw, acc, nb * m, slicing)
-        if not first_here:
-            cc.emit(spec.SIMD_ADD, partial[key], partial[key], acc, nb * m)
-            cc.buffer.release(acc, nb * m)
-        cc.buffer.release(raw, nb * slicing.cols_per_output * m)
-    home_blocks = {out0 for core, out0 in partial if core == home}
-    for (core, out0), addr in sorted(partial.items()):
-        if core == home:
-            continue
-        nb = next(t.outputs for t in tiles if t.out0 == out0) * m
-        if out0 in home_blocks:
-            incoming = hc.buffer.alloc(nb, f"{op.name} incoming partial")
-            em.transfer(core, addr, home, incoming, nb)
-            hc.emit(spec.SIMD_ADD, block + out0 * m, block + out0 * m, incoming, nb)
-            hc.buffer.release(incoming, nb)
-        else:
-            em.transfer(core, addr, home, block + out0 * m, nb)
-            home_blocks.add(out0)
-    for core, addr, size in temps:
-        em.cores[core].buffer.release(addr, size)
-    for core, (addr, _, rows) in remote.items():
-        em.cores[core].buffer.release(addr, rows * m)
+    return remote

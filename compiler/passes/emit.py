@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -735,7 +736,6 @@ class Emitter:
         home = op.attrs["core"]
         bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
         slicing: Slicing = op.attrs["slicing"]
-        tiles: tuple[Tile, ...] = op.attrs["tiles"]
         placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
 
         # 1. Quantise the row. `scale` holds the input scale and, for the offset encoding,
@@ -762,52 +762,13 @@ class Emitter:
             qc.emit(spec.SIMD_RSUM, scale + 1, xq_addr, k)
             qc.emit(spec.SIMD_MUL_S, scale + 1, scale + 1, self.const_local(qcore, offset), 1)
 
-        # 2. Every tile: one MVM, then slices recombined: acc = sum_s 2^(s*cb) (pos_s - neg_s).
+        # 2.-3. Every tile's MVM, its slices recombined; partial sums meet on the home core.
         for core in dict.fromkeys(core for core, _ in placement):
             self.local(xq, core)  # the row reaches every tile's core before any MVM starts
-        partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
-        temps: list[tuple[int, int, int]] = []
-        for index, (tile, (core, array)) in enumerate(zip(tiles, placement, strict=True)):
-            cc = self.cores[core]
-            nb, cols = tile.outputs, tile.outputs * slicing.cols_per_output
-            x_local = self.local(xq, core) + tile.row0
-            raw = cc.buffer.alloc(cols, f"{op.name} columns")
-            image = self.program_before_mvm.get((id(op), index))
-            if image is not None:
-                cc.emit(spec.XBAR_PROGRAM, array, image)
-            cc.emit(spec.XBAR_MVM, array, x_local, raw, bits, int(signed))
-            key = (core, tile.out0)
-            first = key not in partial
-            if first:
-                if core == home:
-                    partial[key] = y_addr + tile.out0
-                else:
-                    partial[key] = cc.buffer.alloc(nb, f"{op.name} partial")
-                    temps.append((core, partial[key], nb))
-            acc = partial[key] if first else cc.buffer.alloc(nb, f"{op.name} partial")
-            self.recombine(cc, raw, acc, nb, slicing)
-            if not first:
-                cc.emit(spec.SIMD_ADD, partial[key], partial[key], acc, nb)
-                cc.buffer.release(acc, nb)
-            cc.buffer.release(raw, cols)
-
-        # 3. Partial sums from other cores meet on the home core.
+        self.tile_products(
+            op, lambda core, tile: self.local(xq, core) + tile.row0, y_addr, vectors=1
+        )
         hc = self.cores[home]
-        home_blocks = {out0 for core, out0 in partial if core == home}
-        for (core, out0), addr in sorted(partial.items()):
-            if core == home:
-                continue
-            nb = next(t.outputs for t in tiles if t.out0 == out0)
-            if out0 in home_blocks:
-                incoming = hc.buffer.alloc(nb, f"{op.name} incoming partial")
-                self.transfer(core, addr, home, incoming, nb)
-                hc.emit(spec.SIMD_ADD, y_addr + out0, y_addr + out0, incoming, nb)
-                hc.buffer.release(incoming, nb)
-            else:
-                self.transfer(core, addr, home, y_addr + out0, nb)
-                home_blocks.add(out0)
-        for core, addr, size in temps:
-            self.cores[core].buffer.release(addr, size)
         for core, loc in self.copies.pop(id(xq)).items():
             self.cores[core].buffer.release(loc.addr, loc.size)
 
@@ -826,6 +787,63 @@ class Emitter:
         activation = op.attrs.get("activation", "none")
         if activation in ACTIVATION_ROWS:
             hc.emit(ACTIVATION_ROWS[activation], y_addr, y_addr, n)
+
+    def tile_products(self, op: Op, x_at: Callable[[int, Tile], int], y: int, vectors: int) -> None:
+        """y (outputs x vectors, on the home core) = the integer products of `vectors` input
+        vectors with the QDense's weights: each tile's MVM (`xbar.mvm` for one vector, else
+        `xbar.mvmb`, whose output keeps each slice's columns contiguous) on the input at
+        x_at(core, tile); slices recombined, row blocks' partial sums added where they are
+        made, then sent to the home core and added there."""
+        home = op.attrs["core"]
+        bits, signed = op.attrs["input_bits"], int(op.attrs["input_signed"])
+        slicing: Slicing = op.attrs["slicing"]
+        tiles: tuple[Tile, ...] = op.attrs["tiles"]
+        placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
+        partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
+        temps: list[tuple[int, int, int]] = []
+        for index, (tile, (core, array)) in enumerate(zip(tiles, placement, strict=True)):
+            cc = self.cores[core]
+            nb, cols = tile.outputs * vectors, tile.outputs * slicing.cols_per_output * vectors
+            x_in = x_at(core, tile)
+            raw = cc.buffer.alloc(cols, f"{op.name} columns")
+            image = self.program_before_mvm.get((id(op), index))
+            if image is not None:
+                cc.emit(spec.XBAR_PROGRAM, array, image)
+            if vectors == 1:
+                cc.emit(spec.XBAR_MVM, array, x_in, raw, bits, signed)
+            else:
+                cc.emit(spec.XBAR_MVM_BLOCK, array, x_in, raw, bits, signed, vectors)
+            key = (core, tile.out0)
+            first = key not in partial
+            if first:
+                if core == home:
+                    partial[key] = y + tile.out0 * vectors
+                else:
+                    partial[key] = cc.buffer.alloc(nb, f"{op.name} partial")
+                    temps.append((core, partial[key], nb))
+            acc = partial[key] if first else cc.buffer.alloc(nb, f"{op.name} partial")
+            self.recombine(cc, raw, acc, nb, slicing)
+            if not first:
+                cc.emit(spec.SIMD_ADD, partial[key], partial[key], acc, nb)
+                cc.buffer.release(acc, nb)
+            cc.buffer.release(raw, cols)
+        hc = self.cores[home]
+        home_blocks = {out0 for core, out0 in partial if core == home}
+        for (core, out0), addr in sorted(partial.items()):
+            if core == home:
+                continue
+            nb = next(t.outputs for t in tiles if t.out0 == out0) * vectors
+            at = y + out0 * vectors
+            if out0 in home_blocks:
+                incoming = hc.buffer.alloc(nb, f"{op.name} incoming partial")
+                self.transfer(core, addr, home, incoming, nb)
+                hc.emit(spec.SIMD_ADD, at, at, incoming, nb)
+                hc.buffer.release(incoming, nb)
+            else:
+                self.transfer(core, addr, home, at, nb)
+                home_blocks.add(out0)
+        for core, addr, size in temps:
+            self.cores[core].buffer.release(addr, size)
 
     def recombine(self, cc: CoreCode, raw: int, acc: int, nb: int, slicing: Slicing) -> None:
         """acc = sum_s 2^(s*cb) * slice_s, by Horner from the top slice, where slice_s is
