@@ -2,9 +2,10 @@
 
 The tests and `imcc bench` need ResNet-18 and MobileNetV2 on a machine without torch, so the
 graphs are written out here node for node as torch's exporter writes them for the modules in
-`examples/export_cnns.py` (opset 17; BatchNorm kept as its own node, ReLU6 as Clip with
-constant bounds, the classifier as Flatten + Gemm). `examples/export_cnns.py` makes the torch
-exports themselves; a test checks both have the same nodes and shapes when torch is present.
+`examples/export_cnns.py` (opset 17; ReLU6 as Clip with constant bounds, the classifier as
+Flatten + Gemm), except that BatchNormalization stays a node of its own, where torch's
+eval-mode export folds it into the Conv: so imcc's own folding is exercised. A test checks
+both have the same nodes (BatchNorm aside) and weight shapes when torch is present.
 
     resnet18(size=32)       He et al. 2016: 7x7/2 stem, 3x3/2 max pool, 4 stages x 2 BasicBlocks
     mobilenetv2(size=32)    Sandler et al. 2018, width 1.0, Table 2's (t, c, n, s) settings
