@@ -61,7 +61,30 @@ def run_tree_bench(repeats: int = 7, batch: int = BATCH) -> dict[str, Any]:
             figures["chip_latency_s"] = report.latency_s
             figures["chip_energy_pj_per_row"] = report.energy_pj
     figures["acam"] = binary.program.meta.get("acam", "")
+    figures["numpy_functional_rows_per_s"] = _without_jit(binary, rows, repeats)
     return figures
+
+
+def _without_jit(binary: Any, rows: np.ndarray, repeats: int) -> float:
+    """Functional rows/s with the llvmlite CAM kernels off (the numpy definitions instead):
+    what the JIT buys, measured in the same run."""
+    import os
+
+    import imcc
+    from imcc.runtime.kernels import kernels
+
+    previous = os.environ.get("IMCC_NO_JIT")
+    os.environ["IMCC_NO_JIT"] = "1"
+    kernels.cache_clear()
+    try:
+        sim = imcc.Simulator(binary, mode="functional")
+        return len(rows) / median_seconds(lambda: sim.run(rows), repeats)
+    finally:
+        if previous is None:
+            del os.environ["IMCC_NO_JIT"]
+        else:
+            os.environ["IMCC_NO_JIT"] = previous
+        kernels.cache_clear()
 
 
 def format_tree_bench(figures: dict[str, Any]) -> str:
@@ -75,6 +98,12 @@ def format_tree_bench(figures: dict[str, Any]) -> str:
         lines.append(
             f"  imcc {mode:<10} simulation {figures[f'{mode}_rows_per_s']:12,.0f} rows/s = "
             f"{figures[f'{mode}_vs_onnxruntime']:.3f}x onnxruntime"
+        )
+    if "numpy_functional_rows_per_s" in figures:
+        numpy_rate = figures["numpy_functional_rows_per_s"]
+        lines.append(
+            f"  the same without llvmlite    {numpy_rate:12,.0f} rows/s: the JIT kernels buy "
+            f"{figures['functional_rows_per_s'] / numpy_rate:.1f}x"
         )
     latency = figures["chip_latency_s"]
     lines.append(
