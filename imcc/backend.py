@@ -5,15 +5,19 @@
 
 So the ONNX backend test suite can hold imcc to ONNX semantics, the backend compiles for a
 high-precision configuration of the default chip: the widest weights and inputs whose integer
-sums stay exact (up to 24 bits each), cells of 4 bits, a lossless 12-bit ADC, and enough cores
-and arrays for the suite's models. Graph inputs that feed a weight operand (the right side of
-MatMul and Gemm, Conv kernels, BatchNormalization statistics; also a Reshape's shape,
-Squeeze, Unsqueeze and reduction axes and Clip's bounds) are bound when the data arrives:
+sums stay exact (up to 24 bits each), cells of 4 bits, a lossless 12-bit ADC, and 64 cores;
+a model that chip cannot hold (the real models at 224x224) is compiled again for 256 cores
+with 2^24-word buffers (`LARGER`), without phases. Graph inputs that feed a weight operand
+(the right side of MatMul and Gemm, Conv kernels, BatchNormalization statistics; also a
+Reshape's shape, Squeeze, Unsqueeze and reduction axes, Clip's bounds, and the shapes, pads,
+indices and bounds of Slice, Pad, Split, Expand, Tile, Gather, ConstantOfShape and Range) are
+bound when the data arrives:
 `run` makes them constants and compiles once per distinct value, as a chip would be
 reprogrammed.
 A model imcc cannot compile raises unittest.SkipTest with the reason, so a test suite counts it
 as skipped, never as passed. `prepare(model, target=...)` takes another target (for instance
-`high_precision_target(cores=256)` for ResNet-18), `rep.run(inputs, mode="cycle")` runs the
+`high_precision_target(cores=256, buffer_words=1 << 23)` for ResNet-18 at 224x224);
+`rep.run(inputs, mode="cycle")` runs the
 cycle-level simulator instead of the functional one.
 """
 
