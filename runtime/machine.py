@@ -83,9 +83,11 @@ class Machine:
         self.cam_rng = np.random.default_rng([seed, 0xCA])
         cfg = self.target
         cams = cfg.acam.arrays if cfg.acam else 0
+        # every core of the chip: one without code may still hold arrays (a binding)
+        codes = [*program.code, *([] for _ in range(cfg.chip.cores - len(program.code)))]
         self.cores = [
             CoreState(i, code, cfg.core.registers, cfg.core.arrays, cams)
-            for i, code in enumerate(program.code)
+            for i, code in enumerate(codes)
         ]
         self.adcs: dict[int, tuple[Adc, bool]] = {}  # image -> (its ADC, lossless for it)
         self.memory = np.zeros((0, 0))

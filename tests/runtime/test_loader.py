@@ -209,3 +209,13 @@ def test_binary_round_trip_through_a_file(tmp_path) -> None:  # type: ignore[no-
     loaded = imcc.load(tmp_path / "p.imcb")
     assert loaded.data == original.data
     assert loaded.program.same_as(original.program)
+
+
+def test_an_array_bound_on_a_core_without_code_is_programmed_not_a_crash() -> None:
+    """`.bind c3` with code for core 0 only: the chip still has core 3, which holds the
+    array (an IndexError before)."""
+    program = with_io(HEAD.replace("c0 a0", "c3 a0") + ".core 0\nctl.halt\n")
+    assert len(program.program.code) == 1
+    sim = imcc.Simulator(program)
+    assert sim.run(np.zeros((1, 4))).outputs["y"].tolist() == [[0.0] * 4]
+    assert sim.machine.cores[3].arrays[0] is not None
