@@ -3,9 +3,12 @@
 Before: every op has attrs["core"]; every QDense has tiles and placement. After:
 ctx.results["program"] holds the Program. Global memory holds the constants the SIMD code needs,
 then the model inputs, then the outputs. Values live in the local buffers of the cores that
-compute them; a value needed on another core is sent over the network once and cached there.
-Every send is emitted before its receive in one global order, so the code cannot deadlock.
-Registers hold buffer and memory addresses; an LRU cache avoids re-setting the same address.
+compute them; a value needed on another core is sent over the network once and cached there,
+copies fanning out as a tree (each holder forwards). Every send is emitted before its receive
+in one global order, so the code cannot deadlock. Registers hold buffer and memory addresses;
+an LRU cache avoids re-setting the same address (the top three registers hold the strides of
+`simd.copy2d` once a core uses it). Arrays are bound to their images at load, or, when the
+model runs in phases, programmed in the code before each use.
 """
 
 from __future__ import annotations
@@ -658,7 +661,8 @@ class Emitter:
         self.define(op.outputs[0], core, dst)
 
     def emit_qdense(self, op: Op) -> None:
-        """Program the tiles once; then every k-long row of the input is one MVM pass."""
+        """Program the tiles once; then a 2-D convolution runs in pixel blocks
+        (passes/convolution.py) and anything else one MVM pass per k-long input row."""
         x, w_int = op.inputs[:2]
         k, n = w_int.shape
         rows = x.type.size // k
