@@ -521,6 +521,14 @@ SIMD_SQRT = _row(
     *_VEC2,
     access="d:w:n a:r:n",
 )
+SIMD_LOG = _row(
+    "simd.log",
+    0x57,
+    CostClass.SIMD_TRANSCENDENTAL,
+    "buf[d+i] = ln(buf[a+i])",
+    *_VEC2,
+    access="d:w:n a:r:n",
+)
 SIMD_COPY2D = _row(
     "simd.copy2d",
     0x56,
@@ -667,6 +675,7 @@ TABLE: tuple[InstrSpec, ...] = (
     SIMD_ARGMAX,
     SIMD_ERF,
     SIMD_SQRT,
+    SIMD_LOG,
     SIMD_COPY2D,
     MEM_LOAD,
     MEM_STORE,

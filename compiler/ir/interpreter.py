@@ -154,6 +154,7 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "Tanh": lambda op, a: np.tanh(a[0]),
     "Exp": lambda op, a: np.exp(a[0]),
     "Sqrt": lambda op, a: np.sqrt(a[0]),
+    "Log": lambda op, a: np.log(a[0]),
     "Erf": lambda op, a: np.vectorize(math.erf, otypes=[np.float64])(a[0]),
     "Add": lambda op, a: a[0] + a[1],
     "Sub": lambda op, a: a[0] - a[1],

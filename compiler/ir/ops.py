@@ -71,6 +71,11 @@ class Sqrt(Unary):
     kind = "Sqrt"
 
 
+@register
+class Log(Unary):
+    kind = "Log"
+
+
 class Binary(Op):
     """Elementwise op with numpy broadcasting."""
 

@@ -48,6 +48,7 @@ _UNARY: dict[type[Op], spec.InstrSpec] = {
     ops.Exp: spec.SIMD_EXP,
     ops.Erf: spec.SIMD_ERF,
     ops.Sqrt: spec.SIMD_SQRT,
+    ops.Log: spec.SIMD_LOG,
 }
 _BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec]] = {
     ops.Add: (spec.SIMD_ADD, spec.SIMD_ADD_S),

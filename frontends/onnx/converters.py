@@ -59,6 +59,21 @@ def convert_erf(ctx: NodeContext) -> list[Result]:
     return _unary(ctx, ops.Erf)
 
 
+@converter("Log")
+def convert_log(ctx: NodeContext) -> list[Result]:
+    return _unary(ctx, ops.Log)
+
+
+@converter("Sqrt")
+def convert_sqrt(ctx: NodeContext) -> list[Result]:
+    return _unary(ctx, ops.Sqrt)
+
+
+@converter("Exp")
+def convert_exp(ctx: NodeContext) -> list[Result]:
+    return _unary(ctx, ops.Exp)
+
+
 @converter("Gelu", since=20)
 def convert_gelu(ctx: NodeContext) -> list[Result]:
     """approximate="none": 0.5 x (1 + erf(x / sqrt 2)); "tanh":

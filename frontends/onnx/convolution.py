@@ -1,5 +1,5 @@
 """ONNX converters of the CNN op set: Conv, BatchNormalization, MaxPool, AveragePool,
-GlobalAveragePool, LeakyRelu, and the layout ops Transpose, Squeeze and Unsqueeze.
+GlobalAveragePool, LeakyRelu, LRN, and the layout ops Transpose, Squeeze and Unsqueeze.
 
 Registered like converters.py (the importer imports this module). Window ops become the IR's
 Conv and Pool with explicit pads (auto_pad resolved here, by ONNX's rules); `canonicalize`
@@ -251,3 +251,41 @@ def convert_unsqueeze(ctx: NodeContext) -> list[Result]:
         raise ctx.error("Unsqueeze at axis 0 would move the batch axis")
     rest = iter(shape)
     return _reshaped(ctx, [1 if i in inserted else next(rest) for i in range(rank)])
+
+
+@converter("LRN")
+def convert_lrn(ctx: NodeContext) -> list[Result]:
+    """Local response normalisation across channels (ONNX, AlexNet):
+    y = x / (bias + alpha / size * sum of x^2 over the channel window) ^ beta, the window
+    [c - floor((size - 1) / 2), c + ceil((size - 1) / 2)] clipped to the channels. On the
+    SIMD unit: the squares, `size` shifted copies of them added (Selects: the shift moves
+    whole channel planes, zeros past the edges), then exp(beta * ln(.)) for the power."""
+    x = _spatial_input(ctx)
+    size = int(ctx.attr("size", 0))
+    if size < 1:
+        raise ctx.error(f"LRN needs a positive size, not {size}")
+    alpha, beta = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75))
+    bias = float(ctx.attr("bias", 1.0))
+    squares = ctx.emit(ops.Mul, [x, x], hint="squares")
+    channels = x.shape[1]
+    index = np.arange(x.type.size, dtype=np.int64).reshape(x.shape)
+    plane = int(np.prod(x.shape[2:], dtype=np.int64))
+    lo = (size - 1) // 2
+    total: Value | None = None
+    for j in range(size):
+        shift = j - lo  # channel c reads channel c + shift
+        source = np.arange(channels) + shift
+        valid = (source >= 0) & (source < channels)
+        if not valid.any():
+            continue
+        mask = valid.reshape(1, -1, *([1] * (len(x.shape) - 2)))
+        table = np.where(mask, index + shift * plane, -1)
+        term = ctx.emit(ops.Select, [squares], hint="window", index=table, fill=0.0)
+        total = term if total is None else ctx.emit(ops.Add, [total, term], hint="window_sum")
+    assert total is not None  # j = lo always reads the channel itself
+    scaled = ctx.emit(ops.Mul, [total, ctx.add_constant("lrn_scale", np.array(alpha / size))])
+    base = ctx.emit(ops.Add, [scaled, ctx.add_constant("lrn_bias", np.array(bias))])
+    logs = ctx.emit(ops.Log, [base], hint="log")
+    scaled_logs = ctx.emit(ops.Mul, [logs, ctx.add_constant("lrn_beta", np.array(beta))])
+    power = ctx.emit(ops.Exp, [scaled_logs], hint="power")
+    return [ctx.emit(ops.Div, [x, power], output=0)]

@@ -232,6 +232,7 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     spec.SIMD_EXP.mnemonic: np.exp,
     spec.SIMD_ERF.mnemonic: _erf,
     spec.SIMD_SQRT.mnemonic: np.sqrt,
+    spec.SIMD_LOG.mnemonic: np.log,
 }
 
 
@@ -243,10 +244,11 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     spec.SIMD_EXP,
     spec.SIMD_ERF,
     spec.SIMD_SQRT,
+    spec.SIMD_LOG,
 )
 def simd_unary(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, n = i.operands
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         _vec(c, d, n)[:] = _UNARY[i.mnemonic](_vec(c, a, n))
     return None
 

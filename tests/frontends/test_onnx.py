@@ -29,10 +29,10 @@ RTOL, ATOL = 1e-5, 1e-6
 BATCH = 3
 SUPPORTED = (
     "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Concat, Constant, "
-    "ConstantOfShape, Conv, Div, Dropout, Erf, Expand, Flatten, Gather, Gelu, Gemm, "
-    "GlobalAveragePool, Identity, LayerNormalization, LeakyRelu, MatMul, MaxPool, Mean, Mul, "
-    "Pad, Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, Slice, "
-    "Softmax, Split, Squeeze, Sub, Sum, Tanh, Tile, Transpose, Unsqueeze"
+    "ConstantOfShape, Conv, Div, Dropout, Erf, Exp, Expand, Flatten, Gather, Gelu, Gemm, "
+    "GlobalAveragePool, Identity, LRN, LayerNormalization, LeakyRelu, Log, MatMul, MaxPool, Mean, "
+    "Mul, Pad, Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, "
+    "Slice, Softmax, Split, Sqrt, Squeeze, Sub, Sum, Tanh, Tile, Transpose, Unsqueeze"
 )
 ML_SUPPORTED = (
     "ai.onnx.ml.ArrayFeatureExtractor, ai.onnx.ml.LinearClassifier, ai.onnx.ml.LinearRegressor, "
