@@ -31,12 +31,13 @@ OPTIONS = {
     "percentile": "the percentile used by calibration=percentile (default 99.99)",
     "spread": "deal crossbar tiles round-robin over all cores (true/false)",
     "schedule": "packed (layer by layer, the default), latency (every layer spread over all "
-    "cores: one input as fast as possible) or throughput (packed, the whole model replicated "
-    "on every free group of cores: samples streamed to the replicas)",
+    "cores: one input as fast as possible), throughput (packed, the whole model replicated "
+    "on every free group of cores: samples streamed to the replicas) or balanced (packed, "
+    "spare arrays hold copies of the slowest convolutions, which take turns by block)",
     "phases": "run a model larger than the chip in phases, reprogramming arrays (true/false, "
     "default true)",
 }
-SCHEDULES = ("packed", "latency", "throughput")
+SCHEDULES = ("packed", "latency", "throughput", "balanced")
 # Options that change the hardware: the binary records the target with them applied.
 HARDWARE_OPTIONS = {
     "rows": "crossbar rows",
@@ -128,6 +129,8 @@ def compile_graph(
         settings = ["spread=true"] if spread else []
         if schedule == "latency":
             settings = ["by_outputs=true"]
+        if schedule == "balanced":
+            settings = ["balance=true"]
         if not phases:
             settings.append("phases=false")
         place = f"place{{{','.join(settings)}}}" if settings else "place"

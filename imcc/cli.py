@@ -392,9 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spread", action="store_true", help="deal tiles over all cores")
     p.add_argument(
         "--schedule",
-        choices=["packed", "latency", "throughput"],
+        choices=["packed", "latency", "throughput", "balanced"],
         help="packed (default): layer by layer; latency: every layer over all cores; "
-        "throughput: the model replicated on every free group of cores",
+        "throughput: the model replicated on every free group of cores; balanced: spare "
+        "arrays hold copies of the slowest convolutions",
     )
     p.add_argument(
         "--calibrate",

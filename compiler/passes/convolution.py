@@ -399,68 +399,90 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
         qc.buffer.release(scale, 1)
         scale = incoming
 
-    # 2.-4. blocks of output rows
-    placement = op.attrs["placement"]
+    # 2.-4. blocks of output rows, taking turns on the weights' copies (schedule = balanced):
+    # a copy gets the padded map and the scale once, builds its blocks' windows, finishes
+    # them on its own first core and sends each finished block to the output.
+    copies = [(op.attrs["placement"], qcore, home)] + [
+        (copy, copy[0][0], copy[0][0]) for copy in op.attrs.get("copies", ())
+    ]
+    maps, scales = {0: padded}, {0: scale}
+    for r, (_, core, _) in enumerate(copies[1:], start=1):
+        maps[r] = em.cores[core].buffer.alloc(channels * plane, f"{op.name} map copy")
+        em.transfer(qcore, padded, core, maps[r], channels * plane)
+        scales[r] = em.cores[core].buffer.alloc(1, f"{op.name} input scale")
+        em.transfer(home, scale, core, scales[r], 1)
     cols = em.target.xbar.cols
     per_row = (k + n + 2 * cols) * out_w
     budget = min(em.target.core.buffer_words // 4, _MAX_COUNT)  # every vector fits a count
-    block_rows = max(1, min(out_h, budget // per_row))
+    block_rows = max(1, min(-(-out_h // len(copies)), budget // per_row))
     y_addr = hc.buffer.alloc(n * pixels, op.name)
-    w_scales = em.vector_local(home, em.graph.constants[w_scale])
-    biases = em.vector_local(home, em.graph.constants[bias])
-    for row0 in range(0, out_h, block_rows):
+    for index, row0 in enumerate(range(0, out_h, block_rows)):
+        r = index % len(copies)
+        placement, q_r, home_r = copies[r]
+        qc_r, hc_r = em.cores[q_r], em.cores[home_r]
         rows = min(block_rows, out_h - row0)
         m = rows * out_w
-        xt = qc.buffer.alloc(k * m, f"{op.name} windows")
+        xt = qc_r.buffer.alloc(k * m, f"{op.name} windows")
         for c in range(channels):
             for ky in range(kh):
                 for kx in range(kw):
                     offset = c * plane + (row0 * sh + ky * dh) * padded_w + kx * dw
-                    qc.copy2d(xt + ((c * kh + ky) * kw + kx) * m, padded + offset, out_w, rows,
-                              (sw, sh * padded_w, out_w))  # fmt: skip
-        block = y_addr if m == pixels else hc.buffer.alloc(n * m, f"{op.name} block")
-        remote = _send_windows(em, op, placement, qcore, xt, m)
+                    qc_r.copy2d(xt + ((c * kh + ky) * kw + kx) * m, maps[r] + offset, out_w,
+                                rows, (sw, sh * padded_w, out_w))  # fmt: skip
+        block = y_addr if m == pixels else hc_r.buffer.alloc(n * m, f"{op.name} block")
+        remote = _send_windows(em, op, placement, q_r, xt, m)
 
         def x_at(
             core: int,
             tile: Tile,
             m: int = m,
             xt: int = xt,
+            q_r: int = q_r,
             remote: dict[int, tuple[int, int, int]] = remote,
         ) -> int:
-            if core == qcore:
+            if core == q_r:
                 return xt + tile.row0 * m
             addr, first, _ = remote[core]
             return addr + (tile.row0 - first) * m
 
-        em.tile_products(op, x_at, block, vectors=m)
+        em.tile_products(op, x_at, block, m, (placement, home_r))
         for core, (addr, _, count) in remote.items():
             em.cores[core].buffer.release(addr, count * m)
         if slicing.offset:  # the stored weights are w + offset: subtract offset * sum(x)
-            sums = qc.buffer.alloc(m, f"{op.name} input sums")
-            qc.emit(spec.SIMD_COPY, sums, xt, m)
+            sums = qc_r.buffer.alloc(m, f"{op.name} input sums")
+            qc_r.emit(spec.SIMD_COPY, sums, xt, m)
             for row in range(1, k):
-                qc.emit(spec.SIMD_ADD, sums, sums, xt + row * m, m)
-            qc.emit(spec.SIMD_MUL_S, sums, sums, em.const_local(qcore, slicing.offset), m)
-            if qcore != home:
-                moved = hc.buffer.alloc(m, f"{op.name} input sums")
-                em.transfer(qcore, sums, home, moved, m)
-                qc.buffer.release(sums, m)
+                qc_r.emit(spec.SIMD_ADD, sums, sums, xt + row * m, m)
+            qc_r.emit(spec.SIMD_MUL_S, sums, sums, em.const_local(q_r, slicing.offset), m)
+            if q_r != home_r:
+                moved = hc_r.buffer.alloc(m, f"{op.name} input sums")
+                em.transfer(q_r, sums, home_r, moved, m)
+                qc_r.buffer.release(sums, m)
                 sums = moved
             for o in range(n):
-                hc.emit(spec.SIMD_SUB, block + o * m, block + o * m, sums, m)
-            hc.buffer.release(sums, m)
-        qc.buffer.release(xt, k * m)
-        hc.emit(spec.SIMD_MUL_S, block, block, scale, n * m)
+                hc_r.emit(spec.SIMD_SUB, block + o * m, block + o * m, sums, m)
+            hc_r.buffer.release(sums, m)
+        qc_r.buffer.release(xt, k * m)
+        w_scales = em.vector_local(home_r, em.graph.constants[w_scale])
+        biases = em.vector_local(home_r, em.graph.constants[bias])
+        hc_r.emit(spec.SIMD_MUL_S, block, block, scales[r], n * m)
         for o in range(n):
-            hc.emit(spec.SIMD_MUL_S, block + o * m, block + o * m, w_scales + o, m)
-            hc.emit(spec.SIMD_ADD_S, block + o * m, block + o * m, biases + o, m)
+            hc_r.emit(spec.SIMD_MUL_S, block + o * m, block + o * m, w_scales + o, m)
+            hc_r.emit(spec.SIMD_ADD_S, block + o * m, block + o * m, biases + o, m)
         activation = op.attrs.get("activation", "none")
         if activation in ACTIVATION_ROWS:
-            hc.emit(ACTIVATION_ROWS[activation], block, block, n * m)
+            hc_r.emit(ACTIVATION_ROWS[activation], block, block, n * m)
         if block != y_addr:  # into the (O x P) output at the block's first pixel
+            if home_r != home:  # a copy's block travels to the output first
+                arrived = hc.buffer.alloc(n * m, f"{op.name} block")
+                em.transfer(home_r, block, home, arrived, n * m)
+                hc_r.buffer.release(block, n * m)
+                block = arrived
             hc.copy2d(y_addr + row0 * out_w, block, m, n, (1, m, pixels))
             hc.buffer.release(block, n * m)
+    for r, (_, core, _) in enumerate(copies[1:], start=1):
+        em.cores[core].buffer.release(maps[r], channels * plane)
+        em.cores[core].buffer.release(scales[r], 1)
     if padded != quantised:
         qc.buffer.release(padded, channels * plane)
     else:

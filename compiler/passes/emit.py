@@ -236,7 +236,10 @@ class Emitter:
         # (core, array) -> how many tiles it serves: more than one when the model runs in phases
         self.program_before_mvm: dict[tuple[int, int], int] = {}  # (id(op), tile) -> image
         self.slot_uses = Counter(
-            slot for op in graph.walk(ops.QDense) for slot in op.attrs["placement"]
+            slot
+            for op in graph.walk(ops.QDense)
+            for placement in (op.attrs["placement"], *op.attrs.get("copies", ()))
+            for slot in placement
         )
         # ids of convolution results held channel-major (O, P), as their Transpose wants them
         self.channel_major: set[int] = set()
@@ -684,6 +687,8 @@ class Emitter:
             if "adc_ranges" in op.attrs:
                 self.adc_ranges[image] = np.array(op.attrs["adc_ranges"][index], dtype=np.float64)
             images.append(image)
+        for copy in op.attrs.get("copies", ()):  # schedule = balanced: the same images again
+            self.bindings += [Binding(c, a, i) for (c, a), i in zip(copy, images, strict=True)]
         # Quantise where the input already is (the home core for a model input).
         im2col = self.streamed.pop(id(x), None)
         here = self.copies.get(id(x if im2col is None else im2col.inputs[0]))
@@ -793,17 +798,27 @@ class Emitter:
         if activation in ACTIVATION_ROWS:
             hc.emit(ACTIVATION_ROWS[activation], y_addr, y_addr, n)
 
-    def tile_products(self, op: Op, x_at: Callable[[int, Tile], int], y: int, vectors: int) -> None:
+    def tile_products(
+        self,
+        op: Op,
+        x_at: Callable[[int, Tile], int],
+        y: int,
+        vectors: int,
+        copy: tuple[tuple[tuple[int, int], ...], int] | None = None,
+    ) -> None:
         """y (outputs x vectors, on the home core) = the integer products of `vectors` input
         vectors with the QDense's weights: each tile's MVM (`xbar.mvm` for one vector, else
         `xbar.mvmb`, whose output keeps each slice's columns contiguous) on the input at
         x_at(core, tile); slices recombined, row blocks' partial sums added where they are
-        made, then sent to the home core and added there."""
+        made, then sent to the home core and added there. `copy` = (placement, home) runs
+        on a copy of the weights (schedule = balanced) instead of the op's own arrays."""
+        placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
         home = op.attrs["core"]
+        if copy is not None:
+            placement, home = copy
         bits, signed = op.attrs["input_bits"], int(op.attrs["input_signed"])
         slicing: Slicing = op.attrs["slicing"]
         tiles: tuple[Tile, ...] = op.attrs["tiles"]
-        placement: tuple[tuple[int, int], ...] = op.attrs["placement"]
         partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
         temps: list[tuple[int, int, int]] = []
         for index, (tile, (core, array)) in enumerate(zip(tiles, placement, strict=True)):

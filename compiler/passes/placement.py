@@ -22,7 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from imcc.compiler.ir import ops
-from imcc.compiler.ir.core import Graph
+from imcc.compiler.ir.core import Graph, Op
+from imcc.compiler.ir.windows import Window
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.isa.diagnostics import CompileError
 
@@ -36,6 +37,7 @@ class PlacePass(Pass):
     spread: bool = False
     by_outputs: bool = False  # schedule = latency: each layer's output blocks over all cores
     phases: bool = True  # a model larger than the chip runs in phases (else: an error)
+    balance: bool = False  # schedule = balanced: spare arrays hold copies of slow layers
 
     def run(self, graph: Graph, ctx: Context) -> None:
         cores, arrays = ctx.target.chip.cores, ctx.target.core.arrays
@@ -77,6 +79,34 @@ class PlacePass(Pass):
             next_slot = (
                 (next_slot + count) % len(slots) if count > len(slots) else next_slot + count
             )
+        if self.balance and needed <= len(slots):
+            self.copy_slowest(graph, slots[needed:], arrays)
+
+    @staticmethod
+    def copy_slowest(graph: Graph, spare: list[tuple[int, int]], arrays: int) -> None:
+        """ISAAC's balancing, greedily: while the spare arrays hold another copy of the 2-D
+        convolution whose MVMs take longest, give it one (attrs["copies"]: their placements).
+        Copies take turns by block of output rows, each on its own cores from the windows to
+        the finished block, so a layer gets at most one copy per output row. A layer's time:
+        its pixels over its copies, times its tiles on the busiest core (one array at a time)."""
+        layers = [op for op in graph.walk(ops.QDense) if _output_rows(op)]
+        pixels = {id(op): op.inputs[0].type.size // op.inputs[1].shape[0] for op in layers}
+        copies = {id(op): 1 for op in layers}
+        for op in layers:
+            op.attrs["copies"] = ()
+
+        def time(op: Op) -> float:
+            busiest = min(len(op.attrs["tiles"]), arrays)
+            return pixels[id(op)] / copies[id(op)] * busiest
+
+        while layers:
+            slowest = max(layers, key=time)
+            count = len(slowest.attrs["tiles"])
+            if count > len(spare) or copies[id(slowest)] >= _output_rows(slowest):
+                return  # the bottleneck cannot get another copy: others would not help
+            slowest.attrs["copies"] = (*slowest.attrs["copies"], tuple(spare[:count]))
+            spare = spare[count:]
+            copies[id(slowest)] += 1
 
     @staticmethod
     def place_by_outputs(graph: Graph, cores: int, arrays: int) -> None:
@@ -107,6 +137,14 @@ class PlacePass(Pass):
                     free[here] -= 1
             op.attrs["placement"] = tuple(placement[i] for i in range(len(tiles)))
             start = (start + len(blocks)) % cores
+
+
+def _output_rows(op: Op) -> int:
+    """Output rows of a QDense that is a lowered 2-D convolution (its copies' turns), else 0."""
+    im2col = op.inputs[0].producer
+    if isinstance(im2col, ops.Im2Col) and len(im2col.inputs[0].shape) == 4:
+        return Window.of(im2col.attrs, 2).output(im2col.inputs[0].shape[2:])[0]
+    return 0
 
 
 @register

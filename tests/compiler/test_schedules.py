@@ -87,3 +87,24 @@ def test_bad_schedules_and_streams_are_clear_errors(binaries: dict[str, imcc.Bin
         imcc.Simulator(binaries["packed"], mode="functional").stream(X[:1], 2)
     with pytest.raises(SimulationError, match="samples must be a positive integer"):
         imcc.Simulator(binaries["packed"]).stream(X[:1], 0)
+
+
+def test_balanced_copies_the_slowest_convolution_and_computes_the_same_bits() -> None:
+    """schedule = balanced: spare arrays hold copies of the convolution with the most MVM
+    work; its blocks of output rows take turns on the copies, each copy building its own
+    windows and finishing its own blocks. Same bits; one input finishes sooner."""
+    from tests.e2e.test_cnn import lenet
+
+    model = lenet()
+    x = np.random.default_rng(2).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    target = big_target(cores=16, arrays=4)
+    packed = imcc.compile(model, target)
+    balanced = imcc.compile(model, target, schedule="balanced")
+    assert len(balanced.program.bindings) > len(packed.program.bindings)  # the copies
+    assert len(balanced.program.images) == len(packed.program.images)  # same images
+    expected = imcc.Simulator(packed, mode="functional").run(x).outputs
+    for name, value in imcc.Simulator(balanced, mode="functional").run(x).outputs.items():
+        assert np.array_equal(value, expected[name])
+    one_packed = imcc.Simulator(packed).stream(x[:1], 1).first_cycles
+    one_balanced = imcc.Simulator(balanced).stream(x[:1], 1).first_cycles
+    assert one_balanced < one_packed
