@@ -209,6 +209,8 @@ WIDTH = {
 }
 
 R = OperandKind.REG
+# The most elements one vector instruction covers; longer work is split by the emitter.
+MAX_COUNT = (1 << WIDTH[OperandKind.COUNT]) - 1
 
 
 def _pack(*operands: tuple[str, OperandKind] | tuple[str, OperandKind, int]) -> tuple[Field, ...]:

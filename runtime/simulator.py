@@ -209,12 +209,8 @@ class Simulator:
     ) -> list[tuple[int, int, int, str, str]]:
         """Every instruction of one inference on the cycle-level model, in issue order:
         (core, start cycle, cycles, unit, node). For timelines (imcc.plots)."""
-        arrays, _ = self._check_inputs(inputs)
-        m = self.machine
-        m.reset(1, self.extent)
+        m = self._load_one_sample(inputs)
         self._park_replicas()
-        for info in self.program.inputs:
-            m.memory[info.addr : info.addr + info.size] = arrays[info.name][:1].T
         records: list[tuple[int, int, int, str, str]] = []
         CycleEngine(m, self.max_cycles, self.prices, trace=records).run(Tally())
         return records
@@ -230,17 +226,13 @@ class Simulator:
             raise SimulationError("stream needs the cycle-level simulator (mode='cycle')")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise SimulationError(f"samples must be a positive integer, not {samples!r}")
-        arrays, _ = self._check_inputs(inputs)
         meta = self.program.meta
         cores = len(self.machine.cores)
         replicas = int(meta.get("replicas", 1))
         group = int(meta.get("replica_cores", cores))
         share = [len(range(r, samples, replicas)) for r in range(replicas)]
         iterations = [share[c // group] if c // group < replicas else 1 for c in range(cores)]
-        m = self.machine
-        m.reset(1, self.extent)
-        for info in self.program.inputs:
-            m.memory[info.addr : info.addr + info.size] = arrays[info.name][:1].T
+        m = self._load_one_sample(inputs)
         tally = Tally()
         engine = CycleEngine(m, self.max_cycles, self.prices, iterations)
         engine.run(tally)
@@ -265,6 +257,15 @@ class Simulator:
                 u: b / (max(makespan, 1) * target.chip.cores) for u, b in sorted(tally.busy.items())
             },
         )
+
+    def _load_one_sample(self, inputs: Any) -> Machine:
+        """The machine reset for one inference, on the first sample of `inputs`."""
+        arrays, _ = self._check_inputs(inputs)
+        m = self.machine
+        m.reset(1, self.extent)
+        for info in self.program.inputs:
+            m.memory[info.addr : info.addr + info.size] = arrays[info.name][:1].T
+        return m
 
     def _park_replicas(self) -> None:
         """A replicated binary (schedule = throughput) answers one inference with its first

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from imcc.compiler.passes.tiling import Slicing, Tile
 
 _ACTIVATION: dict[type[Op], str] = {ops.Relu: "relu", ops.Sigmoid: "sigmoid", ops.Tanh: "tanh"}
-_MAX_COUNT = (1 << spec.WIDTH[spec.OperandKind.COUNT]) - 1
 ACTIVATION_ROWS = {"relu": spec.SIMD_RELU, "sigmoid": spec.SIMD_SIGMOID, "tanh": spec.SIMD_TANH}
 
 
@@ -413,7 +412,7 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
         em.transfer(home, scale, core, scales[r], 1)
     cols = em.target.xbar.cols
     per_row = (k + n + 2 * cols) * out_w
-    budget = min(em.target.core.buffer_words // 4, _MAX_COUNT)  # every vector fits a count
+    budget = min(em.target.core.buffer_words // 4, spec.MAX_COUNT)  # every vector fits a count
     block_rows = max(1, min(-(-out_h // len(copies)), budget // per_row))
     y_addr = hc.buffer.alloc(n * pixels, op.name)
     for index, row0 in enumerate(range(0, out_h, block_rows)):

@@ -58,7 +58,6 @@ _BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec]] = {
 }
 _TAGS = 1 << spec.WIDTH[spec.OperandKind.TAG]
 _IO_DTYPES = ("int64", "int32", "float64")
-_MAX_COUNT = (1 << spec.WIDTH[spec.OperandKind.COUNT]) - 1
 
 
 class Buffer:
@@ -163,7 +162,7 @@ class CoreCode:
         instruction over zero elements does nothing and is left out; an elementwise one over
         more elements than a count field holds becomes several over consecutive chunks."""
         counts = [i for i, f in enumerate(row.fields) if f.kind is spec.OperandKind.COUNT]
-        if counts and operands[counts[-1]] > _MAX_COUNT and stride_register < 0:
+        if counts and operands[counts[-1]] > spec.MAX_COUNT and stride_register < 0:
             self.emit_chunked(row, operands, counts[-1])
             return
         pinned: set[int] = set()
@@ -183,7 +182,7 @@ class CoreCode:
         self.put(make(row, *values))
 
     def emit_chunked(self, row: spec.InstrSpec, operands: tuple[int, ...], count: int) -> None:
-        """`row` over n > _MAX_COUNT elements as instructions over chunks: every n-long range
+        """`row` over n > spec.MAX_COUNT elements as instructions over chunks: every n-long range
         moves with the chunk, one-word operands stay. Only elementwise rows split so."""
         names = [f.name for f in row.fields]
         count_name = names[count]
@@ -196,12 +195,12 @@ class CoreCode:
         ):
             raise CompileError(
                 f"{row.mnemonic} over {operands[count]:,} elements exceeds the "
-                f"{_MAX_COUNT:,}-element count field, and it is not elementwise"
+                f"{spec.MAX_COUNT:,}-element count field, and it is not elementwise"
             )
         total = operands[count]
-        for start in range(0, total, _MAX_COUNT):
+        for start in range(0, total, spec.MAX_COUNT):
             chunk = list(operands)
-            chunk[count] = min(_MAX_COUNT, total - start)
+            chunk[count] = min(spec.MAX_COUNT, total - start)
             for i, name in enumerate(names):
                 if name in moving:
                     chunk[i] += start
@@ -725,13 +724,18 @@ class Emitter:
         """buf[dst] = the reduction `row` (rsum, rmax, rabsmax) of n words, in chunks that fit
         a count field, then the same reduction over the chunks' results."""
         cc = self.cores[core]
-        if n <= _MAX_COUNT:
+        if n <= spec.MAX_COUNT:
             cc.emit(row, dst, src, n)
             return
-        chunks = -(-n // _MAX_COUNT)
+        chunks = -(-n // spec.MAX_COUNT)
         partial = cc.buffer.alloc(chunks, "partial reductions")
         for i in range(chunks):
-            cc.emit(row, partial + i, src + i * _MAX_COUNT, min(_MAX_COUNT, n - i * _MAX_COUNT))
+            cc.emit(
+                row,
+                partial + i,
+                src + i * spec.MAX_COUNT,
+                min(spec.MAX_COUNT, n - i * spec.MAX_COUNT),
+            )
         cc.emit(row, dst, partial, chunks)
         cc.buffer.release(partial, chunks)
 
