@@ -71,3 +71,8 @@ def test_a_classifier_larger_than_the_chip_reprograms_tile_by_tile() -> None:
     got = imcc.Simulator(phased).run(x).outputs
     for name, value in imcc.Simulator(roomy).run(x).outputs.items():
         assert np.array_equal(got[name], value)
+
+
+def test_phases_off_is_an_error_naming_the_shortfall() -> None:
+    with pytest.raises(CompileError, match=r"needs 41 crossbar arrays .* 32 .* and phases are off"):
+        imcc.compile(MODEL, phases=False)

@@ -145,3 +145,42 @@ def test_select_copies_runs_not_elements() -> None:
     binary = imcc.compile(model)
     copies = [i for code in binary.program.code for i in code if i.mnemonic.endswith(".copy")]
     assert len(copies) == 6 and all(i.operands[-1] == 3 for i in copies)
+
+
+def _bad(node: onnx.NodeProto, inits: list[onnx.TensorProto], out: list[object],
+         in_shape: tuple[object, ...] = ("N", 2, 3, 4)) -> onnx.ModelProto:  # fmt: skip
+    node.name = "bad"
+    return _model([node], out, inits, in_shape)
+
+
+def _floats(name: str, value: float) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(value, dtype=np.float32), name)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_bad(helper.make_node("Gather", ["x", "i"], ["y"], axis=3), [_ints("i", [7])],
+              ["N", 2, 3, 1]), "indices out of range for axis 3 of size 4"),
+        (_bad(helper.make_node("Pad", ["x", "p"], ["y"], mode="banana"),
+              [_ints("p", [0, 0, 0, 1, 0, 0, 0, 0])], ["N", 2, 3, 5]),
+         "Pad mode 'banana' is not one of constant, edge, reflect, wrap"),
+        (_bad(helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect"),
+              [_ints("p", [0, 0, 0, 0, 0, 0, 0, 3])], ["N", 2, 3, 4], ("N", 2, 3, 1)),
+         "reflect padding of axis 3 needs at least 2 elements"),
+        (_bad(helper.make_node("LRN", ["x"], ["y"], size=0), [], ["N", 2, 3, 4]),
+         "LRN needs a positive size, not 0"),
+        (_bad(helper.make_node("Range", ["a", "b", "c"], ["y"]),
+              [_floats("a", 0.0), _floats("b", 3.0), _floats("c", 0.0)], ["n"]),
+         "Range with delta 0 never ends"),
+        (_model([helper.make_node("ArgMax", ["x"], ["i"], axis=3, keepdims=0),
+                 helper.make_node("Gather", ["x", "i"], ["y"], name="bad", axis=3)],
+                ["N", 2, 3, "a", "b", "c"], []),
+         "Gather with indices computed at run time is not supported"),
+    ],
+)  # fmt: skip
+def test_bad_shape_and_movement_nodes_are_named(model: onnx.ModelProto, message: str) -> None:
+    with pytest.raises(FrontendError) as info:
+        import_onnx(model)
+    assert info.value.loc is not None and info.value.loc.node == "bad"
+    assert message in str(info.value)

@@ -219,3 +219,19 @@ def test_an_array_bound_on_a_core_without_code_is_programmed_not_a_crash() -> No
     sim = imcc.Simulator(program)
     assert sim.run(np.zeros((1, 4))).outputs["y"].tolist() == [[0.0] * 4]
     assert sim.machine.cores[3].arrays[0] is not None
+
+
+@pytest.mark.parametrize(
+    ("strides", "message"),
+    [
+        ("", r"pc 1 \(simd.copy2d\): stride registers r30.. do not all exist"),
+        ("ctl.set r5, 1\nctl.set r6, -4\nctl.set r7, 4\n", r"strides \(1, -4, 4\) must be >= 0"),
+        ("ctl.set r5, 1\nctl.set r6, 9000\nctl.set r7, 4\n",
+         r"a = r1 addresses \[0, 18004\) outside the 16384-word buffer"),
+    ],
+)  # fmt: skip
+def test_static_strides_of_a_block_copy_are_checked(strides: str, message: str) -> None:
+    register = "r30" if not strides else "r5"
+    text = f".core 0\nctl.set r1, 0\n{strides}simd.copy2d r1, r1, {register}, 4, 3\nctl.halt\n"
+    with pytest.raises(BinaryFormatError, match=message):
+        imcc.Simulator(with_io(text))
