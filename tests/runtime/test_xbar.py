@@ -22,22 +22,28 @@ from tests.runtime.programs import binary, image_directive
 
 
 def mvm_program(levels: np.ndarray, bits: int, signed: int, cell_bits: int, dac_bits: int,
-                adc_bits: int) -> imcc.Binary:  # fmt: skip
+                adc_bits: int, vectors: int = 0) -> imcc.Binary:  # fmt: skip
+    """x -> one xbar.mvm -> y; with `vectors` = m > 0, x holds m vectors stored row by row of
+    the array, (rows, m), and one xbar.mvmb gives y as (cols, m)."""
     data = load_target().to_dict()
     data["xbar"].update(cell_bits=cell_bits, dac_bits=dac_bits, adc_bits=adc_bits)
     rows, cols = levels.shape
+    m = max(vectors, 1)
+    tail = [m] if vectors else []
+    mvm = f"xbar.mvmb a0, r0, r1, {bits}, {signed}, {m}" if vectors else (
+        f"xbar.mvm a0, r0, r1, {bits}, {signed}")  # fmt: skip
     io = {"dtype": "float32", "batch_axis": True, "quant": {}}
     return binary(
         f".target {json.dumps(data)}\n"
-        f".input {json.dumps({'name': 'x', 'shape': [rows], 'addr': 0, **io})}\n"
-        f".output {json.dumps({'name': 'y', 'shape': [cols], 'addr': 200, **io})}\n"
+        f".input {json.dumps({'name': 'x', 'shape': [rows, *tail], 'addr': 0, **io})}\n"
+        f".output {json.dumps({'name': 'y', 'shape': [cols, *tail], 'addr': 2000, **io})}\n"
         + image_directive(0, levels)
         + ".bind c0 a0 0\n.core 0\n"
-        "    ctl.set r0, 0\n    ctl.set r1, 300\n"
-        f"    mem.load r0, r0, {rows}\n"
-        f"    xbar.mvm a0, r0, r1, {bits}, {signed}\n"
-        "    ctl.set r2, 200\n"
-        f"    mem.store r2, r1, {cols}\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 3000\n"
+        f"    mem.load r0, r0, {rows * m}\n"
+        f"    {mvm}\n"
+        "    ctl.set r2, 2000\n"
+        f"    mem.store r2, r1, {cols * m}\n"
         "    ctl.halt\n"
     )
 
@@ -140,29 +146,6 @@ def test_inputs_out_of_range_wrap_like_a_bits_wide_register(signed: int) -> None
     assert got.tolist() == expected
 
 
-def mvm_block_program(levels: np.ndarray, m: int, bits: int, signed: int,
-                      adc_bits: int) -> imcc.Binary:  # fmt: skip
-    """x (m vectors of `rows`, stored row by row of the array) -> one xbar.mvmb -> y (m of
-    `cols`, stored the same way)."""
-    data = load_target().to_dict()
-    data["xbar"].update(cell_bits=2, dac_bits=1, adc_bits=adc_bits)
-    rows, cols = levels.shape
-    io = {"dtype": "float32", "batch_axis": True, "quant": {}}
-    return binary(
-        f".target {json.dumps(data)}\n"
-        f".input {json.dumps({'name': 'x', 'shape': [rows, m], 'addr': 0, **io})}\n"
-        f".output {json.dumps({'name': 'y', 'shape': [cols, m], 'addr': 2000, **io})}\n"
-        + image_directive(0, levels)
-        + ".bind c0 a0 0\n.core 0\n"
-        "    ctl.set r0, 0\n    ctl.set r1, 3000\n"
-        f"    mem.load r0, r0, {rows * m}\n"
-        f"    xbar.mvmb a0, r0, r1, {bits}, {signed}, {m}\n"
-        "    ctl.set r2, 2000\n"
-        f"    mem.store r2, r1, {cols * m}\n"
-        "    ctl.halt\n"
-    )
-
-
 @pytest.mark.parametrize("adc_bits", [9, 5])  # lossless for 16 rows of 2-bit cells; lossy
 def test_a_block_mvm_is_its_vectors_one_by_one(adc_bits: int) -> None:
     """xbar.mvmb over m vectors equals m xbar.mvm bit for bit (the lossy ADC too), and its
@@ -171,7 +154,7 @@ def test_a_block_mvm_is_its_vectors_one_by_one(adc_bits: int) -> None:
     rows, cols, m = 16, 12, 5
     levels = rng.integers(0, 4, size=(rows, cols))
     x = rng.integers(-128, 128, size=(3, m, rows))  # 3 samples of m vectors each
-    block = imcc.Simulator(mvm_block_program(levels, m, 8, 1, adc_bits), mode="cycle")
+    block = imcc.Simulator(mvm_program(levels, 8, 1, 2, 1, adc_bits, vectors=m), mode="cycle")
     got = block.run(x.transpose(0, 2, 1).astype(np.float64))  # stored (rows, m) per sample
     single = imcc.Simulator(mvm_program(levels, 8, 1, 2, 1, adc_bits), mode="cycle")
     one = single.run(x.reshape(-1, rows).astype(np.float64)).outputs["y"].reshape(3, m, cols)
