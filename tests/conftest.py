@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 from onnx import TensorProto, helper, numpy_helper
 
 from imcc.compiler.target import load_target
+from imcc.isa.container import Binary
 from imcc.isa.target import Target
 
 settings.register_profile(
@@ -87,6 +88,19 @@ def onnxruntime_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return np.asarray(session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0])
+
+
+def simulated_error(binary: Binary, model: onnx.ModelProto, x: np.ndarray) -> float:
+    """Largest error of the simulated outputs `y` against onnxruntime, relative to the largest
+    reference output; the functional and cycle-level simulators must agree bit for bit."""
+    import imcc
+
+    functional = imcc.Simulator(binary, mode="functional").run(x).outputs["y"]
+    cycle = imcc.Simulator(binary, mode="cycle").run(x).outputs["y"]
+    assert np.array_equal(functional, cycle), "functional and cycle-level simulators disagree"
+    reference = onnxruntime_run(model, x)
+    assert functional.shape == reference.shape
+    return float(np.max(np.abs(functional - reference)) / np.max(np.abs(reference)))
 
 
 def replace_target(target: Target, **changes: object) -> Target:

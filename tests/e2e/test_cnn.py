@@ -13,7 +13,7 @@ import imcc
 from imcc.compiler.driver import compile_graph
 from imcc.compiler.ir import ops
 from imcc.frontends.onnx import import_onnx
-from tests.conftest import big_target, onnxruntime_run
+from tests.conftest import big_target, simulated_error
 
 # 16-bit weights and inputs: every product carries a relative error of at most ~2 x 2^-16
 # (half an LSB of each operand, the LSB being max / 32767 per window or column); sums of at
@@ -130,33 +130,24 @@ def _inputs(n: int = 6) -> np.ndarray:
     return np.random.default_rng(1).normal(size=(n, 1, 12, 12)).astype(np.float32)
 
 
-def _error(binary: imcc.Binary, model: onnx.ModelProto, x: np.ndarray) -> float:
-    functional = imcc.Simulator(binary, mode="functional").run(x).outputs["y"]
-    cycle = imcc.Simulator(binary, mode="cycle").run(x).outputs["y"]
-    assert np.array_equal(functional, cycle), "functional and cycle-level simulators disagree"
-    reference = onnxruntime_run(model, x)
-    assert functional.shape == reference.shape
-    return float(np.max(np.abs(functional - reference)) / np.max(np.abs(reference)))
-
-
 def test_16bit_lenet5_matches_onnxruntime() -> None:
     """The windows stream through the QDense one row at a time, so LeNet-5's first layer
     (576 windows of 25) fits the default buffers; measured error 6e-5 of the magnitude."""
     model = lenet5()
     x = np.random.default_rng(2).normal(size=(4, 1, 28, 28)).astype(np.float32)
     binary = imcc.compile(model, _target(), weight_bits=16, input_bits=16)
-    assert _error(binary, model, x) <= REL_TOL_16
+    assert simulated_error(binary, model, x) <= REL_TOL_16
 
 
 def test_16bit_cnn_matches_onnxruntime() -> None:
     model, x = lenet(), _inputs()
     binary = imcc.compile(model, _target(), weight_bits=16, input_bits=16)
-    assert _error(binary, model, x) <= REL_TOL_16
+    assert simulated_error(binary, model, x) <= REL_TOL_16
 
 
 def test_8bit_cnn_error_is_bounded() -> None:
     model, x = lenet(), _inputs()
-    error = _error(imcc.compile(model, _target(), weight_bits=8, input_bits=8), model, x)
+    error = simulated_error(imcc.compile(model, _target(), weight_bits=8, input_bits=8), model, x)
     assert REL_TOL_16 < error <= REL_TOL_8  # visibly coarser than 16 bits, and still bounded
 
 
@@ -197,7 +188,7 @@ def test_16bit_conv_variants_match_onnxruntime(attrs: dict[str, object]) -> None
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.normal(size=(3, 4, 7, 6)).astype(np.float32)
     binary = imcc.compile(model, _target(), weight_bits=16, input_bits=16, spread=True)
-    assert _error(binary, model, x) <= REL_TOL_16
+    assert simulated_error(binary, model, x) <= REL_TOL_16
 
 
 def test_batchnorm_folds_into_gemm_and_runs_alone_as_simd() -> None:

@@ -14,7 +14,7 @@ import imcc
 from imcc.compiler.driver import compile_graph
 from imcc.frontends.onnx import import_onnx
 from imcc.isa import spec
-from tests.conftest import big_target, onnxruntime_run
+from tests.conftest import big_target, simulated_error
 
 # 16-bit weights and inputs: one crossbar layer of at most 8 terms carries a relative error of
 # ~1e-4 of the output's magnitude (see tests/e2e/test_cnn.py); the SIMD ops after it compute in
@@ -24,12 +24,7 @@ REL_TOL_16 = 2e-3
 
 def _error(model: onnx.ModelProto, x: np.ndarray) -> float:
     binary = imcc.compile(model, big_target(cores=2, arrays=16), weight_bits=16, input_bits=16)
-    functional = imcc.Simulator(binary, mode="functional").run(x).outputs["y"]
-    cycle = imcc.Simulator(binary, mode="cycle").run(x).outputs["y"]
-    assert np.array_equal(functional, cycle), "functional and cycle-level simulators disagree"
-    reference = onnxruntime_run(model, x)
-    assert functional.shape == reference.shape
-    return float(np.max(np.abs(functional - reference)) / np.max(np.abs(reference)))
+    return simulated_error(binary, model, x)
 
 
 def _model(nodes: list[onnx.NodeProto], x_shape: list[object], y_shape: list[object],
