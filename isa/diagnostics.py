@@ -72,7 +72,29 @@ class CoreLoc:
         return text
 
 
-Loc = SourceLoc | NodeLoc | SectionLoc | CoreLoc | None
+@dataclass(frozen=True, slots=True)
+class InputLoc:
+    """A run-time input tensor, optionally one sample (batch index) of it."""
+
+    name: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        where = f"input {self.name!r}"
+        return where if self.index is None else f"{where} sample {self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionLoc:
+    """A command-line option or API argument, with the value given."""
+
+    option: str
+
+    def __str__(self) -> str:
+        return self.option
+
+
+Loc = SourceLoc | NodeLoc | SectionLoc | CoreLoc | InputLoc | OptionLoc | None
 
 
 class Diagnostic(Exception):
