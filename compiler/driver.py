@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from imcc.compiler.ir.core import Graph
-from imcc.compiler.passes import DEFAULT_PIPELINE, Context, run_pipeline
+from imcc.compiler.passes import DEFAULT_PIPELINE, Context, parse_pipeline, run_pipeline
 from imcc.compiler.passes.replicate import replicate
 from imcc.compiler.target import load_target
-from imcc.isa.diagnostics import CompileError, TargetError
+from imcc.isa.diagnostics import CompileError, OptionLoc, TargetError
 from imcc.isa.program import Program
 from imcc.isa.target import Target
 
@@ -63,7 +63,9 @@ def apply_hardware_options(target: Target, options: dict[str, Any]) -> Target:
     try:
         changed.validate("options")
     except TargetError as exc:
-        raise CompileError(exc.message.replace("options: xbar.", "option ")) from None
+        key = next((k for k in changes if f"xbar.{k} " in exc.message), "options")
+        message = exc.message.replace("options: xbar.", "option ")
+        raise CompileError(message, OptionLoc(key)) from None
     return changed
 
 
@@ -71,7 +73,9 @@ def check_options(target: Target, options: dict[str, Any]) -> None:
     """Reject combinations that cannot work, naming the options involved."""
     for name in ("weight_bits", "input_bits"):
         if not 2 <= options[name] <= 24:
-            raise CompileError(f"{name} = {options[name]} is outside the supported range [2, 24]")
+            raise CompileError(
+                f"{name} = {options[name]} is outside the supported range [2, 24]", OptionLoc(name)
+            )
     xbar = target.xbar
     if xbar.sign_encoding == "differential":
         needed = 2 * -(-(options["weight_bits"] - 1) // xbar.cell_bits)
@@ -81,14 +85,20 @@ def check_options(target: Target, options: dict[str, Any]) -> None:
         raise CompileError(
             f"weight_bits = {options['weight_bits']} with cell_bits = {xbar.cell_bits} and "
             f"sign_encoding = {xbar.sign_encoding} needs {needed} columns per output, but "
-            f"cols = {xbar.cols}"
+            f"cols = {xbar.cols}",
+            OptionLoc("weight_bits"),
         )
     if options.get("calibration", "minmax") not in ("minmax", "percentile"):
         raise CompileError(
-            f"calibration = {options['calibration']!r}; expected minmax or percentile"
+            f"calibration = {options['calibration']!r}; expected minmax or percentile",
+            OptionLoc("calibration"),
         )
-    if not 0 < float(options.get("percentile", 99.99)) <= 100:
-        raise CompileError(f"percentile = {options['percentile']} must be in (0, 100]")
+    percentile = options.get("percentile", 99.99)
+    number = isinstance(percentile, int | float | np.integer | np.floating)
+    if isinstance(percentile, bool) or not number or not 0 < float(percentile) <= 100:
+        raise CompileError(
+            f"percentile = {percentile!r} must be a number in (0, 100]", OptionLoc("percentile")
+        )
 
 
 @dataclass
@@ -111,18 +121,30 @@ def compile_graph(
     unknown = sorted(set(options) - known)
     if unknown:
         raise CompileError(
-            f"unknown compile options {unknown}; options are {', '.join(sorted(known))}"
+            f"unknown compile options {unknown}; options are {', '.join(sorted(known))}",
+            OptionLoc(unknown[0]),
         )
     for name, value in options.items():
         if name in _INTS and value is not None and not isinstance(value, int | np.integer):
-            raise CompileError(f"option {name} must be an integer, not {value!r}")
+            raise CompileError(f"option {name} must be an integer, not {value!r}", OptionLoc(name))
     resolved = apply_hardware_options(resolved, options)
-    merged: dict[str, Any] = dict(resolved.defaults)
+    unknown = sorted(set(dict(resolved.defaults)) - set(OPTIONS))
+    if unknown:  # load_target checks a file's; this catches a Target built in code
+        raise TargetError(
+            f"target {resolved.name!r}: [defaults] has unknown keys {unknown}; expected "
+            f"{', '.join(OPTIONS)}",
+            OptionLoc("target"),
+        )
+    # a target without [defaults] for the bits gets 8 (what every preset sets)
+    merged: dict[str, Any] = {"weight_bits": 8, "input_bits": 8, **dict(resolved.defaults)}
     merged.update({k: v for k, v in options.items() if v is not None})
     check_options(resolved, merged)
     schedule = merged.pop("schedule", "packed")
     if schedule not in SCHEDULES:
-        raise CompileError(f"schedule = {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        raise CompileError(
+            f"schedule = {schedule!r}; expected one of {', '.join(SCHEDULES)}",
+            OptionLoc("schedule"),
+        )
     spread = bool(merged.pop("spread", False))
     phases = bool(merged.pop("phases", True))
     if pipeline is None:
@@ -135,10 +157,15 @@ def compile_graph(
             settings.append("phases=false")
         place = f"place{{{','.join(settings)}}}" if settings else "place"
         pipeline = DEFAULT_PIPELINE.replace("place", place)
+    passes = parse_pipeline(pipeline)
+    if not passes or passes[-1].name != "emit":
+        raise CompileError(
+            f"pipeline {pipeline!r} does not end in 'emit' (the default pipeline is "
+            f"{DEFAULT_PIPELINE})",
+            OptionLoc("pipeline"),
+        )
     ctx = Context(target=resolved, options=merged, calibration=calibrate)
-    run_pipeline(graph, ctx, pipeline, print_after=print_after)
-    if "program" not in ctx.results:
-        raise CompileError(f"pipeline {pipeline!r} does not end in 'emit'")
+    run_pipeline(graph, ctx, passes, print_after=print_after)
     program: Program = ctx.results["program"]
     if schedule == "throughput":
         program = replicate(program)

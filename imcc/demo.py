@@ -7,14 +7,17 @@ run report. The helpers here are also what examples/digits_mlp.py and the tests 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from imcc.isa.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from imcc.isa.target import Target
 
 SPLIT_SEED = 0
 
@@ -49,11 +52,13 @@ def digits() -> DigitsData:
     return DigitsData(x_train, x_test, y_train, y_test)
 
 
-def train_mlp(data: DigitsData, hidden: tuple[int, ...] = (64,), seed: int = 0) -> Any:
+def train_mlp(
+    data: DigitsData, hidden: tuple[int, ...] = (64,), seed: int = 0, max_iter: int = 400
+) -> Any:
     """A scikit-learn MLPClassifier on pixels scaled to [0, 1]."""
     from sklearn.neural_network import MLPClassifier
 
-    model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=400, random_state=seed)
+    model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=max_iter, random_state=seed)
     model.fit(data.x_train / 16.0, data.y_train)
     return model
 
@@ -101,9 +106,12 @@ def onnxruntime_outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(None, {name: x.astype(np.float32)})[0])
 
 
-def run_demo(target: str | None = None, mode: str = "cycle", out: Any = print) -> dict[str, Any]:
+def run_demo(
+    target: str | Target | None = None, mode: str = "cycle", out: Any = print
+) -> dict[str, Any]:
     """The whole demo; returns the figures it printed (for tests)."""
     import imcc
+    from imcc.runtime.report import in_graph_order
 
     data = digits()
     out("imcc demo: an MLP on scikit-learn's digits (8x8 images, 10 classes)")
@@ -139,5 +147,10 @@ def run_demo(target: str | None = None, mode: str = "cycle", out: Any = print) -
         f"{100 * float(np.mean(chip == reference)):6.2f} %"
     )
     out("")
-    out(result.report.table())
+    # rows in the model's order, as `imcc run` prints them
+    out(
+        replace(
+            result.report, layers=in_graph_order(result.report.layers, binary.program.debug)
+        ).table()
+    )
     return {"chip_accuracy": chip_acc, "onnxruntime_accuracy": ort_acc, "report": result.report}

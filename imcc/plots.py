@@ -2,10 +2,14 @@
 core's units do during one inference, and a placement map of the chip.
 
     imcc run model.imcb --input x.npy --plot DIR     # DIR/timeline.png, DIR/placement.png
+
+`timeline_png` and `placement_png` return the PNG bytes (the CLI writes every output of a
+command together, at its end); `timeline` and `placement` write them to a path.
 """
 
 from __future__ import annotations
 
+import io
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,11 +39,35 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotError("plots need matplotlib: pip install -e '.[examples]'") from None
+        raise PlotError(
+            "plots need matplotlib, which is not installed: pip install 'imcc[examples]'"
+        ) from None
     return plt
 
 
+def require_matplotlib() -> None:
+    """Raise PlotError now if plots cannot be drawn (the CLI checks before it simulates)."""
+    _pyplot()
+
+
+def _png(plt: Any, fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def timeline(records: list[tuple[int, int, int, str, str]], path: Path, title: str = "") -> None:
+    """Write `timeline_png` to `path`."""
+    Path(path).write_bytes(timeline_png(records, title))
+
+
+def placement(program: Program, path: Path, title: str = "") -> None:
+    """Write `placement_png` to `path`."""
+    Path(path).write_bytes(placement_png(program, title))
+
+
+def timeline_png(records: list[tuple[int, int, int, str, str]], title: str = "") -> bytes:
     """One row per core that ran anything; a bar per instruction, coloured by unit.
     Consecutive instructions of one unit merge into one bar, so a long run stays readable."""
     plt = _pyplot()
@@ -63,11 +91,10 @@ def timeline(records: list[tuple[int, int, int, str, str]], path: Path, title: s
     ax.legend(handles, list(UNIT_COLOURS), ncol=len(UNIT_COLOURS), loc="upper right", fontsize=8)
     ax.set_title(title or "unit activity per core, one inference")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _png(plt, fig)
 
 
-def placement(program: Program, path: Path, title: str = "") -> None:
+def placement_png(program: Program, title: str = "") -> bytes:
     """The mesh of cores: each coloured by the layer holding most of its arrays, labelled
     with the arrays in use (those programmed mid-program, in phases, counted too)."""
     plt = _pyplot()
@@ -106,5 +133,4 @@ def placement(program: Program, path: Path, title: str = "") -> None:
         ax.legend(handles, layers[:20], loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
     ax.set_title(title or f"{target.name}: layer per core\n(number: arrays in use)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _png(plt, fig)

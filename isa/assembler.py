@@ -32,6 +32,7 @@ import binascii
 import difflib
 import json
 import math
+import os
 import re
 import struct
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 
 from imcc.isa import spec
 from imcc.isa.acam import CamCode, CamImage
+from imcc.isa.container import JsonFault, tensor_from_dict
 from imcc.isa.diagnostics import AsmError, Diagnostic, EncodingError, SourceLoc, TargetError
 from imcc.isa.encoding import Instr, make, operand_bounds
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
@@ -53,7 +55,14 @@ from imcc.isa.target import Target
 
 TargetLoader = Callable[[str], Target]
 
-__all__ = ["TargetLoader", "assemble", "format_float", "is_bare_word"]
+__all__ = [
+    "TargetLoader",
+    "assemble",
+    "assemble_file",
+    "decode_source",
+    "format_float",
+    "is_bare_word",
+]
 
 # Token kinds of the grammar (terminal names in asm.lark), plus JSON for `{...}` and `[...]`.
 _WORDS = ("NAME", "DOTTED")
@@ -200,6 +209,44 @@ def assemble(
     without it only `.target {json}` works.
     """
     return _Assembler(text, filename, target_loader).run()
+
+
+def assemble_file(
+    path: str | os.PathLike[str], target_loader: TargetLoader | None = None
+) -> Program:
+    """Read an assembly file (UTF-8) and assemble it; the `imcc asm` path.
+
+    A byte that is not UTF-8 is an AsmError at its file:line:col. A file that cannot be read is
+    an AsmError without a location: the caller knows which option or argument named it.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise AsmError(f"cannot read {name!r}: {exc.strerror or exc}") from None
+    return assemble(decode_source(data, name), name, target_loader)
+
+
+def decode_source(data: bytes, filename: str = "<asm>") -> str:
+    """Assembly bytes as text; the first byte that is not UTF-8 is an AsmError there."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line_start = data.rfind(b"\n", 0, start) + 1
+        line_end = data.find(b"\n", start)
+        source = data[line_start : line_end if line_end >= 0 else len(data)]
+        before = data[line_start:start].decode("utf-8", "replace")
+        loc = SourceLoc(
+            filename,
+            data.count(b"\n", 0, start) + 1,
+            len(before) + 1,
+            source.decode("utf-8", "replace").rstrip("\r"),
+        )
+        raise AsmError(
+            f"byte 0x{data[start]:02x} is not UTF-8 text (assembly files are UTF-8)", loc
+        ) from None
 
 
 class _Assembler:
@@ -354,8 +401,9 @@ class _Assembler:
             )
         arg = statement.args[0]
         if arg.kind == _JSON:
+            data = self.json(arg)  # the one JSON reader: duplicates, depth, digits are errors
             try:
-                return Target.from_json(arg.text, "target")
+                return Target.from_dict(data, "target")
             except TargetError as exc:
                 raise self.error(exc.message, arg) from None
             except RecursionError:
@@ -524,6 +572,14 @@ class _Assembler:
         except json.JSONDecodeError as exc:
             raise self.error(f"malformed string {_shown(arg.text)} ({exc.msg})", arg) from None
         assert isinstance(value, str)
+        try:  # a \ud800 escape gives a lone surrogate, which is not text (nor UTF-8)
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self.error(
+                f"string {_shown(arg.text)} holds a lone surrogate at character {exc.start}; "
+                "expected Unicode text",
+                arg,
+            ) from None
         return value
 
     def word_or_string(self, arg: _Arg, what: str) -> str:
@@ -603,6 +659,10 @@ class _Assembler:
             isinstance(v, str | int | float) and not isinstance(v, bool) for v in quant.values()
         ):
             raise bad("quant", "an object of strings and numbers")
+        try:  # and what the container checks: the binary must be able to hold the tensor
+            tensor_from_dict({**data, "dtype": dtype, "batch_axis": batch_axis, "quant": quant})
+        except JsonFault as exc:
+            raise self.error(f"`{directive}` cannot be stored: {exc}", arg) from None
         return TensorInfo(
             name=name,
             shape=tuple(shape),

@@ -17,17 +17,23 @@ JSON shapes and instruction words. Every failure is a BinaryFormatError naming t
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import json
+import math
 import os
+import secrets
 import struct
-import tempfile
 import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from imcc.isa import spec
 from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.diagnostics import BinaryFormatError, Diagnostic, SectionLoc, TargetError
 from imcc.isa.encoding import decode_code, encode_code
@@ -42,6 +48,7 @@ _IMAGE = struct.Struct("<II")
 _CONST = struct.Struct("<QQ")
 _CAM = struct.Struct("<IIII")
 MAX_SECTIONS = 1 << 16
+_MAX_SIDE = 1 << 16  # rows, columns and leaf words of an image
 
 
 class Kind(enum.IntEnum):
@@ -59,51 +66,397 @@ class Kind(enum.IntEnum):
     CAMCODE = 12  # per coding table, optional: the rank coding of acam.encode
 
 
-def _json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+# -- JSON sections: one checked reader. Every value is checked against a shape (type and
+# range), on reading and, with the same shapes, on writing: the writer never produces a
+# section the reader refuses. A fault names its entry: `inputs[0].shape[1]`, `[3].image`.
 
 
-def to_bytes(program: Program) -> bytes:
-    """Serialise deterministically: the same program always gives the same bytes."""
+class JsonFault(Exception):
+    """A JSON value that does not fit its shape; `path` names the entry ("" for the root)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"entry {path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def _shown(value: Any) -> str:
+    """A value as its JSON text (Python repr if it has none), shortened for a message."""
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Shape:
+    noun = "a value"
+
+    def check(self, value: Any, path: str) -> None:
+        raise NotImplementedError
+
+    def fault(self, value: Any, path: str) -> JsonFault:
+        return JsonFault(path, f"found {_shown(value)}, expected {self.noun}")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonInt(_Shape):
+    lo: int
+    hi: int
+
+    @property
+    def noun(self) -> str:  # type: ignore[override]
+        return f"an integer in [{self.lo}, {self.hi}]"
+
+    def check(self, value: Any, path: str) -> None:
+        if not (type(value) is int and self.lo <= value <= self.hi):
+            raise self.fault(value, path)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonStr(_Shape):
+    noun = "a string of Unicode text"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, str):
+            raise self.fault(value, path)
+        try:  # lone surrogates (from \\ud800 escapes or undecodable names) are not text
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise JsonFault(
+                path,
+                f"found {_shown(value)}, a string with a lone surrogate at character {exc.start}",
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonBool(_Shape):
+    noun = "true or false"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, bool):
+            raise self.fault(value, path)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonScalar(_Shape):
+    """A string, a 64-bit integer or a finite number: a quantisation parameter."""
+
+    noun = "a string, a 64-bit integer or a finite number"
+
+    def check(self, value: Any, path: str) -> None:
+        if isinstance(value, str):
+            JsonStr().check(value, path)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise self.fault(value, path)
+        elif type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+            raise self.fault(value, path)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonList(_Shape):
+    item: _Shape
+    max_len: int = 1 << 32
+
+    @property
+    def noun(self) -> str:  # type: ignore[override]
+        return f"a list of at most {self.max_len} entries"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, list | tuple) or len(value) > self.max_len:
+            raise self.fault(value, path)
+        for i, item in enumerate(value):
+            self.item.check(item, f"{path}[{i}]")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonRow(_Shape):
+    """A fixed-length list whose entries have names and shapes of their own."""
+
+    items: tuple[tuple[str, _Shape], ...]
+
+    @property
+    def noun(self) -> str:  # type: ignore[override]
+        return f"a list [{', '.join(name for name, _ in self.items)}]"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, list | tuple) or len(value) != len(self.items):
+            raise self.fault(value, path)
+        for (name, shape), item in zip(self.items, value, strict=True):
+            shape.check(item, f"{path}.{name}")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonObject(_Shape):
+    """An object with these keys (`optional` ones may be absent) and no others."""
+
+    required: tuple[tuple[str, _Shape], ...]
+    optional: tuple[tuple[str, _Shape], ...] = ()
+
+    @property
+    def noun(self) -> str:  # type: ignore[override]
+        return f"an object with keys {', '.join(name for name, _ in self.required)}"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise self.fault(value, path)
+        known = dict(self.required + self.optional)
+        for key in value:
+            if key not in known:
+                raise JsonFault(
+                    path, f"unknown key {_shown(key)}; expected {', '.join(map(repr, known))}"
+                )
+        for key, _ in self.required:
+            if key not in value:
+                raise JsonFault(path, f"missing key {key!r}")
+        for key, item in value.items():
+            known[key].check(item, f"{path}.{key}" if path else key)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonMap(_Shape):
+    """An object of string keys to values of one shape."""
+
+    value: _Shape
+
+    @property
+    def noun(self) -> str:  # type: ignore[override]
+        return f"an object of strings to {self.value.noun}"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise self.fault(value, path)
+        for key, item in value.items():
+            JsonStr().check(key, f"{path} key" if path else "key")
+            self.value.check(item, f"{path}.{key}" if path else key)
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonFault("", f"found {name}, which is not a JSON number (expected finite numbers)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise JsonFault("", f"duplicate key {_shown(key)}")
+        seen[key] = value
+    return seen
+
+
+def parse_json(body: bytes, shape: _Shape | None = None) -> Any:
+    """Strict JSON (RFC 8259: UTF-8, no NaN or Infinity, no duplicate keys) checked against
+    `shape`; every fault, including nesting too deep for the parser, is a JsonFault."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonFault("", f"byte {exc.start} (0x{body[exc.start]:02x}) is not UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise JsonFault("", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise JsonFault("", "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise JsonFault("", f"not valid JSON ({str(exc).split(':')[0]})") from None
+    if shape is not None:
+        shape.check(value, "")
+    return value
+
+
+def dump_json(value: Any, shape: _Shape) -> bytes:
+    """The canonical bytes of `value` after checking it against `shape` (JsonFault if not)."""
+    shape.check(value, "")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _limit(kind: spec.OperandKind) -> int:
+    """The largest value an operand field of this kind holds."""
+    return (1 << spec.WIDTH[kind]) - 1
+
+
+MAX_RANK = 32  # numpy's limit on dimensions
+MAX_ELEMENTS = 1 << 62  # a tensor's size fits a signed 64-bit integer with room
+TENSOR = JsonObject(
+    required=(
+        ("name", JsonStr()),
+        ("shape", JsonList(JsonInt(0, MAX_ELEMENTS), MAX_RANK)),
+        ("addr", JsonInt(0, (1 << 64) - 1)),  # global addresses are u64, as in CONST
+        ("dtype", JsonStr()),
+        ("batch_axis", JsonBool()),
+    ),
+    optional=(("quant", JsonMap(JsonScalar())),),
+)
+IO_SHAPE = JsonObject(required=(("inputs", JsonList(TENSOR)), ("outputs", JsonList(TENSOR))))
+META_SHAPE = JsonMap(JsonStr())
+CORE = JsonInt(0, _limit(spec.OperandKind.CORE))
+PC = JsonInt(0, _limit(spec.OperandKind.TARGET))
+BIND_SHAPE = JsonList(
+    JsonRow(
+        (
+            ("core", CORE),
+            ("array", JsonInt(0, _limit(spec.OperandKind.ARRAY))),
+            ("image", JsonInt(0, _limit(spec.OperandKind.IMAGE))),
+        )
+    )
+)
+CAMBIND_SHAPE = JsonList(
+    JsonRow(
+        (
+            ("core", CORE),
+            ("array", JsonInt(0, _limit(spec.OperandKind.CAM))),
+            ("image", JsonInt(0, _limit(spec.OperandKind.CAM_IMAGE))),
+        )
+    )
+)
+DEBUG_SHAPE = JsonList(JsonRow((("core", CORE), ("first", PC), ("last", PC), ("node", JsonStr()))))
+
+
+def tensor_from_dict(data: dict[str, Any], path: str = "") -> TensorInfo:
+    """A TensorInfo from its checked JSON form (TENSOR), with the rules across keys."""
+    TENSOR.check(data, path)
+    size = math.prod(data["shape"])
+    if size > MAX_ELEMENTS:
+        raise JsonFault(
+            f"{path}.shape" if path else "shape",
+            f"found {_shown(data['shape'])}, {size} elements; expected at most {MAX_ELEMENTS}",
+        )
+    return TensorInfo(
+        name=data["name"],
+        shape=tuple(data["shape"]),
+        addr=data["addr"],
+        dtype=data["dtype"],
+        batch_axis=data["batch_axis"],
+        quant=tuple(sorted(data.get("quant", {}).items())),
+    )
+
+
+def _debug_map(runs: Sequence[Sequence[Any]], lengths: Sequence[int]) -> dict[tuple[int, int], str]:
+    """(core, pc) -> node from checked DEBUG runs; every run names instructions that exist."""
+    debug: dict[tuple[int, int], str] = {}
+    for i, (core, first, last, node) in enumerate(runs):
+        have = lengths[core] if core < len(lengths) else 0
+        if not first <= last < have:
+            raise JsonFault(
+                f"[{i}]",
+                f"found the run of pcs {first}..{last} on core {core}, expected pcs of its "
+                f"{have} instructions",
+            )
+        for pc in range(first, last + 1):
+            debug[(core, pc)] = node
+    return debug
+
+
+def to_bytes(program: Program, name: str = "<binary>") -> bytes:
+    """Serialise deterministically: the same program always gives the same bytes.
+
+    What the reader would refuse (a name that is not text, a number JSON cannot hold, a debug
+    entry for no instruction) is a BinaryFormatError naming the section and entry instead.
+    """
+
+    def checked(kind: Kind, value: Any, shape: _Shape) -> bytes:
+        try:
+            return dump_json(value, shape)
+        except JsonFault as exc:
+            message = f"cannot write {exc}"
+            raise BinaryFormatError(message, SectionLoc(name, kind.name)) from None
+
+    io = {
+        "inputs": [t.to_dict() for t in program.inputs],
+        "outputs": [t.to_dict() for t in program.outputs],
+    }
+    io_body = checked(Kind.IO, io, IO_SHAPE)
+    for side in ("inputs", "outputs"):
+        for i, tensor in enumerate(io[side]):
+            try:
+                tensor_from_dict(tensor, f"{side}[{i}]")
+            except JsonFault as exc:
+                raise BinaryFormatError(f"cannot write {exc}", SectionLoc(name, "IO")) from None
+    runs = _debug_runs(program.debug)
+    debug_body = checked(Kind.DEBUG, runs, DEBUG_SHAPE)
+    try:
+        _debug_map(runs, [len(code) for code in program.code])
+    except JsonFault as exc:
+        raise BinaryFormatError(f"cannot write {exc}", SectionLoc(name, "DEBUG")) from None
     sections: list[tuple[Kind, int, bytes]] = [
         (Kind.TARGET, 0, program.target.to_json().encode()),
-        (
-            Kind.IO,
-            0,
-            _json(
-                {
-                    "inputs": [t.to_dict() for t in program.inputs],
-                    "outputs": [t.to_dict() for t in program.outputs],
-                }
-            ),
-        ),
-        (Kind.META, 0, _json(program.meta)),
+        (Kind.IO, 0, io_body),
+        (Kind.META, 0, checked(Kind.META, program.meta, META_SHAPE)),
     ]
+
+    def refuse(label: str, message: str) -> BinaryFormatError:
+        return BinaryFormatError(f"cannot write {message}", SectionLoc(name, label))
+
     for core, code in enumerate(program.code):
         sections.append((Kind.CODE, core, encode_code(code)))
     for index, image in enumerate(program.images):
+        if not (0 < image.rows <= _MAX_SIDE and 0 < image.cols <= _MAX_SIDE):
+            raise refuse(
+                f"IMAGE[{index}]",
+                f"an image of shape {image.rows}x{image.cols}, "
+                f"expected 1..{_MAX_SIDE} rows and columns",
+            )
         head = _IMAGE.pack(image.rows, image.cols)
         # level 6: as small as level 9 on cell levels, and ten times faster
         sections.append((Kind.IMAGE, index, head + zlib.compress(image.levels.tobytes(), 1)))
-    sections.append((Kind.BIND, 0, _json([[b.core, b.array, b.image] for b in program.bindings])))
+    bound = [[b.core, b.array, b.image] for b in program.bindings]
+    sections.append((Kind.BIND, 0, checked(Kind.BIND, bound, BIND_SHAPE)))
+    for addr, _ in program.constants:
+        if not (type(addr) is int or isinstance(addr, np.integer)) or not 0 <= addr < 1 << 64:
+            raise refuse(
+                "CONST",
+                f"constants at address {addr!r}, expected an integer in [0, {(1 << 64) - 1}]",
+            )
     blob = b"".join(
         _CONST.pack(addr, len(values)) + np.asarray(values, dtype="<f8").tobytes()
         for addr, values in program.constants
     )
     sections.append((Kind.CONST, 0, blob))
-    sections.append((Kind.DEBUG, 0, _json(_debug_runs(program.debug))))
+    sections.append((Kind.DEBUG, 0, debug_body))
     for index, ranges in sorted(program.adc_ranges.items()):
+        values = np.asarray(ranges, dtype="<f8")
+        cols = program.images[index].cols if 0 <= index < len(program.images) else None
+        if (
+            cols is None
+            or values.shape != (cols,)
+            or not np.all(np.isfinite(values) & (values > 0))
+        ):
+            raise refuse(
+                f"ADC[{index}]",
+                f"ADC ranges of shape {values.shape} for image {index}, "
+                "expected one finite positive range per column of an image",
+            )
         sections.append((Kind.ADC, index, np.asarray(ranges, dtype="<f8").tobytes()))
     for index, cam in enumerate(program.cam_images):
+        if not (
+            0 < cam.rows <= _MAX_SIDE
+            and 0 < cam.cols <= _MAX_SIDE
+            and 0 <= cam.width <= _MAX_SIDE
+            and 0 <= cam.trees < 1 << 32
+        ):
+            raise refuse(
+                f"CAM[{index}]",
+                f"a CAM image of {cam.rows}x{cam.cols} with "
+                f"{cam.width} leaf words and {cam.trees} trees, expected 1..{_MAX_SIDE} "
+                f"rows and cells, at most {_MAX_SIDE} leaf words and 2^32 trees",
+            )
         head = _CAM.pack(cam.rows, cam.cols, cam.width, cam.trees)
         body = cam.low.astype("<u2").tobytes() + cam.high.astype("<u2").tobytes()
         body += cam.leaves.astype("<f8").tobytes()
         sections.append((Kind.CAM, index, head + zlib.compress(body, 1)))
     if program.cam_bindings:
         bound = [[b.core, b.array, b.image] for b in program.cam_bindings]
-        sections.append((Kind.CAMBIND, 0, _json(bound)))
+        sections.append((Kind.CAMBIND, 0, checked(Kind.CAMBIND, bound, CAMBIND_SHAPE)))
     for index, coding in enumerate(program.cam_codes):
-        sections.append((Kind.CAMCODE, index, coding.to_bytes()))
+        body = coding.to_bytes()
+        try:
+            CamCode.from_bytes(body)
+        except ValueError as exc:
+            raise refuse(
+                f"CAMCODE[{index}]", f"a coding table the reader refuses ({exc})"
+            ) from None
+        sections.append((Kind.CAMCODE, index, body))
 
     offset = _HEADER.size + _ENTRY.size * len(sections)
     table = b""
@@ -185,25 +538,19 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
             raise fail(kind.name, "required section is missing")
 
     try:
-        target = Target.from_json(
-            entries[(Kind.TARGET, 0)].decode("utf-8", "replace"), f"{name}: section TARGET"
-        )
+        target = Target.from_dict(_load_json(entries, Kind.TARGET, fail), f"{name}: section TARGET")
     except TargetError as exc:
         raise fail("TARGET", exc.message) from None
     if target.fingerprint != fingerprint:
         raise fail("header", "target fingerprint does not match the TARGET section")
 
-    io = _load_json(entries, Kind.IO, fail)
-    meta = _load_json(entries, Kind.META, fail)
+    io = _load_json(entries, Kind.IO, fail, IO_SHAPE)
+    meta = _load_json(entries, Kind.META, fail, META_SHAPE)
     try:
-        inputs = [_tensor(t) for t in io["inputs"]]
-        outputs = [_tensor(t) for t in io["outputs"]]
-        if not isinstance(meta, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-        ):
-            raise ValueError("META must map strings to strings")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise fail("IO", f"malformed I/O metadata ({exc})") from None
+        inputs = [tensor_from_dict(t, f"inputs[{i}]") for i, t in enumerate(io["inputs"])]
+        outputs = [tensor_from_dict(t, f"outputs[{i}]") for i, t in enumerate(io["outputs"])]
+    except JsonFault as exc:
+        raise fail("IO", str(exc)) from None
 
     codes = sorted(index for kind, index in entries if kind is Kind.CODE)
     if codes != list(range(len(codes))):
@@ -224,23 +571,14 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
             _image(entries[(Kind.IMAGE, index)], lambda m, i=index: fail(f"IMAGE[{i}]", m))
         )
 
-    bind_data = _load_json(entries, Kind.BIND, fail)
-    try:
-        bindings = [Binding(int(c), int(a), int(i)) for c, a, i in bind_data]
-    except (TypeError, ValueError) as exc:
-        raise fail("BIND", f"malformed bindings ({exc})") from None
+    bindings = [Binding(c, a, i) for c, a, i in _load_json(entries, Kind.BIND, fail, BIND_SHAPE)]
 
     constants = _constants(entries[(Kind.CONST, 0)], lambda m, o: fail("CONST", m, o))
-    runs = _load_json(entries, Kind.DEBUG, fail)
-    debug: dict[tuple[int, int], str] = {}
+    runs = _load_json(entries, Kind.DEBUG, fail, DEBUG_SHAPE)
     try:
-        for core, first, last, node in runs:
-            if not (isinstance(node, str) and 0 <= int(first) <= int(last) < 1 << 24):
-                raise ValueError(f"bad run {[core, first, last, node]}")
-            for pc in range(int(first), int(last) + 1):
-                debug[(int(core), pc)] = node
-    except (TypeError, ValueError) as exc:
-        raise fail("DEBUG", f"malformed debug map ({exc})") from None
+        debug = _debug_map(runs, [len(c) for c in code])
+    except JsonFault as exc:
+        raise fail("DEBUG", str(exc)) from None
 
     adc_ranges: dict[int, np.ndarray] = {}
     for kind, index in sorted(entries):
@@ -269,13 +607,8 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
     ]
     cam_bindings: list[Binding] = []
     if (Kind.CAMBIND, 0) in entries:
-        try:
-            cam_bindings = [
-                Binding(int(c), int(a), int(i))
-                for c, a, i in _load_json(entries, Kind.CAMBIND, fail)
-            ]
-        except (TypeError, ValueError) as exc:
-            raise fail("CAMBIND", f"malformed CAM bindings ({exc})") from None
+        bound = _load_json(entries, Kind.CAMBIND, fail, CAMBIND_SHAPE)
+        cam_bindings = [Binding(c, a, i) for c, a, i in bound]
     cam_codes = []
     for index in _numbered(entries, Kind.CAMCODE, fail):
         try:
@@ -312,7 +645,7 @@ def _cam(body: bytes, fail: Any) -> CamImage:
     if len(body) < _CAM.size:
         raise fail(f"CAM image header is {len(body)} bytes, expected {_CAM.size}")
     rows, cols, width, trees = _CAM.unpack_from(body)
-    if not (0 < rows <= 1 << 16 and 0 < cols <= 1 << 16 and width <= 1 << 16):
+    if not (0 < rows <= _MAX_SIDE and 0 < cols <= _MAX_SIDE and width <= _MAX_SIDE):
         raise fail(f"CAM image shape {rows}x{cols} with {width} leaf words is out of range")
     expected = rows * cols * 4 + rows * width * 8
     try:
@@ -332,35 +665,24 @@ def _cam(body: bytes, fail: Any) -> CamImage:
     return CamImage(low, high, leaves, trees)
 
 
-def _load_json(entries: dict[tuple[Kind, int], bytes], kind: Kind, fail: Any) -> Any:
+def _load_json(
+    entries: dict[tuple[Kind, int], bytes],
+    kind: Kind,
+    fail: Callable[[str, str], BinaryFormatError],
+    shape: _Shape | None = None,
+) -> Any:
+    """A JSON section, checked against its shape: the fault names the section and entry."""
     try:
-        return json.loads(entries[(kind, 0)].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise fail(kind.name, f"not valid JSON ({exc})") from None
-
-
-def _tensor(data: dict[str, Any]) -> TensorInfo:
-    shape = tuple(int(d) for d in data["shape"])
-    if any(d < 0 for d in shape) or not isinstance(data["name"], str):
-        raise ValueError(f"bad tensor {data!r}")
-    quant = data.get("quant", {})
-    if not isinstance(quant, dict):
-        raise ValueError("quant must be a table")
-    return TensorInfo(
-        name=data["name"],
-        shape=shape,
-        addr=int(data["addr"]),
-        dtype=str(data["dtype"]),
-        batch_axis=bool(data["batch_axis"]),
-        quant=tuple(sorted(quant.items())),
-    )
+        return parse_json(entries[(kind, 0)], shape)
+    except JsonFault as exc:
+        raise fail(kind.name, str(exc)) from None
 
 
 def _image(body: bytes, fail: Any) -> XbarImage:
     if len(body) < _IMAGE.size:
         raise fail(f"image header is {len(body)} bytes, expected {_IMAGE.size}")
     rows, cols = _IMAGE.unpack_from(body)
-    if not (0 < rows <= 1 << 16 and 0 < cols <= 1 << 16):
+    if not (0 < rows <= _MAX_SIDE and 0 < cols <= _MAX_SIDE):
         raise fail(f"image shape {rows}x{cols} is out of range")
     expected = rows * cols * 2
     try:
@@ -395,7 +717,7 @@ class Binary:
 
     def __init__(self, program: Program, data: bytes | None = None, name: str = "<binary>"):
         self.program = program
-        self.data = to_bytes(program) if data is None else data
+        self.data = to_bytes(program, name) if data is None else data
         self.name = name
 
     @classmethod
@@ -427,15 +749,34 @@ class Binary:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename over it."""
+    """Write to a temporary file beside `path`, then rename over it.
+
+    The file gets the mode any new file gets (0o666 less the umask): the temporary file is
+    created with that mode, as `open` would, not mkstemp's 0o600. Whatever fails, including an
+    interrupt, the temporary file is removed. The error has no location: the caller (the CLI)
+    knows which option named the path.
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    except OSError as exc:
-        raise BinaryFormatError(f"cannot write {os.fspath(path)!r}: {exc.strerror}") from None
-    try:
+        for _ in range(100):  # a name taken by another writer: draw another
+            candidate = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+            try:
+                fd = os.open(candidate, flags, 0o666)  # the kernel applies the umask
+            except FileExistsError:
+                continue
+            tmp = candidate
+            break
+        else:  # pragma: no cover - 100 collisions of 48 random bits
+            raise FileExistsError(errno.EEXIST, "no free temporary name")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise BinaryFormatError(f"cannot write {os.fspath(path)!r}: {exc.strerror}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()

@@ -2,28 +2,59 @@
 
 Shared by the compiler's targets (compiler/targets/) and the runtime's device presets
 (runtime/devices/presets/); it lives here because both may import isa and neither the other.
+The device names a target may give (`xbar.device`, `acam.device`) are the runtime's registry:
+its built-in models and the preset files it ships, listed here without importing the runtime.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import tomllib
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from imcc.isa.diagnostics import Diagnostic
 
+# The runtime's device registry, as data: the package folder of its device presets (one TOML
+# file per device) and the models it builds without a preset (runtime/devices/__init__.py
+# DEVICES, runtime/acam.py CAM_DEVICES; tests/compiler pins that they agree).
+DEVICE_PRESETS = ("imcc.runtime", "devices/presets")
+BUILTIN_DEVICES = ("ideal",)
+CAM_DEVICES = ("ideal",)
+
+
+def _folder(package: str, folder: str) -> Traversable:
+    """`folder` of `package`, found without running the package's __init__ (so that the
+    compiler can list the runtime's presets without importing the runtime)."""
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).joinpath(folder)
+    return resources.files(package).joinpath(folder)  # pragma: no cover - zipped packages
+
 
 def preset_names(package: str, folder: str) -> list[str]:
     """Names of the `*.toml` files in `folder` of `package`."""
-    files = resources.files(package).joinpath(folder)
+    files = _folder(package, folder)
     return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_file(package: str, folder: str, name: str) -> str:
+    """The path of preset `name` of `folder` in `package`, for messages."""
+    return str(_folder(package, folder).joinpath(f"{name}.toml"))
+
+
+def device_names() -> list[str]:
+    """Every crossbar device a target may name: the built-in models, then the presets."""
+    return [*BUILTIN_DEVICES, *preset_names(*DEVICE_PRESETS)]
 
 
 def read_toml(
     package: str,
     folder: str,
-    name_or_path: str | Path,
+    name_or_path: str | os.PathLike[str],
     error: type[Diagnostic],
     what: str,
     names: list[str] | None = None,
@@ -31,19 +62,35 @@ def read_toml(
     """(parsed TOML, the name or path it came from) of a preset by name or of a file by path;
     anything else is `error` naming the choices (`names`, by default the folder's files)."""
     name = str(name_or_path)
-    available = preset_names(package, folder)
-    if name in available:
-        text = resources.files(package).joinpath(folder, f"{name}.toml").read_text()
-    elif name.endswith(".toml") or Path(name).is_file():
-        try:
-            text = Path(name).read_text()
-        except OSError as exc:
-            raise error(f"cannot read {what} file {name!r}: {exc.strerror}") from None
-    else:
-        listed = ", ".join(names if names is not None else available)
-        raise error(f"unknown {what} {name!r}; {what}s are {listed} (or give the path of a "
-                    ".toml file)")  # fmt: skip
+    text, _ = read_text(package, folder, name_or_path, error, what, names)
     try:
         return tomllib.loads(text), name
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} {name!r}: invalid TOML ({exc})") from None
+
+
+def read_text(
+    package: str,
+    folder: str,
+    name_or_path: str | os.PathLike[str],
+    error: type[Diagnostic],
+    what: str,
+    names: list[str] | None = None,
+) -> tuple[str, str]:
+    """(text, file path) of a preset by name or of a file by path; anything else is `error`
+    naming the choices (`names`, by default the folder's files)."""
+    name = str(name_or_path)
+    available = preset_names(package, folder)
+    if name in available:
+        file = _folder(package, folder).joinpath(f"{name}.toml")
+        return file.read_text(encoding="utf-8"), str(file)
+    if name.endswith(".toml") or Path(name).is_file():
+        try:
+            return Path(name).read_text(encoding="utf-8"), name
+        except OSError as exc:
+            raise error(f"cannot read {what} file {name!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise error(f"{what} file {name!r} is not UTF-8 text (byte {exc.start})") from None
+    listed = ", ".join(names if names is not None else available)
+    raise error(f"unknown {what} {name!r}; {what}s are {listed} (or give the path of a "
+                ".toml file)")  # fmt: skip

@@ -84,12 +84,17 @@ class CostClass(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One operand field: its name (as in docs), kind, and bits [lsb, lsb + width) of the word."""
+    """One operand field: its name (as in docs), kind, and bits [lsb, lsb + width) of the word.
+
+    `top`, if given, is the largest legal value when it is less than the bits hold: the
+    encoder, decoder, assembler and loader all refuse more (see LIMITS).
+    """
 
     name: str
     kind: OperandKind
     lsb: int
     width: int
+    top: int | None = None
 
     @property
     def min(self) -> int:
@@ -97,6 +102,8 @@ class Field:
 
     @property
     def max(self) -> int:
+        if self.top is not None:
+            return self.top
         return (1 << (self.width - 1)) - 1 if self.kind.signed else (1 << self.width) - 1
 
     @property
@@ -208,6 +215,13 @@ WIDTH = {
     OperandKind.CAM_CODE: 8,
 }
 
+# Legal ranges narrower than the field's bits. A bit width is at most 32: buffer words are
+# float64, so a `bits`-bit integer, its DAC steps and its weights 2^(bits-1) are exact, and
+# x mod 2^bits never overflows the 64-bit integers the semantics compute it with (63 would).
+LIMITS = {
+    OperandKind.BITS: 32,
+}
+
 R = OperandKind.REG
 # The most elements one vector instruction covers; longer work is split by the emitter.
 MAX_COUNT = (1 << WIDTH[OperandKind.COUNT]) - 1
@@ -221,7 +235,7 @@ def _pack(*operands: tuple[str, OperandKind] | tuple[str, OperandKind, int]) -> 
         name, kind = operand[0], operand[1]
         width = operand[2] if len(operand) == 3 else WIDTH[kind]
         top -= width
-        fields.append(Field(name, kind, top, width))
+        fields.append(Field(name, kind, top, width, LIMITS.get(kind)))
     return tuple(fields)
 
 
@@ -719,6 +733,12 @@ def _check(
                 raise ValueError(
                     f"field {field.name!r} of {spec.mnemonic!r} at bits "
                     f"[{field.lsb}, {field.lsb + field.width}) spills out of the operand bits"
+                )
+            bits_max = (1 << (field.width - int(field.kind.signed))) - 1
+            if field.top is not None and not 0 <= field.top <= bits_max:
+                raise ValueError(
+                    f"field {field.name!r} of {spec.mnemonic!r} allows up to {field.top}, more "
+                    f"than its {field.width} bits hold"
                 )
             if used & field.mask:
                 raise ValueError(f"field {field.name!r} of {spec.mnemonic!r} overlaps another")

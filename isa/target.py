@@ -8,16 +8,32 @@ cores, arrays and registers exist and what every event costs. Nothing else is ne
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from imcc.isa import spec
-from imcc.isa.diagnostics import TargetError
+from imcc.isa.diagnostics import Loc, TargetError
 
 SIGN_ENCODINGS = ("differential", "offset")
 ADC_RANGES = ("full-scale", "column", "slice")
+
+# Where a key of a target sits in its source, for error locations: (table, key or None for the
+# table itself) -> a location (file:line:col of a TOML file); None when the source is not text.
+Locate = Callable[[str, str | None], Loc]
+
+
+def _nowhere(table: str, key: str | None) -> Loc:
+    return None
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices` (difflib), or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,38 +170,42 @@ class Target:
         return hashlib.sha256(self.to_json().encode()).digest()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str = "target") -> Target:
-        """Build and validate; every missing, unknown or out-of-range key is a TargetError."""
+    def from_dict(
+        cls, data: dict[str, Any], origin: str = "target", locate: Locate = _nowhere
+    ) -> Target:
+        """Build and validate; every unknown, missing or out-of-range key is a TargetError
+        naming the key and its table, located by `locate` (a TOML file's line and column).
+        Unknown keys are reported first, with the closest known key, so that a misspelt
+        required key reads as misspelt rather than missing."""
         if not isinstance(data, dict):
             raise TargetError(f"{origin}: a target must be a table, not {type(data).__name__}")
+        tables = {"chip": ChipSpec, "core": CoreSpec, "xbar": XbarSpec, "cost": CostTable,
+                  "acam": AcamSpec, "area": AreaTable}  # fmt: skip
+        known = ("name", "description", "defaults", *tables)
+        for key in data:
+            if key not in known:
+                raise TargetError(
+                    f"{origin}: unknown top-level key {key!r}{suggest(key, known)}; expected "
+                    f"{', '.join(known)}",
+                    locate("", key),
+                )
         parts: dict[str, Any] = {}
-        for key, kind in (
-            ("chip", ChipSpec),
-            ("core", CoreSpec),
-            ("xbar", XbarSpec),
-            ("cost", CostTable),
-        ):
-            parts[key] = _build(kind, data.get(key), f"{origin}: [{key}]")
-        if "acam" in data:
-            parts["acam"] = _build(AcamSpec, data["acam"], f"{origin}: [acam]")
-        if "area" in data:
-            parts["area"] = _build(AreaTable, data["area"], f"{origin}: [area]")
-        unknown = set(data) - {"name", "description", "defaults", "acam", "area", *parts}
-        if unknown:
-            raise TargetError(f"{origin}: unknown keys {sorted(unknown)}")
+        for key, kind in tables.items():
+            if key in data or key in ("chip", "core", "xbar", "cost"):  # acam, area optional
+                parts[key] = _build(kind, data.get(key), origin, key, locate)
         for key in ("name", "description"):
             if not isinstance(data.get(key), str):
-                raise TargetError(f"{origin}: {key!r} must be a string")
+                raise TargetError(f"{origin}: {key!r} must be a string", locate("", key))
         defaults = data.get("defaults", {})
         if not isinstance(defaults, dict):
-            raise TargetError(f"{origin}: [defaults] must be a table")
+            raise TargetError(f"{origin}: [defaults] must be a table", locate("defaults", None))
         target = cls(
             name=data["name"],
             description=data["description"],
             defaults=tuple(sorted(defaults.items())),
             **parts,
         )
-        target.validate(origin)
+        target.validate(origin, locate)
         return target
 
     @classmethod
@@ -196,7 +216,7 @@ class Target:
             raise TargetError(f"{origin}: not valid JSON ({exc.msg})") from None
         return cls.from_dict(data, origin)
 
-    def validate(self, origin: str = "target") -> None:
+    def validate(self, origin: str = "target", locate: Locate = _nowhere) -> None:
         """Ranges that the encoding and the simulators rely on."""
         limits = {
             "chip.cores": (self.chip.cores, 1, 1 << spec.WIDTH[spec.OperandKind.CORE]),
@@ -229,29 +249,44 @@ class Target:
             for field in dataclasses.fields(AcamSpec):
                 value = getattr(acam, field.name)
                 if field.type in ("int", "float") and value < 0:
-                    raise TargetError(f"{origin}: acam.{field.name} must not be negative")
+                    raise TargetError(
+                        f"{origin}: acam.{field.name} must not be negative",
+                        locate("acam", field.name),
+                    )
         for name, (value, lo, hi) in limits.items():
             if not lo <= value <= hi:
-                raise TargetError(f"{origin}: {name} = {value} is outside [{lo}, {hi}]")
+                raise TargetError(
+                    f"{origin}: {name} = {value} is outside [{lo}, {hi}]",
+                    locate(*name.split(".")),
+                )
         if self.xbar.sign_encoding not in SIGN_ENCODINGS:
             raise TargetError(
                 f"{origin}: xbar.sign_encoding = {self.xbar.sign_encoding!r}; expected one of "
-                f"{', '.join(SIGN_ENCODINGS)}"
+                f"{', '.join(SIGN_ENCODINGS)}",
+                locate("xbar", "sign_encoding"),
             )
         if self.xbar.adc_range not in ADC_RANGES:
             raise TargetError(
                 f"{origin}: xbar.adc_range = {self.xbar.adc_range!r}; expected one of "
-                f"{', '.join(ADC_RANGES)}"
+                f"{', '.join(ADC_RANGES)}",
+                locate("xbar", "adc_range"),
             )
         if self.chip.clock_ghz <= 0:
-            raise TargetError(f"{origin}: chip.clock_ghz must be positive")
+            raise TargetError(
+                f"{origin}: chip.clock_ghz must be positive", locate("chip", "clock_ghz")
+            )
         for field in dataclasses.fields(CostTable):
             if getattr(self.cost, field.name) < 0:
-                raise TargetError(f"{origin}: cost.{field.name} must not be negative")
+                raise TargetError(
+                    f"{origin}: cost.{field.name} must not be negative", locate("cost", field.name)
+                )
         if self.area is not None:
             for field in dataclasses.fields(AreaTable):
                 if getattr(self.area, field.name) < 0:
-                    raise TargetError(f"{origin}: area.{field.name} must not be negative")
+                    raise TargetError(
+                        f"{origin}: area.{field.name} must not be negative",
+                        locate("area", field.name),
+                    )
 
     @property
     def area_mm2(self) -> float | None:
@@ -288,21 +323,30 @@ class Target:
         return abs(r0 - r1) + abs(c0 - c1)
 
 
-def _build(kind: type, data: Any, origin: str) -> Any:
+def _build(kind: type, data: Any, origin: str, table: str, locate: Locate) -> Any:
+    """One table of a target: unknown keys first (with the closest known key), then missing
+    keys, then types; each error names the key, the table and `origin`."""
+    where = f"{origin}: [{table}]"
     if not isinstance(data, dict):
-        raise TargetError(f"{origin} is missing or not a table")
+        raise TargetError(f"{where} is missing or not a table", locate(table, None))
     fields = {f.name: f for f in dataclasses.fields(kind)}
-    missing = sorted(set(fields) - set(data))
-    unknown = sorted(set(data) - set(fields))
+    for key in data:
+        if key not in fields:
+            raise TargetError(
+                f"{where} has unknown key {key!r}{suggest(key, fields)}; expected "
+                f"{', '.join(fields)}",
+                locate(table, key),
+            )
+    missing = [name for name in fields if name not in data]
     if missing:
-        raise TargetError(f"{origin} is missing {missing}")
-    if unknown:
-        raise TargetError(f"{origin} has unknown keys {unknown}; expected {sorted(fields)}")
+        raise TargetError(f"{where} is missing {missing}", locate(table, None))
     values: dict[str, Any] = {}
     kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,)}
     for name, field in fields.items():
         value: Any = data[name]
         if isinstance(value, bool) or not isinstance(value, kinds[str(field.type)]):
-            raise TargetError(f"{origin}: {name} = {value!r} must be of type {field.type}")
+            raise TargetError(
+                f"{where}: {name} = {value!r} must be of type {field.type}", locate(table, name)
+            )
         values[name] = float(data[name]) if field.type == "float" else data[name]
     return kind(**values)

@@ -3,8 +3,14 @@
 Both step cores through the same `SEMANTICS`; the cycle-level engine keeps a clock per core,
 always advancing the core that is earliest, so a message's arrival time is known before any
 receive that could consume it; a receive waits until its message has crossed the mesh. Before
-each instruction the address ranges it touches are bounds-checked (a trap names core and pc),
-and a cycle budget (instructions, for the functional engine) stops programs that never halt.
+each instruction the address ranges it touches are bounds-checked (a trap names core and pc).
+
+A budget stops programs that never halt. By default it is derived from the program
+(`work_budget`): per core, the most work a halting program can do, in work units (an
+instruction counts a fixed cost plus the words it touches, so a loop of wide SIMD instructions
+counts its lanes), from the static trip counts of its loops, with caps of a few seconds of
+host time. An explicit `max_cycles` replaces
+it: cycles for the cycle-level engine, instructions for the functional one.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from dataclasses import dataclass, field
 
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
+from imcc.isa.program import Program
+from imcc.isa.target import Target
 from imcc.runtime.costs import Network, Price, price
-from imcc.runtime.machine import CoreState, Machine
+from imcc.runtime.machine import CoreState, Machine, MemoryLimit
 from imcc.runtime.semantics import BLOCKED, HALTED, SEMANTICS
 
 
@@ -62,15 +70,175 @@ def _plan(row: spec.InstrSpec) -> tuple[tuple[spec.Access, int, int], ...]:
     )
 
 
+# The default budget (work_budget), in work units: an instruction costs INSTRUCTION_WORK (its
+# fixed host cost, about that of 16 lanes of vector work) plus the words it touches. A loop
+# whose trip count the code does not fix (a backward jump or branch, a counter rewritten inside
+# its loop or computed by ctl.add) may repeat UNBOUNDED_TRIPS times, and a core with such a
+# loop gets at most UNBOUNDED_WORK units in all; a core whose loops all have static counts gets
+# what they add up to, at most BOUNDED_WORK (a 48-bit loop count halts, but not in a
+# lifetime). Straight-line code (all the compiler emits) gets exactly its own work. At about
+# 2-4 us per instruction in functional mode, either cap is seconds of host time.
+INSTRUCTION_WORK = 16
+UNBOUNDED_TRIPS = 4096
+UNBOUNDED_WORK = 1 << 24
+BOUNDED_WORK = 1 << 25
+
+
+WorkPlan = tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def work_of(instr: Instr, target: Target, plans: dict[str, WorkPlan] | None = None) -> int:
+    """Work units of one instruction: the most words any of its accesses touches (arrays at
+    the target's full size), plus INSTRUCTION_WORK. Static: the same on every execution.
+    `plans` caches each mnemonic's plan for one target."""
+    plans = {} if plans is None else plans
+    plan = plans.get(instr.mnemonic)
+    if plan is None:
+        plan = plans[instr.mnemonic] = _work_plan(instr.spec, target)
+    most = 0
+    for const, factors in plan:
+        words = const
+        for index in factors:
+            words *= instr.operands[index]
+        most = max(most, words)
+    return INSTRUCTION_WORK + most
+
+
+def _work_plan(row: spec.InstrSpec, target: Target) -> WorkPlan:
+    """Per access of `row`: a constant factor (array sizes) and the operands multiplied in."""
+    names = [f.name for f in row.fields]
+    rows, cols = target.xbar.rows, target.xbar.cols
+    if row.unit is spec.Unit.ACAM and target.acam is not None:
+        rows, cols = target.acam.rows, target.acam.cols
+    sizes = {"rows": rows, "cols": cols, "match": -(-rows // spec.MATCH_BITS), "1": 1}
+    terms = []
+    for access in row.accesses:
+        const, factors = 1, []
+        for part in ["n", "m"] if access.strided else access.extent.split("*"):
+            if part in sizes:
+                const *= sizes[part]
+            elif part in names:
+                factors.append(names.index(part))
+        terms.append((const, tuple(factors)))
+    return tuple(terms)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreBudget:
+    work: tuple[int, ...]  # work units of each pc
+    limit: int  # the most work units the core may take (per run of its program)
+    why: str  # how the limit was derived, for the trap's message
+
+
+def work_budget(program: Program) -> list[CoreBudget]:
+    """The default budget of every core of the chip (see the module docstring)."""
+    budgets = [_core_budget(code, program.target) for code in program.code]
+    empty = CoreBudget((), 1, "it has no code")
+    return budgets + [empty] * (program.target.chip.cores - len(budgets))
+
+
+# mnemonic -> index of its jump-target operand, for the rows that have one
+_TARGET_OPERAND = {
+    row.mnemonic: i
+    for row in spec.BY_MNEMONIC.values()
+    for i, f in enumerate(row.fields)
+    if f.kind is spec.OperandKind.TARGET
+}
+
+
+def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
+    plans: dict[str, WorkPlan] = {}
+    work = tuple(work_of(instr, target, plans) for instr in code)
+    total = sum(work)
+    # Every cycle of the control flow graph passes a backward edge: the interval [target, pc]
+    # of each is a loop. With every loop a ctl.loop whose counter is only ever set by ctl.set
+    # (never by ctl.add, never inside its own body) and loops nested or disjoint, an
+    # instruction runs at most the product of its loops' trip counts, a trip count being the
+    # largest value the counter can hold (at least 1).
+    set_max: dict[int, int] = {}
+    added: set[int] = set()
+    writes: list[tuple[int, int]] = []  # (pc, register written)
+    loops: list[tuple[int, int, int | None]] = []  # (start, end, trips or None: no static count)
+    for pc, instr in enumerate(code):
+        row = instr.spec
+        if row is spec.CTL_SET:
+            d, imm = instr.operands
+            set_max[d] = max(set_max.get(d, 0), imm)
+            writes.append((pc, d))
+        elif row is spec.CTL_ADD:
+            added.add(instr.operands[0])
+            writes.append((pc, instr.operands[0]))
+        elif row is spec.CTL_LOOP:
+            writes.append((pc, instr.operands[0]))
+        at = _TARGET_OPERAND.get(row.mnemonic)
+        if at is not None and instr.operands[at] <= pc:
+            loops.append((instr.operands[at], pc, None))
+    if not loops:
+        return CoreBudget(work, total, "its code has no loop: every instruction at most once")
+    bounded: list[tuple[int, int, int | None]] = []
+    for start, end, _ in loops:
+        instr = code[end]
+        trips: int | None = None
+        if instr.spec is spec.CTL_LOOP:
+            counter = instr.operands[0]
+            rewritten = any(start <= pc < end and r == counter for pc, r in writes)
+            if counter not in added and not rewritten:
+                trips = max(1, set_max.get(counter, 0))
+        bounded.append((start, end, trips))
+    static = all(t is not None for _, _, t in bounded)
+    cap = BOUNDED_WORK if static else UNBOUNDED_WORK
+    # nested or disjoint: a stack of (end, product of trips so far) along the pcs
+    bounded.sort(key=lambda loop: (loop[0], -loop[1]))
+    stack: list[tuple[int, int]] = []
+    runs = [1] * len(code)
+    nested = True
+    k = 0
+    for pc in range(len(code)):
+        while stack and stack[-1][0] < pc:
+            stack.pop()
+        while k < len(bounded) and bounded[k][0] == pc:
+            start, end, trips = bounded[k]
+            k += 1
+            if stack and end > stack[-1][0]:
+                nested = False
+            outer = stack[-1][1] if stack else 1
+            stack.append((end, min(cap + 1, outer * (UNBOUNDED_TRIPS if trips is None else trips))))
+        runs[pc] = stack[-1][1] if stack else 1
+    if not nested:  # crossing loops: no product bound; as for a loop without a static count
+        why = f"its loops cross, so each may repeat {UNBOUNDED_TRIPS:,} times"
+        return CoreBudget(work, min(UNBOUNDED_WORK, total * UNBOUNDED_TRIPS), why)
+    derived = sum(w * r for w, r in zip(work, runs, strict=True))
+    limit = min(cap, derived)
+    if static and derived > cap:
+        why = (
+            f"its loops at their static counts may take {derived:,} or more, past the "
+            f"{cap:,} the default allows"
+        )
+    elif static:
+        why = "its loops run at most their static counts"
+    else:
+        pc = next(end for _, end, t in bounded if t is None)
+        why = (
+            f"the backward {code[pc].mnemonic} at pc {pc} has no static trip count, so its "
+            f"loop may repeat {UNBOUNDED_TRIPS:,} times"
+        )
+    return CoreBudget(work, limit, why)
+
+
 class Engine:
     def __init__(
         self,
         machine: Machine,
-        max_cycles: int,
+        max_cycles: int | None,
         prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
+        budgets: list[CoreBudget] | None = None,
     ) -> None:
+        """`max_cycles` None: the per-core `budgets` (work_budget), else that many cycles
+        (cycle-level) or instructions (functional) in all."""
         self.m = machine
         self.max_cycles = max_cycles
+        self.budgets = budgets if budgets is not None else work_budget(machine.program)
+        self.used = [0] * len(machine.cores)
         # (core, instr, image shape) -> price; static, so a simulator keeps it across runs
         self.prices = {} if prices is None else prices
 
@@ -116,8 +284,13 @@ class Engine:
                     f"{access.field} = r{operands[reg_index]} = {start}: range "
                     f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
                 )
-            if access.space is spec.Space.BUFFER:
-                c.reach(start + length, size)
+            if not access.strided and length > 0:
+                # allocate now, so no view the semantics hold goes stale (Store.touch)
+                store = c.buffer if access.space is spec.Space.BUFFER else self.m.memory
+                try:
+                    store.touch(start, start + length)
+                except MemoryLimit as exc:
+                    raise self.m.trap(c, str(exc)) from None
 
     def strides(self, c: CoreState, instr: Instr) -> tuple[int, int, int]:
         """The three stride registers of a strided copy; they must exist and be >= 0."""
@@ -179,7 +352,22 @@ class Engine:
             raise self.m.trap(c, f"ran past the end of its code without {spec.CTL_HALT.mnemonic}")
         instr = c.code[c.pc]
         self.check(c, instr)
-        return SEMANTICS[instr.mnemonic](self.m, c, instr)
+        try:
+            return SEMANTICS[instr.mnemonic](self.m, c, instr)
+        except MemoryLimit as exc:  # a strided copy touches its pages as it runs
+            raise self.m.trap(c, str(exc)) from None
+
+    def spend(self, c: CoreState, pc: int, runs: int = 1) -> None:
+        """Charge the default budget for the instruction at pc (when no max_cycles is set)."""
+        budget = self.budgets[c.index]
+        self.used[c.index] += budget.work[pc]
+        if self.used[c.index] > budget.limit * runs:
+            raise self.m.trap(
+                c,
+                f"no halt after {self.used[c.index]:,} work units, past the default budget of "
+                f"{budget.limit * runs:,} for this core ({budget.why}); pass max_cycles for a "
+                "larger budget",
+            )
 
     def advance(self, c: CoreState, outcome: int | None) -> None:
         if outcome == HALTED:
@@ -204,7 +392,8 @@ class FunctionalEngine(Engine):
 
     def run(self, tally: Tally | None) -> None:
         m = self.m
-        budget = self.max_cycles
+        explicit = self.max_cycles is not None
+        budget = self.max_cycles or 0
         running = [c for c in m.cores if not c.halted]
         while running:
             progressed = False
@@ -217,8 +406,12 @@ class FunctionalEngine(Engine):
                     if tally is not None:
                         p, macs = self.price_of(c, c.code[before])
                         tally.add(m.program.debug.get((c.index, before), ""), p, macs)
+                    if not explicit:
+                        self.spend(c, before)
                     self.advance(c, outcome)
                     progressed = True
+                    if not explicit:
+                        continue
                     budget -= 1
                     if budget < 0:
                         raise m.trap(
@@ -242,12 +435,13 @@ class CycleEngine(Engine):
     def __init__(
         self,
         machine: Machine,
-        max_cycles: int,
+        max_cycles: int | None,
         prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
         iterations: list[int] | None = None,
         trace: list[tuple[int, int, int, str, str]] | None = None,
+        budgets: list[CoreBudget] | None = None,
     ) -> None:
-        super().__init__(machine, max_cycles, prices)
+        super().__init__(machine, max_cycles, prices, budgets)
         self.iterations = iterations or [1] * len(machine.cores)
         self.finished: list[list[int]] = [[] for _ in machine.cores]
         self.trace = trace  # if given: (core, start cycle, cycles, unit, node) per instruction
@@ -263,7 +457,7 @@ class CycleEngine(Engine):
         while ready:
             _, index = heapq.heappop(ready)
             c = m.cores[index]
-            if c.time > self.max_cycles:
+            if self.max_cycles is not None and c.time > self.max_cycles:
                 raise m.trap(
                     c, f"no halt after {self.max_cycles:,} cycles (cycle budget exhausted)"
                 )
@@ -273,6 +467,8 @@ class CycleEngine(Engine):
             if outcome == BLOCKED:
                 blocked.add(c.index)
                 continue
+            if self.max_cycles is None:
+                self.spend(c, pc, max(1, self.iterations[c.index]))
             instr = c.code[pc]
             p, macs = self.price_of(c, instr)
             start = c.time

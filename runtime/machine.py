@@ -4,12 +4,20 @@ Execution is batched: every buffer and memory word holds one value per sample of
 (arrays of shape (words, batch)), while registers and control flow are shared by all samples.
 That is exact because no instruction moves data into a register: control flow never depends
 on data, so each sample would take the same path anyway.
+
+Memories are sparse (`Store`): a 2^40-word global memory or a 2^30-word buffer holds only the
+pages a program touches, and what all of them hold together is bounded by the host (a
+`MemoryLimit` that the engine turns into a trap naming the core and pc, the simulator into an
+error naming the input or section).
 """
 
 from __future__ import annotations
 
+import os
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +36,177 @@ class Message:
     arrival: int = 0  # cycle its last word reaches the receiver (cycle mode: the network model)
 
 
+def _host_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return 16 << 30
+
+
+# What the simulated memories of one machine may hold together: half the host's memory, so a
+# program or batch that would need more is a clear error instead of a MemoryError or swapping.
+HOST_MEMORY_BYTES = _host_bytes() // 2
+PAGE_WORDS = 1024  # memories are allocated in pages of this many words (x batch values)
+
+
+class MemoryLimit(Exception):
+    """Internal: touching a range would take the simulated memories past HOST_MEMORY_BYTES.
+    Never reaches a user: the engine and the simulator re-raise it as a located Diagnostic."""
+
+    def __init__(self, store: Store, start: int, stop: int, needed: int) -> None:
+        super().__init__(
+            f"touching words [{start}, {stop}) of the {store.words}-word {store.name} would "
+            f"hold {needed / 2**30:,.2f} GiB of simulated memory for a batch of {store.batch} "
+            f"sample(s); the host limit is {HOST_MEMORY_BYTES / 2**30:,.2f} GiB (use a "
+            "smaller batch, or fewer words)"
+        )
+
+
+class Usage:
+    """Bytes held by the stores of one machine, against HOST_MEMORY_BYTES."""
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
+class Store:
+    """One address space of `words` words x `batch` samples, sparse: sorted, disjoint dense
+    segments (page-aligned) allocated on first touch and merged when they meet, so that every
+    contiguous range is one segment and a slice of it is a numpy view the semantics read and
+    write in place. Indexing takes what the semantics use: a slice, or an array of addresses
+    (a strided copy). Untouched words read as zeros."""
+
+    def __init__(self, name: str, words: int, batch: int, usage: Usage) -> None:
+        self.name = name
+        self.words = words
+        self.batch = batch
+        self.usage = usage
+        self.starts: list[int] = []
+        self.stops: list[int] = []
+        self.segments: list[np.ndarray] = []
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.words, self.batch)
+
+    @property
+    def held_words(self) -> int:
+        return sum(b - a for a, b in zip(self.starts, self.stops, strict=True))
+
+    def release(self) -> None:
+        self.usage.held -= self.held_words * self.batch * 8
+        self.starts, self.stops, self.segments = [], [], []
+
+    def touch(self, start: int, stop: int) -> int:
+        """Make one segment cover [start, stop) (callers checked 0 <= start <= stop <= words);
+        returns its index. Raises MemoryLimit past the host limit, allocating nothing."""
+        i = bisect_right(self.starts, start) - 1
+        if i >= 0 and stop <= self.stops[i]:
+            return i
+        lo = start - start % PAGE_WORDS
+        hi = max(stop, min(self.words, -(-stop // PAGE_WORDS) * PAGE_WORDS))
+        first = bisect_left(self.stops, lo)  # segments that end at or after lo ...
+        last = bisect_right(self.starts, hi)  # ... and start at or before hi merge with it
+        if first < last:
+            lo, hi = min(lo, self.starts[first]), max(hi, self.stops[last - 1])
+        kept = sum(self.stops[k] - self.starts[k] for k in range(first, last))
+        grow = (hi - lo - kept) * self.batch * 8
+        if self.usage.held + grow > HOST_MEMORY_BYTES:
+            raise MemoryLimit(self, start, stop, self.usage.held + grow)
+        merged = np.zeros((hi - lo, self.batch))
+        for k in range(first, last):
+            merged[self.starts[k] - lo : self.stops[k] - lo] = self.segments[k]
+        self.starts[first:last] = [lo]
+        self.stops[first:last] = [hi]
+        self.segments[first:last] = [merged]
+        self.usage.held += grow
+        return first
+
+    def touch_all(self, addresses: np.ndarray) -> None:
+        """Cover every address of an index array, page by page (runs of pages together)."""
+        if addresses.size == 0:
+            return
+        pages = np.unique(addresses // PAGE_WORDS)
+        breaks = np.nonzero(np.diff(pages) != 1)[0] + 1
+        for run in np.split(pages, breaks):
+            self.touch(int(run[0]) * PAGE_WORDS,
+                       min(self.words, (int(run[-1]) + 1) * PAGE_WORDS))  # fmt: skip
+
+    def view(self, start: int, stop: int) -> np.ndarray:
+        if stop <= start:
+            return np.zeros((0, self.batch))
+        i = self.touch(start, stop)
+        base = self.starts[i]
+        return self.segments[i][start - base : stop - base]
+
+    def _one_segment(self, addresses: np.ndarray) -> int | None:
+        """The segment that holds every address of a (non-empty) index array, if one does or
+        the span is dense enough to make one (a strided copy's usual case); else None."""
+        lo, hi = int(addresses.min()), int(addresses.max()) + 1
+        i = bisect_right(self.starts, lo) - 1
+        if i >= 0 and hi <= self.stops[i]:
+            return i
+        if hi - lo <= 4 * addresses.size + PAGE_WORDS:
+            return self.touch(lo, hi)
+        return None
+
+    def _where(self, addresses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(segment, offset in it) of every address of an index array, touching them first."""
+        self.touch_all(addresses)
+        starts = np.asarray(self.starts)
+        segment = np.searchsorted(starts, addresses, side="right") - 1
+        return segment, addresses - starts[segment]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            return self.view(*self._bounds(key))
+        addresses = np.asarray(key, dtype=np.int64)
+        if addresses.ndim == 0:
+            word: np.ndarray = self.view(int(addresses), int(addresses) + 1)[0]
+            return word
+        flat = addresses.reshape(-1)
+        one = self._one_segment(flat) if flat.size else None
+        if one is not None:
+            picked: np.ndarray = self.segments[one][flat - self.starts[one]]
+            return picked.reshape((*addresses.shape, self.batch))
+        segment, offset = self._where(flat)
+        out = np.empty((flat.size, self.batch))
+        for k in np.unique(segment):
+            pick = segment == k
+            out[pick] = self.segments[int(k)][offset[pick]]
+        return out.reshape((*addresses.shape, self.batch))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(key, slice):
+            self.view(*self._bounds(key))[...] = value
+            return
+        addresses = np.asarray(key, dtype=np.int64)
+        if addresses.ndim == 0:
+            self.view(int(addresses), int(addresses) + 1)[0] = value
+            return
+        flat = addresses.reshape(-1)
+        values = np.broadcast_to(np.asarray(value, dtype=np.float64), (flat.size, self.batch))
+        one = self._one_segment(flat) if flat.size else None
+        if one is not None:
+            self.segments[one][flat - self.starts[one]] = values
+            return
+        segment, offset = self._where(flat)
+        for k in np.unique(segment):
+            pick = segment == k
+            self.segments[int(k)][offset[pick]] = values[pick]
+
+    def _bounds(self, key: slice) -> tuple[int, int]:
+        assert key.step in (None, 1), "stores take contiguous slices"
+        start = 0 if key.start is None else int(key.start)
+        stop = self.words if key.stop is None else int(key.stop)
+        assert start >= 0 and stop <= self.words, "ranges are checked before they are touched"
+        return start, stop
+
+    def dense(self, start: int, stop: int) -> np.ndarray:
+        """A copy of [start, stop), for tests and reports."""
+        return self.view(start, stop).copy()
+
+
 class CoreState:
     def __init__(
         self, index: int, code: list[Instr], registers: int, arrays: int, cams: int = 0
@@ -37,29 +216,22 @@ class CoreState:
         self.regs = np.zeros(registers, dtype=np.int64)
         self.arrays: list[ArrayState | None] = [None] * arrays
         self.cams: list[CamState | None] = [None] * cams  # analog-CAM arrays
-        self.buffer = np.zeros((0, 0))
+        self.buffer = Store(f"buffer of core {index}", 0, 0, Usage())
         self.pc = 0
         self.halted = not code
         self.time = 0  # cycle at which the core may issue its next instruction
         self.received: Message | None = None  # the message the last noc.recv consumed
 
-    def reset(self, buffer_words: int, batch: int) -> None:
+    def reset(self, buffer_words: int, batch: int, usage: Usage) -> None:
         self.regs[:] = 0
-        # The buffer grows on first touch (see `reach`), so a large buffer that a program
-        # uses little of costs nothing: a batch of thousands of samples stays affordable.
-        self.buffer = np.zeros((0, batch))
+        # The buffer is sparse (Store): a large buffer that a program uses little of costs
+        # nothing, so a batch of thousands of samples stays affordable.
+        self.buffer.release()
+        self.buffer = Store(f"buffer of core {self.index}", buffer_words, batch, usage)
         self.pc = 0
         self.halted = not self.code
         self.time = 0
         self.received = None
-
-    def reach(self, end: int, limit: int) -> None:
-        """Make the buffer at least `end` words long (doubling, up to `limit`), zero-filled."""
-        size = self.buffer.shape[0]
-        if end > size:
-            grown = np.zeros((min(limit, max(end, 2 * size, 1024)), self.buffer.shape[1]))
-            grown[:size] = self.buffer
-            self.buffer = grown
 
 
 class Machine:
@@ -90,7 +262,8 @@ class Machine:
             for i, code in enumerate(codes)
         ]
         self.adcs: dict[int, tuple[Adc, bool]] = {}  # image -> (its ADC, lossless for it)
-        self.memory = np.zeros((0, 0))
+        self.usage = Usage()
+        self.memory = Store("global memory", self.target.chip.global_memory_words, 0, self.usage)
         self.mailboxes: dict[tuple[int, int, int], deque[Message]] = {}
         self.now = 0
         for binding in program.bindings:
@@ -124,24 +297,22 @@ class Machine:
             cached = self.adcs[image] = (adc, adc.lossless_for(levels, xbar.dac_bits))
         return cached
 
-    def reset(self, batch: int, extent: int) -> None:
-        """Fresh buffers and memory for a batch; arrays keep what was programmed."""
+    def reset(self, batch: int) -> None:
+        """Fresh buffers and memory for a batch; arrays keep what was programmed. Raises
+        MemoryLimit if the constants alone would take the memories past the host limit."""
         for core in self.cores:
-            core.reset(self.target.core.buffer_words, batch)
-        self.memory = np.zeros((extent, batch))
+            core.reset(self.target.core.buffer_words, batch, self.usage)
+        self.memory.release()
+        self.memory = Store("global memory", self.target.chip.global_memory_words, batch,
+                            self.usage)  # fmt: skip
         for addr, values in self.program.constants:
             self.memory[addr : addr + len(values)] = values[:, None]
         self.mailboxes.clear()
         self.now = 0
 
     def global_range(self, start: int, n: int) -> np.ndarray:
-        """A view of global memory, growing the backing store on first touch."""
-        end = start + n
-        if end > self.memory.shape[0]:
-            grown = np.zeros((end, self.memory.shape[1]))
-            grown[: self.memory.shape[0]] = self.memory
-            self.memory = grown
-        return self.memory[start:end]
+        """A view of global memory (allocated on first touch; bounds checked by the caller)."""
+        return self.memory.view(start, start + n)
 
     def trap(self, core: CoreState, message: str) -> SimulationError:
         instr = core.code[core.pc] if core.pc < len(core.code) else None

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from imcc.isa.container import Binary
-from imcc.isa.diagnostics import SimulationError
+from imcc.isa.diagnostics import OptionLoc, SimulationError
 from imcc.isa.program import Program
 from imcc.runtime.devices.presets import DevicePreset
 from imcc.runtime.devices.units import format_time, parse_time
@@ -132,12 +132,14 @@ def accuracy(
     if first.ndim < 2 or first.shape[-1] < 2:
         raise SimulationError(
             f"accuracy needs scores with a class axis or one integer label per sample; the "
-            f"first output has shape {first.shape}"
+            f"first output has shape {first.shape}",
+            OptionLoc("labels"),
         )
     predicted = np.argmax(first, axis=-1).reshape(-1)
     if predicted.shape != labels.shape:
         raise SimulationError(
-            f"{labels.shape[0]} labels for {predicted.shape[0]} samples; give one label per sample"
+            f"{labels.shape[0]} labels for {predicted.shape[0]} samples; give one label per sample",
+            OptionLoc("labels"),
         )
     return float(np.mean(predicted == labels))
 
@@ -159,10 +161,17 @@ def trials(
 ) -> MonteCarloResult:
     """Run `inputs` on `trials` independently programmed chips; metrics per trial."""
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise SimulationError(f"trials must be a positive integer, not {trials!r}")
+        raise SimulationError(
+            f"trials must be a positive integer, not {trials!r}", OptionLoc("trials")
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SimulationError(f"seed must be a non-negative integer, not {seed!r}")
-    seconds = parse_time(time)
+        raise SimulationError(
+            f"seed must be a non-negative integer, not {seed!r}", OptionLoc("seed")
+        )
+    try:
+        seconds = parse_time(time)
+    except SimulationError as exc:
+        raise SimulationError(exc.message, OptionLoc("time")) from None
     if isinstance(binary, str | os.PathLike):
         binary = Binary.load(binary)
     if metric is None:
@@ -189,7 +198,9 @@ def trials(
         for name, value in metric(result.outputs).items():
             if not math.isfinite(value):
                 raise SimulationError(
-                    f"metric {name!r} is {value} on the chip of seed {trial_seed}"
+                    f"metric {name!r} is {value} on the chip of seed {trial_seed}; a metric "
+                    "must be finite",
+                    OptionLoc("metric"),
                 )
             values.setdefault(name, []).append(float(value))
     assert report is not None

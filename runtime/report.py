@@ -8,7 +8,10 @@ The functional simulator counts events and dynamic energy but not time: its `cyc
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -91,7 +94,7 @@ class RunReport:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     def table(self) -> str:
-        """A readable summary for people."""
+        """A readable summary for people; columns are as wide as their widest entry."""
         lines = [
             f"target {self.target}, device {self.device}, {self.mode} simulation, "
             f"batch {self.batch}"
@@ -109,17 +112,86 @@ class RunReport:
             per_mm2 = f", {density:,.3f} GOPS/s/mm2 (crossbar MACs)" if density else ""
             lines.append(f"  area         {self.area_mm2:,.3f} mm2{per_mm2}")
         total = self.energy_pj or 1.0
-        width = max((len(c) for c in self.energy_breakdown_pj), default=0)
-        for component, pj in sorted(self.energy_breakdown_pj.items(), key=lambda kv: -kv[1]):
-            if pj:
-                lines.append(f"    {component:<{width}} {pj:>14,.1f} pJ  {100 * pj / total:5.1f} %")
+        parts = [
+            (component, f"{pj:,.1f} pJ", f"{100 * pj / total:.1f} %")
+            for component, pj in sorted(self.energy_breakdown_pj.items(), key=lambda kv: -kv[1])
+            if pj
+        ]
+        lines += [f"    {row}" for row in _columns(parts, "<>>")]
         if self.utilisation:
             busy = ", ".join(f"{u} {100 * f:.1f} %" for u, f in sorted(self.utilisation.items()))
             lines.append(f"  utilisation  {busy}")
-        lines.append("  per layer:")
-        for layer in self.layers:
-            lines.append(
-                f"    {layer.node:<24} {layer.busy_cycles:>10,} busy cycles "
-                f"{layer.energy_pj:>14,.1f} pJ"
-            )
+        if self.layers:
+            lines.append("  per layer:")
+            # the functional simulator has no time: its busy cycles would only mislead
+            timed = self.cycles is not None
+            rows = [
+                (layer.node, f"{layer.busy_cycles:,} busy cycles", f"{layer.energy_pj:,.1f} pJ")
+                if timed
+                else (layer.node, f"{layer.energy_pj:,.1f} pJ")
+                for layer in self.layers
+            ]
+            lines += [f"    {row}" for row in _columns(rows, "<>>" if timed else "<>")]
         return "\n".join(lines)
+
+
+def _columns(rows: Sequence[tuple[str, ...]], align: str) -> list[str]:
+    """Rows of cells padded to each column's widest cell; `align` is '<' or '>' per column."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(align))]
+    return [
+        "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def graph_order(debug: Mapping[tuple[int, int], str]) -> list[str]:
+    """The nodes of a binary's debug map ((core, pc) -> node) in the model's order.
+
+    Each core runs its nodes in graph order, so every core's sequence of first appearances is a
+    constraint; the order merges them (a topological sort), taking the node whose code starts
+    first ((pc, core)) when several are free, and breaking a cycle the same way."""
+    first: dict[str, tuple[int, int]] = {}
+    per_core: dict[int, list[tuple[int, str]]] = {}
+    for (core, pc), node in debug.items():
+        first[node] = min(first.get(node, (pc, core)), (pc, core))
+        per_core.setdefault(core, []).append((pc, node))
+    after: dict[str, set[str]] = {node: set() for node in first}
+    before = dict.fromkeys(first, 0)
+    for entries in per_core.values():
+        seen = list(dict.fromkeys(node for _, node in sorted(entries)))
+        for a, b in itertools.pairwise(seen):
+            if b not in after[a]:
+                after[a].add(b)
+                before[b] += 1
+    ready = [(first[node], node) for node, count in before.items() if count == 0]
+    heapq.heapify(ready)
+    left = set(first)
+    order: list[str] = []
+    while left:
+        if not ready:  # a cycle between cores' orders: take the earliest-starting node
+            node = min(left, key=lambda n: (first[n], n))
+            before[node] = 0
+            heapq.heappush(ready, (first[node], node))
+        _, node = heapq.heappop(ready)
+        if node not in left:
+            continue
+        left.discard(node)
+        order.append(node)
+        for nxt in sorted(after[node]):
+            before[nxt] -= 1
+            if before[nxt] == 0 and nxt in left:
+                heapq.heappush(ready, (first[nxt], nxt))
+    return order
+
+
+def in_graph_order(
+    layers: Sequence[LayerReport], debug: Mapping[tuple[int, int], str]
+) -> tuple[LayerReport, ...]:
+    """`layers` sorted into graph order (`graph_order`); rows for no node of the debug map
+    ("(unattributed)", "(drift compensation)") keep their place at the end."""
+    rank = {node: i for i, node in enumerate(graph_order(debug))}
+    return tuple(
+        sorted(layers, key=lambda layer: rank.get(layer.node, len(rank)))  # stable sort
+    )

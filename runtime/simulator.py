@@ -9,21 +9,28 @@ Physical devices add time and its remedies: `time=` (seconds, or '1h', '1d', '1y
 since the arrays were programmed, at which every run happens; `drift_compensation="global"` or
 `"column"` calibrates every programmed array at that time (runtime/devices/compensation.py; its
 reads appear in every report); `ir_drop=` picks the fast (default), exact or no IR-drop model.
-One Simulator is one chip: `set_time` moves the same programmed chip along its trajectory, and
-the same seed programs the same chip, bit for bit. Arrays that the program itself reprograms
-while it runs are freshly programmed (time 0, no compensation gain) when they are read.
+One Simulator is one chip: `set_time` moves the same programmed chip along its trajectory (with
+the compensation it was built with), and the same seed programs the same chip, bit for bit.
+Arrays that the program itself reprograms while it runs are freshly programmed (time 0, no
+compensation gain) when they are read.
+
+By default a run's budget is derived from the program (engine.py: per core the most work a
+halting program can do), so a program that never halts stops within seconds with a trap naming
+its core and pc; `max_cycles` sets an explicit one. Memories are sparse (machine.py): only the
+pages a program touches are held, up to a host limit.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from imcc.isa.container import Binary
-from imcc.isa.diagnostics import SimulationError
+from imcc.isa.diagnostics import Diagnostic, InputLoc, OptionLoc, SectionLoc, SimulationError
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program, TensorInfo
 from imcc.runtime.acam import CamDevice
@@ -38,15 +45,38 @@ from imcc.runtime.devices.compensation import (
 )
 from imcc.runtime.devices.presets import DevicePreset
 from imcc.runtime.devices.units import parse_time
-from imcc.runtime.engine import CycleEngine, FunctionalEngine, Tally
+from imcc.runtime.engine import CycleEngine, FunctionalEngine, Tally, work_budget
 from imcc.runtime.loader import validate
-from imcc.runtime.machine import Machine
+from imcc.runtime.machine import Machine, MemoryLimit
 from imcc.runtime.report import LayerReport, RunReport
 
 MODES = ("functional", "cycle")
-DEFAULT_MAX_CYCLES = 10**9
+T = TypeVar("T")
 # Samples simulated together: buffers hold (words touched) x BATCH_CHUNK values per core.
 BATCH_CHUNK = 4096
+
+
+def _compensation(mode: Any) -> str | None:
+    if mode is not None and not isinstance(mode, str):
+        raise SimulationError(
+            f"drift compensation must be 'global', 'column' or None, not {mode!r}"
+        )
+    return check_compensation(mode)
+
+
+def _as_array(value: Any, name: str, expected: str) -> np.ndarray:
+    """`value` as a numpy array; a ragged nested list or an object numpy cannot convert is a
+    SimulationError at the input."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        shape = "a ragged nested sequence (rows of different lengths)" if isinstance(
+            value, list | tuple) else f"a {type(value).__name__} numpy cannot convert"  # fmt: skip
+        raise SimulationError(
+            f"{shape} ({exc}); expected a rectangular array of shape {expected}",
+            InputLoc(name),
+        ) from None
+    return array
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +115,90 @@ class StreamReport:
         )
 
 
+class _Keep:
+    """The default of `set_time(drift_compensation=...)`: keep the chip's current choice."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
+def _option(name: str, call: Callable[[], T]) -> T:
+    """`call()`, with its Diagnostic (or a TypeError/ValueError from a value of the wrong
+    kind) located at the API argument `name`."""
+    try:
+        return call()
+    except Diagnostic as exc:
+        if exc.loc is not None:
+            raise
+        raise type(exc)(exc.message, OptionLoc(name)) from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SimulationError(f"bad {name}: {exc}", OptionLoc(name)) from None
+
+
+def _check_max_cycles(max_cycles: Any) -> int | None:
+    if max_cycles is None:
+        return None
+    if isinstance(max_cycles, bool) or not isinstance(max_cycles, int | np.integer):
+        raise SimulationError(
+            f"max_cycles must be a positive integer or None (a budget derived from the "
+            f"program), not {max_cycles!r}",
+            OptionLoc("max_cycles"),
+        )
+    if max_cycles < 1:
+        raise SimulationError(
+            f"max_cycles must be a positive integer, not {max_cycles}", OptionLoc("max_cycles")
+        )
+    return int(max_cycles)
+
+
 class Simulator:
+    """One simulated chip: a binary loaded and validated, its arrays programmed through a
+    device model, ready to run batches of inputs.
+
+    Arguments:
+      binary: a `Binary`, a `Program`, or the path of an .imcb file. The whole binary is
+        validated before anything runs (a `BinaryFormatError` names the section).
+      device: the crossbar device model: a name from `imcc devices` ("ideal", "pcm", "rram",
+        ...), a `DevicePreset`, or the path of a preset TOML file; None is the device the
+        binary's target names.
+      seed: a non-negative integer; the same seed programs the same chip, bit for bit, and
+        draws the same read noise.
+      mode: "cycle" (semantics plus timing and energy, the default) or "functional"
+        (semantics and energy only, faster; no cycles in the report).
+      max_cycles: None (default): a budget derived from the program, per core the most work
+        a halting program can do (loops at their static trip counts; a loop without a
+        static count may repeat 4,096 times): a program that never halts traps within seconds
+        with a SimulationError naming the core and pc. An integer replaces it: cycles in
+        cycle mode, instructions in functional mode.
+      time: time since the arrays were programmed, at which every run happens: seconds, or a
+        string such as "1h", "1d", "1y".
+      drift_compensation: None (or "none"), "global" or "column": calibrate every programmed
+        array at `time`; the calibration's reads are priced in every report.
+      ir_drop: None or "fast" (default for physical devices), "exact" or "off".
+      cam_device: the analog-CAM device: None (the target's default), "ideal", a CamDevice, or
+        a programming-noise sigma in level steps.
+
+    Methods:
+      run(inputs): outputs and a RunReport for a batch (see `run`).
+      trace(inputs): one record per instruction of one inference, for timelines.
+      stream(inputs, samples): the timing of `samples` inferences streamed through the chip.
+      set_time(time, drift_compensation=KEEP): move this chip to another time since
+        programming, keeping its compensation unless another is given.
+
+    Every error is a `Diagnostic` with a location: OptionLoc for an argument, InputLoc for
+    an input, CoreLoc (core and pc) for a trap while the program runs.
+    """
+
     def __init__(
         self,
         binary: Binary | Program | str | os.PathLike[str],
         device: str | DevicePreset | None = None,
         seed: int = 0,
         mode: str = "cycle",
-        max_cycles: int = DEFAULT_MAX_CYCLES,
+        max_cycles: int | None = None,
         *,
         time: float | str = 0.0,
         drift_compensation: str | None = None,
@@ -100,31 +206,51 @@ class Simulator:
         cam_device: str | float | CamDevice | None = None,
     ) -> None:
         if isinstance(binary, str | os.PathLike):
-            binary = Binary.load(binary)
+            path = binary
+            binary = _option("binary", lambda: Binary.load(path))
+        if not isinstance(binary, Binary | Program):
+            raise SimulationError(
+                f"binary must be an imcc Binary, a Program or the path of an .imcb file, not "
+                f"{type(binary).__name__}",
+                OptionLoc("binary"),
+            )
         name = binary.name if isinstance(binary, Binary) else "<program>"
         program = binary.program if isinstance(binary, Binary) else binary
-        if mode not in MODES:
-            raise SimulationError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
-        if max_cycles < 1:
-            raise SimulationError(f"max_cycles must be positive, not {max_cycles}")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise SimulationError(f"seed must be a non-negative integer, not {seed!r}")
-        if ir_drop is not None and ir_drop not in IR_DROP_MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise SimulationError(
-                f"unknown IR-drop mode {ir_drop!r}; modes are {', '.join(IR_DROP_MODES)}"
+                f"unknown mode {mode!r}; modes are {', '.join(MODES)}", OptionLoc("mode")
             )
-        compensation = check_compensation(drift_compensation)
-        seconds = parse_time(time)
+        self.max_cycles = _check_max_cycles(max_cycles)
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise SimulationError(
+                f"seed must be a non-negative integer, not {seed!r}", OptionLoc("seed")
+            )
+        if ir_drop is not None and (not isinstance(ir_drop, str) or ir_drop not in IR_DROP_MODES):
+            raise SimulationError(
+                f"unknown IR-drop mode {ir_drop!r}; modes are {', '.join(IR_DROP_MODES)}",
+                OptionLoc("ir_drop"),
+            )
+        compensation = _option("drift_compensation", lambda: _compensation(drift_compensation))
+        seconds = _option("time", lambda: parse_time(time))
+        if device is not None and not isinstance(device, str | os.PathLike | DevicePreset):
+            raise SimulationError(
+                f"device must be a device name, a DevicePreset or a preset path, not {device!r}",
+                OptionLoc("device"),
+            )
         validate(program, name)
+        self.name = name
         self.program = program
         self.mode = mode
-        self.max_cycles = max_cycles
         self.seed = int(seed)
         spec = device or program.target.xbar.device
-        self.device = make_device(spec, program.target.xbar, seed=self.seed, ir_drop=ir_drop)
+        self.device = _option(
+            "device",
+            lambda: make_device(spec, program.target.xbar, seed=self.seed, ir_drop=ir_drop),
+        )
         self.device_name = self.device.name
         # analog-CAM arrays: ideal, or bounds moved by programming noise (runtime/acam.py)
-        self.machine = Machine(program, self.device, self.seed, cam_device)
+        self.machine = _option("cam_device", lambda: Machine(program, self.device, self.seed,
+                                                             cam_device))  # fmt: skip
         self.time_s = 0.0
         self.drift_compensation: str | None = None
         self.calibration: CalibrationCost | None = None
@@ -132,16 +258,18 @@ class Simulator:
         self.functional_tally: Tally | None = None
         self._node_starts: dict[str, tuple[int, int]] | None = None
         self.prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] = {}
-        self.extent = max(
-            [a + len(v) for a, v in program.constants]
-            + [t.addr + t.size for t in (*program.inputs, *program.outputs)]
-            + [0]
-        )
+        self.budgets = work_budget(program)  # the default budget (engine.py), static
 
-    def set_time(self, time: float | str, drift_compensation: str | None = None) -> None:
-        """Move the chip to `time` since programming and, if asked, recalibrate it there."""
-        seconds = parse_time(time)
-        compensation = check_compensation(drift_compensation)
+    def set_time(self, time: float | str, drift_compensation: str | None = KEEP) -> None:
+        """Move the chip to `time` since programming and recalibrate it there with its drift
+        compensation: the one it has (given to the constructor or to an earlier set_time)
+        unless `drift_compensation` names another ("global", "column", or None for none).
+        The chip is then the one a fresh Simulator with that time and compensation builds."""
+        seconds = _option("time", lambda: parse_time(time))
+        if drift_compensation is KEEP:
+            compensation = self.drift_compensation
+        else:
+            compensation = _option("drift_compensation", lambda: _compensation(drift_compensation))
         arrays = self._programmed()
         for _, state in arrays:
             self.device.age(state, seconds)
@@ -172,7 +300,11 @@ class Simulator:
         ]
 
     def run(self, inputs: dict[str, Any] | np.ndarray | Any) -> RunResult:
-        arrays, lead = self._check_inputs(inputs)
+        """Outputs and a report for a batch. `inputs`: a dict of input name -> array, or the
+        array itself for a model with one input; each array has the input's shape or a
+        leading batch shape before it (real numbers, finite except for tree models, where
+        NaN is a missing value). Outputs have the same leading batch shape."""
+        arrays, lead = self._check_inputs(inputs, "run")
         batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
         outputs = {t.name: np.empty((batch, t.size)) for t in self.program.outputs}
         # Counts and energy do not depend on the data (nor does the path through the code), so
@@ -182,19 +314,21 @@ class Simulator:
         tally = cached if cached is not None else Tally()
         for start in range(0, batch, BATCH_CHUNK):
             stop = min(start + BATCH_CHUNK, batch)
-            m = self.machine
-            m.reset(stop - start, self.extent)
+            m = self._load(arrays, start, stop)
             self._park_replicas()
-            for info in self.program.inputs:
-                m.memory[info.addr : info.addr + info.size] = arrays[info.name][start:stop].T
             first = start == 0  # timing and energy are the same for every sample: count once
             if self.mode == "cycle" and first:
-                CycleEngine(m, self.max_cycles, self.prices).run(tally)
+                CycleEngine(m, self.max_cycles, self.prices, budgets=self.budgets).run(tally)
             else:
                 count = first and not counted
-                FunctionalEngine(m, self.max_cycles, self.prices).run(tally if count else None)
+                FunctionalEngine(m, self.max_cycles, self.prices, self.budgets).run(
+                    tally if count else None
+                )
             for info in self.program.outputs:
-                block = m.global_range(info.addr, info.size)
+                try:
+                    block = m.global_range(info.addr, info.size)
+                except MemoryLimit as exc:
+                    raise SimulationError(str(exc), SectionLoc(self.name, "IO")) from None
                 outputs[info.name][start:stop] = block.T
         if self.mode == "functional":
             self.functional_tally = tally
@@ -209,10 +343,12 @@ class Simulator:
     ) -> list[tuple[int, int, int, str, str]]:
         """Every instruction of one inference on the cycle-level model, in issue order:
         (core, start cycle, cycles, unit, node). For timelines (imcc.plots)."""
-        m = self._load_one_sample(inputs)
+        m = self._load_one_sample(inputs, "trace")
         self._park_replicas()
         records: list[tuple[int, int, int, str, str]] = []
-        CycleEngine(m, self.max_cycles, self.prices, trace=records).run(Tally())
+        CycleEngine(m, self.max_cycles, self.prices, trace=records, budgets=self.budgets).run(
+            Tally()
+        )
         return records
 
     def stream(self, inputs: dict[str, Any] | np.ndarray | Any, samples: int) -> StreamReport:
@@ -223,18 +359,23 @@ class Simulator:
         cores. Only the timing and energy are new: the data path is `run`'s, on the first
         sample of `inputs`. Messages queue without limit (no back-pressure is modelled)."""
         if self.mode != "cycle":
-            raise SimulationError("stream needs the cycle-level simulator (mode='cycle')")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise SimulationError(f"samples must be a positive integer, not {samples!r}")
+            raise SimulationError(
+                "stream needs the cycle-level simulator (mode='cycle')", OptionLoc("mode")
+            )
+        if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
+            raise SimulationError(
+                f"samples must be a positive integer, not {samples!r}", OptionLoc("samples")
+            )
+        samples = int(samples)
         meta = self.program.meta
         cores = len(self.machine.cores)
         replicas = int(meta.get("replicas", 1))
         group = int(meta.get("replica_cores", cores))
         share = [len(range(r, samples, replicas)) for r in range(replicas)]
         iterations = [share[c // group] if c // group < replicas else 1 for c in range(cores)]
-        m = self._load_one_sample(inputs)
+        m = self._load_one_sample(inputs, "stream")
         tally = Tally()
-        engine = CycleEngine(m, self.max_cycles, self.prices, iterations)
+        engine = CycleEngine(m, self.max_cycles, self.prices, iterations, budgets=self.budgets)
         engine.run(tally)
         completions = []
         for s in range(samples):
@@ -258,14 +399,25 @@ class Simulator:
             },
         )
 
-    def _load_one_sample(self, inputs: Any) -> Machine:
-        """The machine reset for one inference, on the first sample of `inputs`."""
-        arrays, _ = self._check_inputs(inputs)
+    def _load(self, arrays: dict[str, np.ndarray], start: int, stop: int) -> Machine:
+        """The machine reset for samples [start, stop) of checked inputs, inputs in memory.
+        A batch whose memories the host cannot hold is an error here, before anything runs."""
         m = self.machine
-        m.reset(1, self.extent)
+        try:
+            m.reset(stop - start)
+        except MemoryLimit as exc:
+            raise SimulationError(str(exc), SectionLoc(self.name, "CONST")) from None
         for info in self.program.inputs:
-            m.memory[info.addr : info.addr + info.size] = arrays[info.name][:1].T
+            try:
+                m.global_range(info.addr, info.size)[:] = arrays[info.name][start:stop].T
+            except MemoryLimit as exc:
+                raise SimulationError(str(exc), InputLoc(info.name)) from None
         return m
+
+    def _load_one_sample(self, inputs: Any, call: str) -> Machine:
+        """The machine reset for one inference, on the first sample of `inputs`."""
+        arrays, _ = self._check_inputs(inputs, call)
+        return self._load(arrays, 0, 1)
 
     def _park_replicas(self) -> None:
         """A replicated binary (schedule = throughput) answers one inference with its first
@@ -276,56 +428,69 @@ class Simulator:
             for core in self.machine.cores[group:]:
                 core.halted = True
 
-    def _check_inputs(self, inputs: Any) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    def _check_inputs(
+        self, inputs: Any, call: str
+    ) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+        """Every input as a (batch, size) float64 array, and the common batch shape; anything
+        else is a SimulationError located at the input (InputLoc) saying what was expected."""
         declared = self.program.inputs
+        names = [t.name for t in declared]
         if not isinstance(inputs, dict):
             if len(declared) != 1:
-                names = ", ".join(t.name for t in declared)
                 raise SimulationError(
-                    f"the model has {len(declared)} inputs ({names}); pass a dict of name -> array"
+                    f"the model has {len(declared)} inputs ({', '.join(names)}); pass a dict "
+                    f"of name -> array, not {type(inputs).__name__}",
+                    OptionLoc("inputs"),
                 )
             inputs = {declared[0].name: inputs}
-        unknown = sorted(set(inputs) - {t.name for t in declared})
+        unknown = sorted((key for key in inputs if key not in names), key=repr)
         if unknown:
             raise SimulationError(
-                f"unknown inputs {unknown}; the model's inputs are {[t.name for t in declared]}"
+                f"unknown input name {unknown[0]!r}; the model's inputs are {names}",
+                InputLoc(str(unknown[0])),
             )
         arrays: dict[str, np.ndarray] = {}
         lead: tuple[int, ...] | None = None
         for info in declared:
+            loc = InputLoc(info.name)
+            expected = f"{info.shape} or (batch, {', '.join(map(str, info.shape))})"
             if info.name not in inputs:
-                raise SimulationError(f"missing input {info.name!r} of shape {info.shape}")
-            raw = np.asarray(inputs[info.name])
+                raise SimulationError(f"missing; expected an array of shape {expected}", loc)
+            raw = _as_array(inputs[info.name], info.name, expected)
             if raw.dtype.kind not in "fiub":
                 raise SimulationError(
-                    f"input {info.name!r} has dtype {raw.dtype}; expected a "
-                    "real number type (float32)"
+                    f"dtype {raw.dtype}; expected a real number type (float32)",
+                    loc,
                 )
-            array = raw.astype(np.float64)
-            tail = (
-                array.shape[array.ndim - len(info.shape) :]
-                if array.ndim >= len(info.shape)
-                else None
-            )
+            tail = raw.shape[raw.ndim - len(info.shape) :] if raw.ndim >= len(info.shape) else None
             if tail != info.shape:
-                raise SimulationError(
-                    f"input {info.name!r} has shape {raw.shape}; expected "
-                    f"{info.shape} or (batch, {', '.join(map(str, info.shape))})"
-                )
-            this_lead = array.shape[: array.ndim - len(info.shape)]
+                raise SimulationError(f"shape {raw.shape}; expected {expected}", loc)
+            this_lead = raw.shape[: raw.ndim - len(info.shape)]
             if lead is not None and this_lead != lead:
                 raise SimulationError(
-                    f"input {info.name!r} has batch shape {this_lead} but other inputs have {lead}"
+                    f"batch shape {this_lead}, but the other inputs have {lead}",
+                    loc,
                 )
             lead = this_lead
+            batch = int(np.prod(this_lead, dtype=np.int64))
+            if batch == 0:
+                raise SimulationError(
+                    f"shape {raw.shape} is an empty batch; {call} needs at least one sample "
+                    f"of shape {info.shape}",
+                    loc,
+                )
+            with np.errstate(over="ignore"):  # float128 past float64's range is inf: caught
+                array = raw.astype(np.float64).reshape(batch, info.size)
             bad = ~np.isfinite(array)
             if bad.any() and not self.program.cam_codes:  # tree models code NaN as a level
-                index = tuple(int(i) for i in np.argwhere(bad)[0])
+                sample, at = (int(i) for i in np.argwhere(bad)[0])
+                index = np.unravel_index(at, info.shape) if info.shape else ()
                 raise SimulationError(
-                    f"input {info.name!r} holds {array[index]} at index "
-                    f"{index}; inputs must be finite"
+                    f"{array[sample, at]} at index {tuple(int(i) for i in index)}; inputs "
+                    "must be finite",
+                    InputLoc(info.name, sample),
                 )
-            arrays[info.name] = array.reshape(int(np.prod(this_lead, dtype=np.int64)), info.size)
+            arrays[info.name] = array
         return arrays, lead or ()
 
     def _report(self, tally: Tally, batch: int) -> RunReport:

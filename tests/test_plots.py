@@ -51,3 +51,18 @@ def test_timeline_and_placement_plots(tmp_path: Path) -> None:
     for name in ("timeline.png", "placement.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000
+
+
+def test_run_plot_writes_both_pngs_into_a_new_folder(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    from imcc.cli import main
+
+    imcc.compile(MODEL, big_target(cores=4, arrays=8), spread=True).save(tmp_path / "m.imcb")
+    np.save(tmp_path / "x.npy", X)
+    folder = tmp_path / "plots" / "run1"  # two levels created
+    argv = ["run", str(tmp_path / "m.imcb"), "--input", str(tmp_path / "x.npy"), "--plot",
+            str(folder)]  # fmt: skip
+    assert main(argv) == 0
+    assert f"wrote {folder / 'timeline.png'}" in capsys.readouterr().out
+    for name in ("timeline.png", "placement.png"):
+        assert (folder / name).read_bytes().startswith(b"\x89PNG")

@@ -343,11 +343,13 @@ def conv_blocks_apply(em: Emitter, op: Op, im2col: Op) -> bool:
 def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
     """A convolution as a few block instructions per layer, independent of its pixel count.
 
-    1. The input map is quantised once, with one scale for the sample (scale_over "map"),
-       then copied into a zero-padded map: one `simd.copy2d` per channel.
-    2. For a block of output rows (as many as a quarter of the buffer holds), the windows are
-       laid out transposed, X^T (k x m): row (c, ky, kx) holds that kernel offset's input for
-       the block's m pixels, one `simd.copy2d` each (strides: the conv's, in the padded map).
+    1. The input map is quantised once, with one scale per sample (scale_over "map"; a
+       leading axis > 1 in a graph without a batch axis holds several samples), then copied
+       into a zero-padded map: one `simd.copy2d` per channel of each sample.
+    2. For a block of output rows of a sample (as many as a quarter of the buffer holds), the
+       windows are laid out transposed, X^T (k x m): row (c, ky, kx) holds that kernel
+       offset's input for the block's m pixels, one `simd.copy2d` each (strides: the conv's,
+       in the padded map).
     3. Each tile streams the block through its array with one `xbar.mvmb`, whose output
        (columns x m) keeps every slice's columns contiguous, so slices recombine and partial
        sums add with the vector code of the row path, on nb x m words.
@@ -358,7 +360,7 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
        major (O x P), which is what the conv's Transpose asks for, so that Transpose is free.
     """
     x_map = im2col.inputs[0]
-    _, channels, height, width = x_map.shape
+    samples, channels, height, width = x_map.shape
     window = Window.of(im2col.attrs, 2)
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
     top, left, bottom, right = window.pads
@@ -371,31 +373,38 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
     slicing: Slicing = op.attrs["slicing"]
     qc, hc = em.cores[qcore], em.cores[home]
 
-    # 1. scale, quantised and padded map (on the core that holds the map)
+    # 1. scales, quantised and padded maps (on the core that holds the map). Samples (a
+    # leading axis > 1 in a graph without a batch axis) are maps of their own, one after
+    # another: scale s and map s at offset s * (its size).
+    size = x_map.type.size // samples
+    src = em.local(x_map, qcore)
     if op.attrs["input_scale"] is None:
-        scale = em.map_scale(op, x_map, qcore)
+        scale = _map_scales(em, op, qcore, src, samples, size)
     else:
-        scale = qc.buffer.alloc(1, f"{op.name} input scale")
-        qc.emit(spec.MEM_LOAD, scale, em.constant_addr(np.array([op.attrs["input_scale"]])), 1)
-    size = x_map.type.size
-    quantised = qc.buffer.alloc(size, f"{op.name} quantised map")
-    qc.emit(spec.SIMD_QUANT, quantised, em.local(x_map, qcore), scale, bits, signed, size)
+        scale = qc.buffer.alloc(samples, f"{op.name} input scale")
+        static = np.full(samples, float(op.attrs["input_scale"]))
+        qc.emit(spec.MEM_LOAD, scale, em.constant_addr(static), samples)
+    quantised = qc.buffer.alloc(samples * size, f"{op.name} quantised map")
+    for s in range(samples):
+        qc.emit(spec.SIMD_QUANT, quantised + s * size, src + s * size, scale + s, bits, signed,
+                size)  # fmt: skip
     em.release_dead(im2col)
     padded_h, padded_w = height + top + bottom, width + left + right
     plane = padded_h * padded_w
+    planes = samples * channels  # (sample, channel) pairs, each a plane of its own
     padded = quantised
     if plane != height * width:
-        padded = qc.buffer.alloc(channels * plane, f"{op.name} padded map")
+        padded = qc.buffer.alloc(planes * plane, f"{op.name} padded map")
         zero = em.const_local(qcore, 0.0)
-        qc.copy2d(padded, zero, plane, channels, (0, 0, plane))  # zero fill
-        for c in range(channels):
+        qc.copy2d(padded, zero, plane, planes, (0, 0, plane))  # zero fill
+        for c in range(planes):
             qc.copy2d(padded + c * plane + top * padded_w + left, quantised + c * height * width,
                       width, height, (1, width, padded_w))  # fmt: skip
-        qc.buffer.release(quantised, size)
+        qc.buffer.release(quantised, samples * size)
     if qcore != home:
-        incoming = hc.buffer.alloc(1, f"{op.name} input scale")
-        em.transfer(qcore, scale, home, incoming, 1)
-        qc.buffer.release(scale, 1)
+        incoming = hc.buffer.alloc(samples, f"{op.name} input scale")
+        em.transfer(qcore, scale, home, incoming, samples)
+        qc.buffer.release(scale, samples)
         scale = incoming
 
     # 2.-4. blocks of output rows, taking turns on the weights' copies (schedule = balanced):
@@ -406,19 +415,22 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
     ]
     maps, scales = {0: padded}, {0: scale}
     for r, (_, core, _) in enumerate(copies[1:], start=1):
-        maps[r] = em.cores[core].buffer.alloc(channels * plane, f"{op.name} map copy")
-        em.transfer(qcore, padded, core, maps[r], channels * plane)
-        scales[r] = em.cores[core].buffer.alloc(1, f"{op.name} input scale")
-        em.transfer(home, scale, core, scales[r], 1)
+        maps[r] = em.cores[core].buffer.alloc(planes * plane, f"{op.name} map copy")
+        em.transfer(qcore, padded, core, maps[r], planes * plane)
+        scales[r] = em.cores[core].buffer.alloc(samples, f"{op.name} input scale")
+        em.transfer(home, scale, core, scales[r], samples)
     cols = em.target.xbar.cols
     per_row = (k + n + 2 * cols) * out_w
     budget = min(em.target.core.buffer_words // 4, spec.MAX_COUNT)  # every vector fits a count
     block_rows = max(1, min(-(-out_h // len(copies)), budget // per_row))
-    y_addr = hc.buffer.alloc(n * pixels, op.name)
-    for index, row0 in enumerate(range(0, out_h, block_rows)):
-        r = index % len(copies)
+    y_base = hc.buffer.alloc(samples * n * pixels, op.name)
+    blocks = [(s, row0) for s in range(samples) for row0 in range(0, out_h, block_rows)]
+    for turn, (s, row0) in enumerate(blocks):
+        r = turn % len(copies)
         placement, q_r, home_r = copies[r]
         qc_r, hc_r = em.cores[q_r], em.cores[home_r]
+        y_addr = y_base + s * n * pixels  # sample s's (O x P) output
+        sample_map = maps[r] + s * channels * plane
         rows = min(block_rows, out_h - row0)
         m = rows * out_w
         xt = qc_r.buffer.alloc(k * m, f"{op.name} windows")
@@ -426,7 +438,7 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
             for ky in range(kh):
                 for kx in range(kw):
                     offset = c * plane + (row0 * sh + ky * dh) * padded_w + kx * dw
-                    qc_r.copy2d(xt + ((c * kh + ky) * kw + kx) * m, maps[r] + offset, out_w,
+                    qc_r.copy2d(xt + ((c * kh + ky) * kw + kx) * m, sample_map + offset, out_w,
                                 rows, (sw, sh * padded_w, out_w))  # fmt: skip
         block = y_addr if m == pixels else hc_r.buffer.alloc(n * m, f"{op.name} block")
         remote = _send_windows(em, op, placement, q_r, xt, m)
@@ -464,7 +476,7 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
         qc_r.buffer.release(xt, k * m)
         w_scales = em.vector_local(home_r, em.graph.constants[w_scale])
         biases = em.vector_local(home_r, em.graph.constants[bias])
-        hc_r.emit(spec.SIMD_MUL_S, block, block, scales[r], n * m)
+        hc_r.emit(spec.SIMD_MUL_S, block, block, scales[r] + s, n * m)
         for o in range(n):
             hc_r.emit(spec.SIMD_MUL_S, block + o * m, block + o * m, w_scales + o, m)
             hc_r.emit(spec.SIMD_ADD_S, block + o * m, block + o * m, biases + o, m)
@@ -480,15 +492,27 @@ def emit_conv_blocks(em: Emitter, op: Op, im2col: Op, qcore: int) -> None:
             hc.copy2d(y_addr + row0 * out_w, block, m, n, (1, m, pixels))
             hc.buffer.release(block, n * m)
     for r, (_, core, _) in enumerate(copies[1:], start=1):
-        em.cores[core].buffer.release(maps[r], channels * plane)
-        em.cores[core].buffer.release(scales[r], 1)
+        em.cores[core].buffer.release(maps[r], planes * plane)
+        em.cores[core].buffer.release(scales[r], samples)
     if padded != quantised:
-        qc.buffer.release(padded, channels * plane)
+        qc.buffer.release(padded, planes * plane)
     else:
-        qc.buffer.release(quantised, size)
-    hc.buffer.release(scale, 1)  # on the home core by now
-    em.define(op.outputs[0], home, y_addr)
+        qc.buffer.release(quantised, samples * size)
+    hc.buffer.release(scale, samples)  # on the home core by now
+    em.define(op.outputs[0], home, y_base)
     em.channel_major.add(id(op.outputs[0]))
+
+
+def _map_scales(em: Emitter, op: Op, core: int, src: int, samples: int, size: int) -> int:
+    """`samples` words: max|map s| / qmax for each sample's map of `size` words at src, the
+    interpreter's per-sample scale_over "map" (`input_scale`)."""
+    bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
+    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    scale = em.cores[core].buffer.alloc(samples, f"{op.name} input scale")
+    for s in range(samples):
+        em.reduce(core, spec.SIMD_RABSMAX, scale + s, src + s * size, size)
+    em.cores[core].emit(spec.SIMD_DIV_S, scale, scale, em.const_local(core, qmax), samples)
+    return scale
 
 
 def _send_windows(

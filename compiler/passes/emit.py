@@ -538,8 +538,11 @@ class Emitter:
         index = np.arange(x.type.size).reshape(x.shape).transpose(*kept, *axes)
         n_out = out.type.size
         count = x.type.size // n_out if n_out else 0
-        if n_out and not count:
-            raise op.error(f"{mode} over the empty axes {axes} of shape {x.shape}")
+        if n_out and not count:  # an empty set reduces to the identity (ONNX: -inf for max)
+            identity = {"sum": 0.0, "max": -np.inf, "mean": np.nan}[mode]
+            cc.emit(spec.MEM_LOAD, dst, self.constant_addr(np.full(n_out, identity)), n_out)
+            self.define(out, core, dst)
+            return
         matrix = index.reshape(n_out, count)
         combine = spec.SIMD_MAX if mode == "max" else spec.SIMD_ADD
         reduce = spec.SIMD_RMAX if mode == "max" else spec.SIMD_RSUM
@@ -916,6 +919,13 @@ class EmitPass(Pass):
     """After: ctx.results["program"] is the isa.Program for the graph."""
 
     name = "emit"
+    requires = ("schedule",)  # reads attrs["core"] (and, through it, tiles and placement)
+
+    def needs(self, graph: Graph, ctx: Context) -> tuple[str, ...]:
+        """Also `adc-range` when the target's ADC ranges are per column or per slice."""
+        if ctx.target.xbar.adc_range != "full-scale":
+            return (*self.requires, "adc-range")
+        return self.requires
 
     def run(self, graph: Graph, ctx: Context) -> None:
         ctx.results["program"] = Emitter(graph, ctx).run(ctx)

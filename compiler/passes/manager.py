@@ -1,9 +1,11 @@
 """The pass manager: parses a pipeline string, runs passes in order, verifies after each.
 
 A pipeline is `"canonicalize,quantize{weight_bits=16},tile,place,schedule,emit"`. Each pass is a
-small frozen dataclass registered by name; options in braces set its fields. After every pass
-the graph is verified; the IR can be printed after any pass and each pass is timed. An error
-escaping a pass is re-raised with the pass name added.
+small frozen dataclass registered by name; options in braces set its fields, and `requires`
+names the passes whose results it reads. Before anything runs, every pass's prerequisites must
+appear earlier in the pipeline (else a CompileError names the pass and what to insert). After
+every pass the graph is verified; the IR can be printed after any pass and each pass is timed.
+An error escaping a pass is re-raised with the pass name added.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from imcc.compiler.ir.core import Graph
-from imcc.isa.diagnostics import CompileError, Diagnostic
-from imcc.isa.target import Target
+from imcc.isa.diagnostics import CompileError, Diagnostic, OptionLoc
+from imcc.isa.target import Target, suggest
 
 log = logging.getLogger(__name__)
 
 PASSES: dict[str, type[Pass]] = {}
+_LOC = OptionLoc("pipeline")
 
 
 @dataclass
@@ -38,9 +41,16 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Pass:
-    """Base of all passes: subclasses set `name` and implement `run`."""
+    """Base of all passes: subclasses set `name` and `requires`, and implement `run`."""
 
     name: ClassVar[str] = ""
+    # passes whose results this one reads: each must have run before it
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def needs(self, graph: Graph, ctx: Context) -> tuple[str, ...]:
+        """The passes that must run before this one on this graph and target (by default
+        `requires`; a pass whose inputs depend on the model or the target overrides it)."""
+        return self.requires
 
     def run(self, graph: Graph, ctx: Context) -> None:
         raise NotImplementedError
@@ -62,11 +72,12 @@ def parse_pipeline(text: str) -> list[Pass]:
     while pos < len(text):
         match = _STAGE.match(text, pos)
         if not match or match.end() == pos:
-            raise CompileError(f"cannot parse pipeline {text!r} at character {pos + 1}")
+            raise CompileError(f"cannot parse pipeline {text!r} at character {pos + 1}", _LOC)
         name, options = match.group(1), match.group(2)
         pos = match.end()
         if name not in PASSES:
-            raise CompileError(f"unknown pass {name!r}; passes are {', '.join(sorted(PASSES))}")
+            raise CompileError(f"unknown pass {name!r}{suggest(name, PASSES)}; passes are "
+                               f"{', '.join(sorted(PASSES))}", _LOC)  # fmt: skip
         cls = PASSES[name]
         kwargs = {}
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -75,11 +86,47 @@ def parse_pipeline(text: str) -> list[Pass]:
             key = key.strip()
             if key not in fields:
                 raise CompileError(
-                    f"pass {name!r} has no option {key!r}; options are {sorted(fields) or 'none'}"
+                    f"pass {name!r} has no option {key!r}{suggest(key, fields)}; options "
+                    f"are {sorted(fields) or 'none'}",
+                    _LOC,
                 )
             kwargs[key] = _parse_value(raw.strip())
         passes.append(cls(**kwargs))
     return passes
+
+
+def check_prerequisites(passes: list[Pass], graph: Graph, ctx: Context) -> None:
+    """Every pass's prerequisites (and theirs) run before it; else a CompileError names the
+    pass and the passes to insert before it, in an order that works."""
+    done: set[str] = set()
+    for i, stage in enumerate(passes):
+        missing = [
+            name for name in _closure(stage.needs(graph, ctx), graph, ctx) if name not in done
+        ]
+        if missing:
+            later = [name for name in missing if name in {p.name for p in passes[i + 1 :]}]
+            hint = f"; {', '.join(map(repr, later))} must move before it" if later else ""
+            raise CompileError(
+                f"pass {stage.name!r} needs {', '.join(map(repr, missing))} to run before it"
+                f"{hint} (the pipeline runs {', '.join(p.name for p in passes)})",
+                _LOC,
+            )
+        done.add(stage.name)
+
+
+def _closure(names: tuple[str, ...], graph: Graph, ctx: Context) -> list[str]:
+    """`names` and everything they need, each after its own prerequisites (depth first)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for need in PASSES[name]().needs(graph, ctx):
+                visit(need)
+            order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
 
 
 def _parse_value(raw: str) -> Any:
@@ -100,6 +147,7 @@ def run_pipeline(
 ) -> None:
     """Run each pass, verify the graph after it, record its time."""
     passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+    check_prerequisites(passes, graph, ctx)
     if not graph.output_names:
         graph.output_names = [v.name for v in graph.outputs]
     if verify:

@@ -10,7 +10,7 @@ chip is full, the next layer starts over at the first array, and `emit` reprogra
 array that serves more than one layer before each use (`xbar.program`, priced per row and
 cell, once per inference). A one-row layer (a classifier) larger than the chip reuses
 arrays tile by tile, each programmed just before its MVM; any other layer larger than the
-chip is an error naming it.
+chip is an error naming it, and so is the first layer on a target without crossbars.
 `schedule` (after `place`): every op gets attrs["core"]: a QDense runs its reduction and
 post-processing on the core holding most of its tiles; other ops run where their first
 non-constant operand was produced. Ops keep the graph's topological order.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op
+from imcc.compiler.ir.trees import TreeEnsemble
 from imcc.compiler.ir.windows import Window
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.isa.diagnostics import CompileError
@@ -34,6 +35,7 @@ class PlacePass(Pass):
     """After: every QDense has attrs["placement"], one distinct (core, array) per tile."""
 
     name = "place"
+    requires = ("tile",)  # reads attrs["tiles"]
     spread: bool = False
     by_outputs: bool = False  # schedule = latency: each layer's output blocks over all cores
     phases: bool = True  # a model larger than the chip runs in phases (else: an error)
@@ -42,6 +44,14 @@ class PlacePass(Pass):
     def run(self, graph: Graph, ctx: Context) -> None:
         cores, arrays = ctx.target.chip.cores, ctx.target.core.arrays
         needed = sum(len(op.attrs["tiles"]) for op in graph.walk(ops.QDense))
+        first = next(iter(graph.walk(ops.QDense)), None)
+        if first is not None and arrays == 0:
+            cam = "; its analog-CAM unit runs tree ensembles only" if ctx.target.acam else ""
+            raise first.error(
+                f"this layer's matrix multiply needs crossbar arrays, but target "
+                f"{ctx.target.name!r} has none (core.arrays = 0{cam}); use a target with "
+                "crossbars, such as edge-rram"
+            )
         for op in graph.walk(ops.QDense):
             rows = op.inputs[0].type.size // max(op.inputs[1].shape[0], 1)
             if len(op.attrs["tiles"]) > cores * arrays and rows != 1:
@@ -153,6 +163,12 @@ class SchedulePass(Pass):
     """After: every op has attrs["core"], the core that executes it."""
 
     name = "schedule"
+    requires = ("place",)  # reads attrs["placement"]
+
+    def needs(self, graph: Graph, ctx: Context) -> tuple[str, ...]:
+        """Also `acam-map` for a model with trees: the CamTrees ops it makes need a core."""
+        has_trees = any(True for _ in graph.walk(TreeEnsemble))
+        return (*self.requires, "acam-map") if has_trees else self.requires
 
     def run(self, graph: Graph, ctx: Context) -> None:
         for op in graph.ops:

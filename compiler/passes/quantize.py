@@ -18,7 +18,6 @@ from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.compiler.ir.interpreter import evaluate
 from imcc.compiler.passes.manager import Context, Pass, register
-from imcc.isa.diagnostics import CompileError
 
 _NON_NEGATIVE_ACTIVATIONS = ("relu", "sigmoid")
 
@@ -36,6 +35,7 @@ def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True, slots=True)
 class QuantizePass(Pass):
     name = "quantize"
+    requires = ("canonicalize",)  # reads Dense ops
 
     def run(self, graph: Graph, ctx: Context) -> None:
         weight_bits = int(ctx.options["weight_bits"])
@@ -84,7 +84,7 @@ class QuantizePass(Pass):
             if isinstance(op, ops.Dense) and not isinstance(op, ops.QDense):
                 x = args[0]
                 if not np.all(np.isfinite(x)):
-                    raise CompileError(f"calibration data gives non-finite inputs to {op.name!r}")
+                    raise op.error("calibration data gives non-finite inputs to this layer")
                 # percentile: the scale ignores the rarest large values, which then clip
                 peak = np.percentile(np.abs(x), percentile) if use_percentile else np.abs(x).max()
                 ranges[op.name] = (float(np.min(x)), float(peak))

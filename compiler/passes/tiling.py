@@ -98,6 +98,7 @@ class BitslicePass(Pass):
     """After: every QDense has attrs["slicing"]; every stored level fits `cell_bits`."""
 
     name = "bitslice"
+    requires = ("quantize",)  # reads QDense weight_bits
 
     def run(self, graph: Graph, ctx: Context) -> None:
         xbar = ctx.target.xbar
@@ -113,6 +114,7 @@ class TilePass(Pass):
     """After: every QDense has attrs["tiles"], each at most rows x cols of the target."""
 
     name = "tile"
+    requires = ("bitslice",)  # reads attrs["slicing"]
 
     def run(self, graph: Graph, ctx: Context) -> None:
         xbar = ctx.target.xbar
@@ -155,6 +157,7 @@ class AdcRangePass(Pass):
     of per-column full-scale ranges (in level steps) per tile; with full-scale, none."""
 
     name = "adc-range"
+    requires = ("tile",)  # reads attrs["slicing"] and attrs["tiles"]
 
     def run(self, graph: Graph, ctx: Context) -> None:
         mode = ctx.target.xbar.adc_range

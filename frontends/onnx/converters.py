@@ -478,8 +478,13 @@ def convert_flatten(ctx: NodeContext) -> list[Result]:
 
 
 def _reshape(ctx: NodeContext, spec: Sequence[int], allowzero: bool) -> list[Result]:
-    """ONNX Reshape rules: 0 copies the input dim (unless allowzero), one -1 is inferred."""
+    """ONNX Reshape rules: 0 copies the input dim (unless allowzero), one -1 is inferred.
+
+    With a fixed batch N, a target that starts with N keeps the batch axis: row-major, the
+    result's row i is then the input's sample i."""
     x = ctx.value(0)
+    if ctx.fixed_batch is not None and list(spec[:1]) == [ctx.fixed_batch]:
+        spec = [x.shape[0], *spec[1:]]
     shape: list[int] = []
     inferred: int | None = None
     for index, dim in enumerate(spec):
@@ -820,7 +825,7 @@ def _class_labels(ctx: NodeContext) -> list[int | str]:
             f"{ctx.op_type} needs exactly one of classlabels_ints and classlabels_strings"
         )
     if strings:
-        return [s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s for s in strings]
+        return [str(s) for s in strings]
     return [int(v) for v in ints]
 
 
@@ -836,7 +841,7 @@ def convert_linear_classifier(ctx: NodeContext) -> list[Result]:
     select and PROBIT an inverse erf, which the IR has neither of; `multi_class` changes
     nothing (onnxruntime ignores it too).
     """
-    x = ctx.value(0)
+    x = ctx.features(0)
     labels = _class_labels(ctx)
     post = _post_transform(ctx, ("NONE", "LOGISTIC", "SOFTMAX"))
     w, b = _linear_weights(ctx, x)
@@ -873,7 +878,7 @@ def convert_linear_classifier(ctx: NodeContext) -> list[Result]:
 def convert_linear_regressor(ctx: NodeContext) -> list[Result]:
     """Y = X @ coefficients.T + intercepts, `targets` columns. Only post_transform NONE:
     onnxruntime ignores the others for one target and applies them for several."""
-    x = ctx.value(0)
+    x = ctx.features(0)
     _post_transform(ctx, ("NONE",))
     w, b = _linear_weights(ctx, x, int(ctx.attr("targets", 1)))
     return [_dense(ctx, x, w, b, output=0)]
@@ -883,7 +888,7 @@ def convert_linear_regressor(ctx: NodeContext) -> list[Result]:
 def convert_scaler(ctx: NodeContext) -> list[Result]:
     """Y = (X - offset) * scale per feature (one value broadcasts to every feature), as SIMD
     arithmetic in front of the crossbars (see the scikit-learn frontend for why not folded)."""
-    x = ctx.value(0)
+    x = ctx.features(0)
     features = x.shape[-1]
     y = x
     for attr, neutral, op_class in (("offset", 0.0, ops.Sub), ("scale", 1.0, ops.Mul)):
@@ -964,7 +969,12 @@ def convert_array_feature_extractor(ctx: NodeContext) -> list[Result]:
     if data.dtype.kind in "iu":
         labels = [int(v) for v in data]
     elif data.dtype.kind in "OSU":
-        labels = [v.decode() if isinstance(v, bytes) else str(v) for v in data]
+        try:
+            labels = [v.decode() if isinstance(v, bytes) else str(v) for v in data]
+        except UnicodeDecodeError:
+            raise ctx.error(
+                f"the labels of {ctx.input_name(0)!r} are not UTF-8 text; ONNX strings are UTF-8"
+            ) from None
     else:
         raise ctx.error(f"looking up computed indices in a {data.dtype} table is not supported")
     shape = (1, index.type.size)

@@ -48,8 +48,12 @@ _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 def import_onnx(model: ModelSource) -> Graph:
     """Import an ONNX model (path, bytes or ModelProto) as a verified graph IR.
 
-    The graph's `batch_axis` is True when every input has rank >= 2 and a symbolic or size-1
-    leading dimension; that axis then has size 1 in the IR shapes.
+    The leading axis of every input is the batch axis (`batch_axis` True, size 1 in the IR
+    shapes) when every input has rank >= 2 and that axis is symbolic, or the same number N in
+    every input (a fixed batch, as torch exports by default). A fixed-batch graph that mixes
+    its samples (a converter refuses to move the batch axis, a result's shape is not the
+    per-sample one, an output is a constant) is imported again without a batch axis: the
+    whole [N, ...] tensor is then one sample, as ONNX computes it.
     """
     proto = _load(model)
     opsets = _opsets(proto)
@@ -61,11 +65,21 @@ def import_onnx(model: ModelSource) -> Graph:
     if [index for index, _ in ordered] != [index for index, _ in nodes]:
         log.info("the model's nodes are not in topological order; sorting them")
         proto = _with_nodes(proto, [node for _, node in ordered])
-    inputs = _graph_inputs(proto.graph)
     _check_outputs(proto.graph)
+    inputs = _graph_inputs(proto.graph)
     _check(proto, ordered)
     types = _infer_types(proto, inputs, ordered)
-    return _Importer(proto, opsets, inputs, types).run(ordered)
+    if inputs.fixed_batch is None:
+        return _Importer(proto, opsets, inputs, types).run(ordered)
+    try:
+        return _Importer(proto, opsets, inputs, types).run(ordered)
+    except FrontendError as exc:
+        reason = exc.message
+    log.info(
+        "the model's fixed batch of %d is imported as one sample (%s)", inputs.fixed_batch, reason
+    )
+    whole = _graph_inputs(proto.graph, batch=False)
+    return _Importer(proto, opsets, whole, types).run(ordered)
 
 
 def node_loc(node: onnx.NodeProto, index: int) -> NodeLoc:
@@ -215,7 +229,7 @@ def _find_cycle(depends: Sequence[set[int]], stuck: set[int]) -> list[int]:
 
 
 _CHECKER_NODE = re.compile(r"Name: ?(\S*) OpType: ?(\S+)")
-_INFERENCE_NODE = re.compile(r"\(op_type:([^,]+), node name: ([^)]*)\)")
+_INFERENCE_NODE = re.compile(r"\(op_type:([^,)]+)(?:, node name: ([^)]*))?\)")
 
 
 def _loc_in(
@@ -226,7 +240,7 @@ def _loc_in(
     if match is None:
         return None
     op_type, name = match.groups() if inference else match.groups()[::-1]
-    if name:
+    if name:  # (None when onnx leaves an unnamed node's name out)
         return NodeLoc(name, op_type)
     unnamed = [(i, n) for i, n in ordered if not n.name and n.op_type == op_type]
     if len(unnamed) == 1:
@@ -242,10 +256,20 @@ def _first_line(message: str) -> str:
 def _check_outputs(graph: onnx.GraphProto) -> None:
     """Graph outputs must declare a tensor type with a shape (onnx.checker says so without
     naming the output)."""
+    if not graph.output:
+        raise FrontendError(
+            f"graph {graph.name!r} has no outputs; a model must declare at least one",
+            NodeLoc(graph.name or "model", "graph"),
+        )
     for value in graph.output:
         loc = NodeLoc(value.name, "graph output")
         if value.type.WhichOneof("value") != "tensor_type":
-            raise FrontendError(f"graph output {value.name!r} is not declared as a tensor", loc)
+            kind = (value.type.WhichOneof("value") or "untyped").replace("_type", "")
+            raise FrontendError(
+                f"graph output {value.name!r} is declared {kind}, not a tensor; {kind} "
+                "values are not supported",
+                loc,
+            )
         if not value.type.tensor_type.HasField("shape"):
             raise FrontendError(
                 f"graph output {value.name!r} declares no shape; ONNX requires one (its "
@@ -267,11 +291,14 @@ def _check(proto: onnx.ModelProto, ordered: Sequence[tuple[int, onnx.NodeProto]]
 
 @dataclass(frozen=True, slots=True)
 class _Inputs:
-    """The graph inputs that are not initializers, with IR types, and the batch decision."""
+    """The graph inputs that are not initializers, with IR types, and the batch decision:
+    `batch_symbolic` when the model leaves the batch size open, else `fixed_batch` is the
+    size N that every input's leading axis has (None without a batch axis)."""
 
     types: tuple[tuple[str, TensorType], ...]
     batch_axis: bool
     batch_symbolic: bool
+    fixed_batch: int | None = None
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
@@ -285,7 +312,9 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
     return dims
 
 
-def _graph_inputs(graph: onnx.GraphProto) -> _Inputs:
+def _graph_inputs(graph: onnx.GraphProto, *, batch: bool = True) -> _Inputs:
+    """The graph's inputs and its batch decision (`batch=False`: no batch axis, whatever the
+    shapes)."""
     initializers = {t.name for t in graph.initializer}
     # Old exporters list every initializer among the inputs too; those are constants.
     real = [v for v in graph.input if v.name not in initializers]
@@ -293,7 +322,12 @@ def _graph_inputs(graph: onnx.GraphProto) -> _Inputs:
     for value in real:
         loc = NodeLoc(value.name, "graph input")
         if value.type.WhichOneof("value") != "tensor_type":
-            raise FrontendError(f"graph input {value.name!r} is not a tensor", loc)
+            kind = (value.type.WhichOneof("value") or "untyped").replace("_type", "")
+            raise FrontendError(
+                f"graph input {value.name!r} is declared {kind}, not a tensor; {kind} "
+                "values are not supported",
+                loc,
+            )
         elem = value.type.tensor_type.elem_type
         if elem not in _FLOAT_TYPES:
             raise FrontendError(
@@ -304,10 +338,12 @@ def _graph_inputs(graph: onnx.GraphProto) -> _Inputs:
         if not value.type.tensor_type.HasField("shape"):
             raise FrontendError(f"graph input {value.name!r} has no shape", loc)
         shapes.append(_dims(value))
-    batch_axis = bool(shapes) and all(
-        len(dims) >= 2 and (not isinstance(dims[0], int) or dims[0] == 1) for dims in shapes
-    )
-    batch_symbolic = batch_axis and any(not isinstance(dims[0], int) for dims in shapes)
+    batch_axis, batch_symbolic, fixed_batch = batch and _batch_of(shapes), False, None
+    if batch_axis:
+        leading = {dims[0] for dims in shapes}
+        batch_symbolic = any(not isinstance(dim, int) for dim in leading)
+        fixed = {dim for dim in leading if isinstance(dim, int)}
+        fixed_batch = None if batch_symbolic else int(fixed.pop())
     types: list[tuple[str, TensorType]] = []
     for value, dims in zip(real, shapes, strict=True):
         concrete: list[int] = []
@@ -320,7 +356,8 @@ def _graph_inputs(graph: onnx.GraphProto) -> _Inputs:
                 what = f"symbolic ({dim!r})" if dim else "unknown"
                 reason = (
                     "; the graph has no batch axis, since that needs every input to have rank "
-                    ">= 2 and a symbolic or size-1 leading dimension"
+                    ">= 2 and a leading dimension that is symbolic in all of them, or the same "
+                    "number in all of them"
                     if axis == 0
                     else ""
                 )
@@ -332,7 +369,20 @@ def _graph_inputs(graph: onnx.GraphProto) -> _Inputs:
                 )
         dtype = str(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
         types.append((value.name, TensorType(tuple(concrete), dtype)))
-    return _Inputs(tuple(types), batch_axis, batch_symbolic)
+    return _Inputs(tuple(types), batch_axis, batch_symbolic, fixed_batch)
+
+
+def _batch_of(shapes: Sequence[Sequence[int | str | None]]) -> bool:
+    """True when the leading axis of every input can be the batch axis: every input has
+    rank >= 2, and the leading dims are symbolic (a size 1 may stand beside them, as some
+    exporters write), or all the same number."""
+    if not shapes or any(len(dims) < 2 for dims in shapes):
+        return False
+    leading = [dims[0] for dims in shapes]
+    numbers = {dim for dim in leading if isinstance(dim, int)}
+    if len(numbers) < len(set(leading)):  # some are symbolic
+        return numbers <= {1}
+    return len(numbers) == 1 and min(numbers) >= 1
 
 
 def _type_name(elem_type: int) -> str:
@@ -355,12 +405,22 @@ class _Inferred:
 def _infer_types(
     proto: onnx.ModelProto, inputs: _Inputs, ordered: Sequence[tuple[int, onnx.NodeProto]]
 ) -> dict[str, _Inferred]:
-    """Strict ONNX shape inference with the batch fixed to 1, so every value is concrete."""
+    """Strict ONNX shape inference with a symbolic batch fixed to 1, so every value is
+    concrete. A fixed batch keeps its size N: `_bind` checks the per-sample results against
+    ONNX's shapes for the whole batch.
+
+    Only what the ops imply counts: the shapes a model declares for its outputs and
+    value_info are dropped first (exporters get them wrong: skl2onnx declares (N, 2) for a
+    binary classifier's one probability column, and onnxruntime gives what the op computes)."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
+    del model.graph.value_info[:]
+    for value in model.graph.output:
+        if value.type.WhichOneof("value") == "tensor_type":
+            value.type.tensor_type.ClearField("shape")
     ir_types = dict(inputs.types)
     for value in model.graph.input:
-        if value.name in ir_types and inputs.batch_axis:
+        if value.name in ir_types and inputs.batch_symbolic:
             dim = value.type.tensor_type.shape.dim[0]
             dim.Clear()
             dim.dim_value = 1
@@ -509,6 +569,7 @@ class _Importer:
             is_batch_sized=self.batch_sized.__contains__,
             batch_axis=self.graph.batch_axis and not folding,
             batch_symbolic=self.inputs.batch_symbolic,
+            fixed_batch=self.inputs.fixed_batch if self.graph.batch_axis and not folding else None,
             folding=folding,
         )
         try:
@@ -569,10 +630,24 @@ class _Importer:
         return folded
 
     def _bind(self, name: str, result: Result, node: onnx.NodeProto, loc: NodeLoc) -> None:
-        """Record an ONNX output, checking it against ONNX shape inference and the batch axis."""
+        """Record an ONNX output, checking it against ONNX shape inference and the batch axis.
+
+        With a fixed batch N, ONNX's shapes are those of the whole batch: an activation's
+        shape (1, ...) must be ONNX's (N, ...), and a constant's ONNX's own. A mismatch means
+        the node mixes samples, and the importer falls back to no batch axis."""
         shape = tuple(result.shape)
         inferred = self.types.get(name)
-        if inferred is not None and inferred.shape is not None and inferred.shape != shape:
+        fixed = self.inputs.fixed_batch if self.graph.batch_axis else None
+        expected = shape
+        if fixed is not None and isinstance(result, Value) and shape:
+            expected = (fixed, *shape[1:])
+        if inferred is not None and inferred.shape is not None and inferred.shape != expected:
+            if fixed is not None:
+                raise FrontendError(
+                    f"{node.op_type} gives {name!r} of shape {inferred.shape} for the model's "
+                    f"batch of {fixed}, which is not {fixed} samples of shape {shape[1:]}",
+                    loc,
+                )
             raise FrontendError(
                 f"internal error: the {node.op_type} converter made {name!r} of shape {shape}, "
                 f"but ONNX shape inference gives {inferred.shape}",
@@ -591,6 +666,12 @@ class _Importer:
 
     def _output(self, name: str) -> Value:
         """The Value for a graph output, named exactly as in the model."""
+        batched = self.inputs.fixed_batch is not None and self.graph.batch_axis
+        if batched and name not in self.values:  # a constant has no batch axis: ONNX gives it once
+            raise FrontendError(
+                f"graph output {name!r} is a constant, not computed per sample",
+                NodeLoc(name, "graph output"),
+            )
         value = self.values[name] if name in self.values else self._constant_value(name)
         if value.name != name:
             # A converter handed back an existing value; give the output its own name.

@@ -119,6 +119,7 @@ class NodeContext:
         batch_axis: bool,
         batch_symbolic: bool,
         folding: bool,
+        fixed_batch: int | None = None,
     ) -> None:
         self.graph = graph
         self.node = node
@@ -127,6 +128,9 @@ class NodeContext:
         self.batch_axis = batch_axis
         # True when the batch size is symbolic in the model (not fixed to 1 by the exporter).
         self.batch_symbolic = batch_symbolic
+        # The model's own batch size N when its file fixes it (None for a symbolic batch or
+        # no batch axis): the IR shapes still have 1 on the batch axis.
+        self.fixed_batch = fixed_batch
         self.folding = folding
         self._operands = list(operands)
         self._materialize = materialize
@@ -148,13 +152,25 @@ class NodeContext:
         return name in self._attrs
 
     def attr(self, name: str, default: Any = None) -> Any:
-        """The attribute's Python value (strings decoded), or `default` when absent."""
+        """The attribute's Python value (strings, and lists of them, decoded from UTF-8), or
+        `default` when absent."""
         if name not in self._attrs:
             return default
         value = helper.get_attribute_value(self._attrs[name])
         if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
+            return self._text(name, value)
+        if isinstance(value, list) and value and all(isinstance(v, bytes) for v in value):
+            return [self._text(name, v) for v in value]
         return value
+
+    def _text(self, name: str, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error(
+                f"attribute {name!r} of {self.op_type} holds {raw[:40]!r}, which is not UTF-8 "
+                "text; ONNX strings are UTF-8"
+            ) from None
 
     # -- operands ---------------------------------------------------------------------------
     @property
@@ -180,6 +196,18 @@ class NodeContext:
         if isinstance(operand, Value):
             return operand
         return self._materialize(index)
+
+    def features(self, index: int, ranks: tuple[int, ...] = (1, 2)) -> Value:
+        """Operand `index` of an ONNX-ML op as an IR Value of feature rows, (N, features), or
+        where `ranks` has 1, one vector of features: any other rank is an error."""
+        x = self.value(index)
+        if len(x.shape) not in ranks:
+            expected = " or ".join(("(features,)", "(N, features)")[r - 1] for r in ranks)
+            raise self.error(
+                f"{self.op_type} needs its input {self.input_name(index)!r} of shape "
+                f"{expected}, not {x.shape}"
+            )
+        return x
 
     def weight(self, index: int, role: str) -> np.ndarray:
         """A constant operand the crossbars will hold; run-time values are not supported yet."""

@@ -2,11 +2,12 @@
 Gather, Concat, Slice, Pad, Split, Expand and Tile.
 
 Registered like converters.py (the importer imports this module). Shapes are static, so shape
-arithmetic folds at import: Shape of an activation is its per-sample shape (the batch axis
-counts 1, as everywhere in the IR), and the Gather / Concat / Unsqueeze chains that exporters
-build from it become constants. With a symbolic batch, the importer remembers which constants
-came from such a Shape (`NodeContext.batch_sized`): a Reshape whose target starts with that 1
-copies the batch axis, as `x.view(x.size(0), -1)` means.
+arithmetic folds at import: Shape of an activation is its per-sample shape (a symbolic batch
+axis counts 1, as everywhere in the IR; a fixed batch its own N), and the Gather / Concat /
+Unsqueeze chains that exporters build from it become constants. With a symbolic batch, the
+importer remembers which constants came from such a Shape (`NodeContext.batch_sized`): a
+Reshape whose target starts with that 1 copies the batch axis, as `x.view(x.size(0), -1)`
+means; with a fixed batch, a target that starts with N does.
 
 Every movement op here is defined once, by a numpy function of an array (`move` below): on a
 constant it runs on the data; on an activation it runs on the table of element indices, and
@@ -33,6 +34,15 @@ Move = Callable[[np.ndarray], np.ndarray]
 def _shape(ctx: NodeContext, index: int) -> tuple[int, ...]:
     array = ctx.constant(index)
     return tuple(array.shape) if array is not None else ctx.value(index).shape
+
+
+def _model_shape(ctx: NodeContext, index: int) -> tuple[int, ...]:
+    """The operand's shape as the model sees it: with a fixed batch N, an activation's batch
+    axis counts N (the IR's 1 stands for it), so shape arithmetic gives the model's numbers."""
+    shape = _shape(ctx, index)
+    if ctx.fixed_batch is not None and ctx.constant(index) is None and shape:
+        return (ctx.fixed_batch, *shape[1:])
+    return shape
 
 
 def _ints(ctx: NodeContext, index: int, what: str) -> list[int] | None:
@@ -80,14 +90,14 @@ def move(ctx: NodeContext, index: int, fn: Move, *, fill: float = 0.0, output: i
 
 @converter("Shape")
 def convert_shape(ctx: NodeContext) -> list[Result]:
-    shape = _shape(ctx, 0)
+    shape = _model_shape(ctx, 0)
     start, end = int(ctx.attr("start", 0)), ctx.attr("end")
     return [np.array(shape[start : None if end is None else int(end)], dtype=np.int64)]
 
 
 @converter("Size")
 def convert_size(ctx: NodeContext) -> list[Result]:
-    return [np.array(int(np.prod(_shape(ctx, 0), dtype=np.int64)), dtype=np.int64)]
+    return [np.array(int(np.prod(_model_shape(ctx, 0), dtype=np.int64)), dtype=np.int64)]
 
 
 @converter("ConstantOfShape", since=9)

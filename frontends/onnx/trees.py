@@ -67,7 +67,7 @@ def _class_labels(ctx: NodeContext) -> list[int | str]:
             f"{ctx.op_type} needs exactly one of classlabels_int64s and classlabels_strings"
         )
     if strings:
-        return [s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s for s in strings]
+        return [str(s) for s in strings]
     return [int(v) for v in ints]
 
 
@@ -93,9 +93,7 @@ class _Legacy:
         tree_ids = _ints(ctx, "nodes_treeids")
         node_ids = _ints(ctx, "nodes_nodeids")
         feature_ids = _ints(ctx, "nodes_featureids")
-        modes = [
-            m.decode() if isinstance(m, bytes) else str(m) for m in ctx.attr("nodes_modes") or []
-        ]
+        modes = [str(m) for m in ctx.attr("nodes_modes") or []]
         values = _values(ctx, "nodes_values")
         true_ids = _ints(ctx, "nodes_truenodeids")
         false_ids = _ints(ctx, "nodes_falsenodeids")
@@ -258,7 +256,7 @@ def _post_transform(ctx: NodeContext, supported: tuple[str, ...]) -> str:
 @converter("TreeEnsembleClassifier", since=1, domain=ML_DOMAIN)
 def convert_tree_ensemble_classifier(ctx: NodeContext) -> list[Result]:
     """Y = labels, Z = scores; see the module docstring for onnxruntime's binary rule."""
-    x = ctx.value(0)
+    x = ctx.features(0, ranks=(2,))
     compare = _compare(ctx, x)
     labels = _class_labels(ctx)
     table = _Legacy(ctx, compare, x.shape[-1])
@@ -299,7 +297,7 @@ def convert_tree_ensemble_classifier(ctx: NodeContext) -> list[Result]:
 @converter("TreeEnsembleRegressor", since=1, domain=ML_DOMAIN)
 def convert_tree_ensemble_regressor(ctx: NodeContext) -> list[Result]:
     """Y = the trees' SUM or AVERAGE (over all trees) per target, plus base_values."""
-    x = ctx.value(0)
+    x = ctx.features(0, ranks=(2,))
     compare = _compare(ctx, x)
     _post_transform(ctx, ("NONE",))
     targets = int(ctx.attr("n_targets", 1))
@@ -322,7 +320,7 @@ def convert_tree_ensemble_regressor(ctx: NodeContext) -> list[Result]:
 def convert_tree_ensemble(ctx: NodeContext) -> list[Result]:
     """ai.onnx.ml opset 5: interior nodes and leaves in separate lists, `tree_roots` indexes
     the nodes; each reference to a leaf becomes a leaf node of its own."""
-    x = ctx.value(0)
+    x = ctx.features(0, ranks=(2,))
     compare = _compare(ctx, x)
     post = _post_transform(ctx, ("NONE", "SOFTMAX", "LOGISTIC"))
     aggregate = int(ctx.attr("aggregate_function", 1))

@@ -35,6 +35,7 @@ from imcc.isa.encoding import make
 from imcc.isa.target import Target
 from imcc.runtime.costs import Price, price
 from imcc.runtime.devices import ArrayState, Device
+from imcc.runtime.devices.physical import PhysicalArrayState
 from imcc.runtime.periphery import Adc
 
 COMPENSATIONS = ("global", "column")
@@ -69,11 +70,31 @@ def calibrate(
         reference = getattr(state, "reference_readout", None)
         if reference is None:
             device.age(state, 0.0)
-            reference = adc.convert(device.read(state, full, rng))[:, 0]
+            reference = adc.convert(_calibration_read(device, state, full, rng, 0))[:, 0]
             state.reference_readout = reference  # type: ignore[attr-defined]
         device.age(state, seconds)
-        now = adc.convert(device.read(state, full, rng))[:, 0]
+        now = adc.convert(_calibration_read(device, state, full, rng, 1))[:, 0]
         device.set_gain(state, gains(reference, now, mode, MIN_COLUMN_READOUT * adc.full_scale))
+
+
+def _calibration_read(
+    device: Device, state: ArrayState, x: np.ndarray, rng: np.random.Generator, which: int
+) -> np.ndarray:
+    """A calibration read (`which`: 0 the reference, 1 the read at the chosen time) with read
+    noise from a stream of its own, derived from the array's read stream without drawing from
+    it: a chip calibrated at t reads the same noise whether it was built at t or moved there
+    by `set_time`, and calibrating never shifts the noise of the inference reads after it."""
+    if not isinstance(state, PhysicalArrayState):
+        return device.read(state, x, rng)
+    stream = state.read_rng
+    seeds = stream.bit_generator.seed_seq
+    assert isinstance(seeds, np.random.SeedSequence)  # spawned from one at programming
+    own = np.random.SeedSequence(seeds.entropy, spawn_key=(*seeds.spawn_key, 0xCA1, which))
+    state.read_rng = np.random.default_rng(own)
+    try:
+        return device.read(state, x, rng)
+    finally:
+        state.read_rng = stream
 
 
 def gains(

@@ -8,6 +8,7 @@ shared/references/device_models.md (drift factor 0.497 at one year for nu = 0.04
 from __future__ import annotations
 
 import math
+import numbers
 import re
 
 from imcc.isa.diagnostics import SimulationError
@@ -27,8 +28,13 @@ def parse_time(value: str | float | int) -> float:
     """Seconds since programming; a SimulationError names anything that is not a time."""
     if isinstance(value, bool):
         raise SimulationError(f"bad time {value!r}: expected seconds or a string such as '1d'")
-    if isinstance(value, int | float):
+    if isinstance(value, numbers.Real):
         seconds = float(value)
+    elif not isinstance(value, str):
+        raise SimulationError(
+            f"bad time {value!r}: expected seconds or a string such as '1d', not a "
+            f"{type(value).__name__}"
+        )
     else:
         match = _PATTERN.match(value)
         if match is None or match.group(2) not in ("", *UNITS):

@@ -55,10 +55,17 @@ def ctl_set(m: Machine, c: CoreState, i: Instr) -> int | None:
     return None
 
 
+# Registers are signed 64-bit; a sum outside that range traps rather than wrapping.
+_REG_MIN, _REG_MAX = -(1 << 63), (1 << 63) - 1
+
+
 @semantics(spec.CTL_ADD)
 def ctl_add(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, imm = i.operands
-    c.regs[d] = c.regs[a] + imm
+    value = int(c.regs[a]) + imm
+    if not _REG_MIN <= value <= _REG_MAX:
+        raise m.trap(c, f"r{a} + {imm} = {value} overflows the 64-bit register r{d}")
+    c.regs[d] = value
     return None
 
 
@@ -190,8 +197,20 @@ def simd_binary(m: Machine, c: CoreState, i: Instr) -> int | None:
 def simd_copy2d(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, s, n, count = i.operands
     inner, outer_src, outer_dst = (int(v) for v in c.regs[s : s + 3])
-    src = int(c.regs[a]) + outer_src * np.arange(count)[:, None] + inner * np.arange(n)
-    dst = int(c.regs[d]) + outer_dst * np.arange(count)[:, None] + np.arange(n)
+    if count > 1 and outer_dst < n:
+        # Rows of the destination overlap: of the n * count reads (up to 2^40) only the last
+        # write to each of the (count - 1) * outer_dst + n destination words counts, the one of
+        # row j = min(count - 1, o // outer_dst) for the word at offset o (row count - 1 if
+        # outer_dst = 0), column o - j * outer_dst < n. Work stays within the range checked.
+        offset = np.arange((count - 1) * outer_dst + n)
+        row = np.full(offset.shape, count - 1) if outer_dst == 0 else offset // outer_dst
+        row = np.minimum(row, count - 1)
+        col = offset - row * outer_dst
+        src = int(c.regs[a]) + outer_src * row + inner * col
+        dst = int(c.regs[d]) + offset
+    else:  # distinct destination words, n * count of them inside the checked range
+        src = int(c.regs[a]) + outer_src * np.arange(count)[:, None] + inner * np.arange(n)
+        dst = int(c.regs[d]) + outer_dst * np.arange(count)[:, None] + np.arange(n)
     c.buffer[dst.reshape(-1)] = c.buffer[src.reshape(-1)]  # reads all, then writes
     return None
 
@@ -199,7 +218,8 @@ def simd_copy2d(m: Machine, c: CoreState, i: Instr) -> int | None:
 @semantics(spec.SIMD_SHIFTADD)
 def simd_shiftadd(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, b, shift, n = i.operands
-    _vec(c, d, n)[:] = _vec(c, a, n) + _vec(c, b, n) * float(2.0**shift)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf is NaN, as in simd.add
+        _vec(c, d, n)[:] = _vec(c, a, n) + _vec(c, b, n) * float(2.0**shift)
     return None
 
 

@@ -1,9 +1,11 @@
 """The official ONNX backend node tests (onnx.backend.test), through imcc.backend, for every op
 type the ONNX frontend supports; plus the light real models that ship in the onnx wheel.
 
-Cases are generated in memory by onnx (no files, no network) and selected by the op type of
-their first node, not by name regex (names are leaky: `^test_conv` matches convtranspose).
-A case imcc cannot compile is skipped with the reason; it never counts as a pass.
+Cases are generated in memory by onnx (no files, no network) and selected by the domain and
+op type of their first node (ai.onnx and ai.onnx.ml), not by name regex (names are leaky:
+`^test_conv` matches convtranspose). A case that uses an op, dtype or feature imcc does not
+support is skipped with the reason (imcc.backend.Unsupported); it never counts as a pass. Any
+other error, an internal error among them, and any output of the wrong shape fails the case.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import tempfile
 import warnings
 
+import onnx
 import onnx.backend.test
 from onnx.backend.test.loader import load_model_tests
 
@@ -22,11 +25,19 @@ from imcc.frontends.onnx import supported_op_types
 warnings.filterwarnings("ignore", category=RuntimeWarning)
 os.environ.setdefault("ONNX_HOME", tempfile.mkdtemp(prefix="imcc-onnx-home-"))  # light models
 
-SUPPORTED = set(supported_op_types())
+# (domain, op type) of every converter, the default domain and ai.onnx.ml (trees, scalers)
+SUPPORTED = {(domain, op) for domain in ("", "ai.onnx.ml") for op in supported_op_types(domain)}
+
+
+def first_op(model: onnx.ModelProto) -> tuple[str, str]:
+    node = model.graph.node[0]
+    return ("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type)
+
+
 NODE_CASES = sorted(
     case.name
     for case in load_model_tests(kind="node")
-    if "_expanded" not in case.name and case.model.graph.node[0].op_type in SUPPORTED
+    if "_expanded" not in case.name and first_op(case.model) in SUPPORTED
 )
 
 backend_test = onnx.backend.test.BackendTest(imcc.backend.ImccBackend, __name__)

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 import imcc
 from imcc.compiler.passes.tiling import make_slicing, slice_levels
-from imcc.isa.diagnostics import CompileError
+from imcc.isa.diagnostics import CompileError, OptionLoc
 from tests.conftest import big_target, mlp_onnx
 
 MODEL = mlp_onnx([20, 6], ["none"], seed=0)
@@ -54,7 +54,8 @@ def test_hardware_options_are_recorded_in_the_binary_target() -> None:
         ({"dac_bits": 0}, "option dac_bits = 0 is outside [1, 16]"),
         ({"adc_bits": 2.5}, "option adc_bits must be an integer, not 2.5"),
         ({"calibration": "kl"}, "calibration = 'kl'; expected minmax or percentile"),
-        ({"percentile": 0}, "percentile = 0 must be in (0, 100]"),
+        ({"percentile": 0}, "percentile = 0 must be a number in (0, 100]"),
+        ({"percentile": "high"}, "percentile = 'high' must be a number in (0, 100]"),
         ({"bogus": 1}, "unknown compile options ['bogus']"),
     ],
 )
@@ -62,6 +63,8 @@ def test_impossible_options_name_themselves(options: dict[str, object], message:
     with pytest.raises(CompileError) as info:
         imcc.compile(MODEL, **options)
     assert message in str(info.value)
+    # located at the option itself (the first one named, for a combination)
+    assert info.value.loc == OptionLoc(next(iter(options)))
 
 
 def test_accumulation_beyond_exact_float_range_is_refused() -> None:

@@ -448,7 +448,7 @@ def test_float64_inputs_are_accepted() -> None:
         (["N", 4], True, (1, 4)),
         ([None, 4], True, (1, 4)),
         ([1, 4], True, (1, 4)),
-        ([2, 4], False, (2, 4)),
+        ([2, 4], True, (1, 4)),  # a fixed batch is a batch axis too (issue 11)
         ([4], False, (4,)),
     ],
 )
@@ -737,6 +737,37 @@ def test_graph_output_without_a_shape() -> None:
     message = raises(m, NodeLoc("y", "graph output"))
     assert message == (
         "graph output 'y' declares no shape; ONNX requires one (its dimensions may be symbolic)"
+    )
+
+
+def test_graph_without_outputs_is_a_user_error_naming_the_graph() -> None:
+    """Was "internal error: the imported graph is invalid: graph ... has no outputs"."""
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [value("x", ["N", 4])], [])
+    m.graph.name = "headless"
+    message = raises(m, NodeLoc("headless", "graph"))
+    assert message == "graph 'headless' has no outputs; a model must declare at least one"
+
+
+def test_shape_inference_failure_names_an_unnamed_node() -> None:
+    """onnx writes `(op_type:Softmax)` without a node name for an unnamed node."""
+    m = model(
+        [helper.make_node("Softmax", ["x"], ["y"])], [value("x", [])], [value("y", [])], opset=17
+    )
+    message = raises(m, NodeLoc("#0 Softmax", "Softmax"))
+    assert message == "ONNX shape inference fails: Input rank must be >= 1 for Softmax."
+
+
+def test_non_utf8_string_attribute_is_an_error() -> None:
+    m = model(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], "pad", mode=b"\xffedge")],
+        [value("x", ["N", 4])],
+        [value("y", ["N", 6])],
+        [const("pads", np.array([0, 1, 0, 1], np.int64))],
+    )
+    message = raises(m, NodeLoc("pad", "Pad"))
+    assert message == (
+        "attribute 'mode' of Pad holds b'\\xffedge', which is not UTF-8 text; ONNX strings "
+        "are UTF-8"
     )
 
 

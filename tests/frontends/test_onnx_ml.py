@@ -19,7 +19,7 @@ import skl2onnx
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeClassifier
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
@@ -428,3 +428,51 @@ def test_binary_mlp_export_with_its_concat_matches_onnxruntime() -> None:
     model = export(fit(mlp("relu"), x, y), x)
     assert "Concat" in {node.op_type for node in model.graph.node}
     check_against_onnxruntime(model, x)
+
+
+def test_binary_ridge_classifier_matches_onnxruntime_in_shape_and_values() -> None:
+    """skl2onnx declares (N, 2) for a binary RidgeClassifier's ArrayFeatureExtractor output,
+    but the op computes one column, and onnxruntime gives (N, 1) (with a warning): the
+    importer follows what the ops infer, not the model's declared output shapes."""
+    x, y = dataset("breast_cancer", standardised=True)
+    model = export(fit(RidgeClassifier(), x, y), x)
+    declared = model.graph.output[1].type.tensor_type.shape.dim
+    assert [d.dim_value for d in declared][1:] == [2]  # skl2onnx's declaration
+    expected = onnxruntime_outputs(model, x[:5])
+    out = imcc.Simulator(imcc.compile(model)).run(x[:5].astype(np.float32)).outputs
+    assert {name: a.shape for name, a in out.items()} == {
+        name: a.shape for name, a in expected.items()
+    }
+    assert expected["probabilities"].shape == (5, 1)
+    check_against_onnxruntime(model, x)
+
+
+def test_linear_model_of_a_rank_0_input_is_an_error() -> None:
+    """A scalar graph input into a LinearRegressor (was an IndexError)."""
+    node = helper.make_node(
+        "LinearRegressor", ["X"], ["Y"], "linear", domain="ai.onnx.ml", coefficients=[1.0]
+    )
+    graph = helper.make_graph(
+        [node],
+        "ml",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 1])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
+    error = error_of(helper.make_model(graph, opset_imports=opsets, ir_version=8))
+    assert error.loc == NodeLoc("linear", "LinearRegressor")
+    assert error.message == (
+        "LinearRegressor needs its input 'X' of shape (features,) or (N, features), not ()"
+    )
+
+
+def test_non_utf8_string_labels_are_an_error() -> None:
+    """A STRINGS attribute is decoded as UTF-8, or refused with the attribute's name (was a
+    UnicodeDecodeError or a silently replaced label)."""
+    model = linear_classifier("NONE", labels=[b"\xffno", b"yes"])
+    error = error_of(model)
+    assert error.loc == NodeLoc("lc", "LinearClassifier")
+    assert error.message == (
+        "attribute 'classlabels_strings' of LinearClassifier holds b'\\xffno', which is not "
+        "UTF-8 text; ONNX strings are UTF-8"
+    )

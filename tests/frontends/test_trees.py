@@ -341,3 +341,112 @@ def test_boosted_libraries_through_onnx_match_onnxruntime(library: str, task: st
                 row[f] = v
                 rows.append(row)
     check_against_onnxruntime(proto, np.vstack([x, nan_rows, *rows]))
+
+
+# -- ONNX-ML node tests and malformed tree nodes --------------------------------------------
+
+
+def single_tree_model(batch: int | str = 3) -> Any:
+    """onnx's node test test_ai_onnx_ml_tree_ensemble_single_tree (ai.onnx.ml opset 5): one
+    tree, two targets, a fixed batch of 3 in the input shape."""
+    from onnx import TensorProto
+
+    tensor = onnx_helper.make_tensor
+    node = onnx_helper.make_node(
+        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=2, aggregate_function=1,
+        post_transform=0, tree_roots=[0],
+        nodes_modes=tensor("nodes_modes", TensorProto.UINT8, (3,), np.zeros(3, np.uint8)),
+        nodes_featureids=[0, 0, 0],
+        nodes_splits=tensor("nodes_splits", TensorProto.DOUBLE, (3,), [3.14, 1.2, 4.2]),
+        nodes_truenodeids=[1, 0, 1], nodes_trueleafs=[0, 1, 1],
+        nodes_falsenodeids=[2, 2, 3], nodes_falseleafs=[0, 1, 1],
+        leaf_targetids=[0, 1, 0, 1],
+        leaf_weights=tensor("leaf_weights", TensorProto.DOUBLE, (4,), [5.23, 12.12, -12.23, 7.21]),
+    )  # fmt: skip
+    graph = onnx_helper.make_graph(
+        [node],
+        "single_tree",
+        [onnx_helper.make_tensor_value_info("X", TensorProto.DOUBLE, [batch, 2])],
+        [onnx_helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [batch, 2])],
+    )
+    opsets = [onnx_helper.make_opsetid("", 21), onnx_helper.make_opsetid("ai.onnx.ml", 5)]
+    return onnx_helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def test_onnx_node_test_single_tree_keeps_the_fixed_batch() -> None:
+    """The fixed batch of 3 is three samples: Y is (3, 2), as onnx's expected output."""
+    import onnxruntime as ort
+
+    proto = single_tree_model()
+    x = np.array([1.2, 3.4, -0.12, 1.66, 4.14, 1.77], np.float64).reshape(3, 2)
+    expected = np.array([[5.23, 0], [5.23, 0], [0, 12.12]])  # onnx's own expected output
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"X": x})[0], expected, rtol=1e-12)
+    binary = imcc.compile(proto, target="xtime")
+    assert binary.program.inputs[0].shape == (2,)  # one sample's features
+    got = simulate(binary, x)["Y"]
+    assert got.shape == (3, 2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ORT_REL_TOL * 12.12)
+
+
+def tree_regressor(shape: list[Any], modes: list[Any], ml_opset: int = 1, const: Any = None) -> Any:
+    """A one-split TreeEnsembleRegressor on X (or on a constant `const`, its result added to
+    X); ai.onnx.ml opsets 1 and 2 have no shape inference that checks X's rank."""
+    from onnx import TensorProto, numpy_helper
+
+    node = onnx_helper.make_node(
+        "TreeEnsembleRegressor", ["C" if const is not None else "X"], ["Y"], "trees",
+        domain="ai.onnx.ml", nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2],
+        nodes_featureids=[0, 0, 0], nodes_modes=modes, nodes_values=[0.5, 0.0, 0.0],
+        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0], target_treeids=[0, 0],
+        target_nodeids=[1, 2], target_ids=[0, 0], target_weights=[1.0, 2.0], n_targets=1,
+    )  # fmt: skip
+    nodes, inits, out = [node], [], "Y"
+    if const is not None:
+        inits = [numpy_helper.from_array(np.asarray(const, np.float32), "C")]
+        nodes.append(onnx_helper.make_node("Add", ["X", "Y"], ["Z"], "add"))
+        out = "Z"
+    graph = onnx_helper.make_graph(
+        nodes,
+        "trees",
+        [onnx_helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
+        [onnx_helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 1])],
+        inits,
+    )
+    opsets = [onnx_helper.make_opsetid("", 17), onnx_helper.make_opsetid("ai.onnx.ml", ml_opset)]
+    return onnx_helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+LEQ_LEAVES = ["BRANCH_LEQ", "LEAF", "LEAF"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "const", "found"),
+    [([], None, "()"), (["N", 1], 0.25, "()"), (["N", 1], [0.25], "(1,)")],
+)
+def test_tree_input_of_the_wrong_rank_is_an_error(shape: list[Any], const: Any, found: str) -> None:
+    """A rank-0 graph input, or a constant feature vector, into a tree ensemble (was an
+    IndexError, or an internal error of the IR)."""
+    from imcc.frontends.onnx import import_onnx
+    from imcc.isa.diagnostics import FrontendError, NodeLoc
+
+    with pytest.raises(FrontendError) as info:
+        import_onnx(tree_regressor(shape, LEQ_LEAVES, const=const))
+    assert info.value.loc == NodeLoc("trees", "TreeEnsembleRegressor")
+    name = "'X'" if const is None else "'C'"
+    assert info.value.message == (
+        f"TreeEnsembleRegressor needs its input {name} of shape (N, features), not {found}"
+    )
+
+
+def test_non_utf8_node_modes_are_an_error() -> None:
+    from imcc.frontends.onnx import import_onnx
+    from imcc.isa.diagnostics import FrontendError, NodeLoc
+
+    with pytest.raises(FrontendError) as info:
+        import_onnx(tree_regressor(["N", 1], [b"\xff\xfe", b"LEAF", b"LEAF"]))
+    assert info.value.loc == NodeLoc("trees", "TreeEnsembleRegressor")
+    assert info.value.message == (
+        "attribute 'nodes_modes' of TreeEnsembleRegressor holds b'\\xff\\xfe', which is not "
+        "UTF-8 text; ONNX strings are UTF-8"
+    )

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from imcc.compiler.target import load_target
 from imcc.isa import container, spec
-from imcc.isa.assembler import assemble, format_float
-from imcc.isa.diagnostics import AsmError, TargetError
+from imcc.isa.assembler import assemble, assemble_file, format_float
+from imcc.isa.diagnostics import AsmError, SourceLoc, TargetError
 from imcc.isa.disassembler import disassemble
 from imcc.isa.encoding import Instr, make, operand_bounds
 from imcc.isa.program import Binding, CamCode, CamImage, Program
@@ -580,3 +580,109 @@ def test_cam_directive_errors(text: str, message: str, col: int) -> None:
         assemble(text + "\n", "c.s", load_target)
     assert info.value.message == message
     assert info.value.loc is not None and info.value.loc.col == col  # type: ignore[union-attr]
+
+
+# -- reading files
+
+
+def test_assemble_file_reads_utf8(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "p.s"
+    path.write_bytes(f'{HEADER}\n.core 0\n.node "café"\n    ctl.halt\n'.encode())
+    program = assemble_file(path)
+    assert program.debug == {(0, 0): "café"}
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "col", "byte"),
+    [
+        (b"\xff\n", 2, 1, 0xFF),
+        (b'.core 0\n.node "caf\xc3\xa9 \xe9t\xe9"\n', 3, 13, 0xE9),  # latin-1 after UTF-8
+        (b".core 0\n    ctl.halt ; \x80\r\n", 3, 16, 0x80),
+        (b".core 0\n\xc3", 3, 1, 0xC3),  # cut inside a character at the end
+    ],
+)
+def test_a_byte_that_is_not_utf8_is_an_error_at_its_place(  # type: ignore[no-untyped-def]
+    tmp_path, tail: bytes, line: int, col: int, byte: int
+) -> None:
+    path = tmp_path / "bad.s"
+    path.write_bytes(HEADER.encode() + b"\n" + tail)
+    with pytest.raises(AsmError) as info:
+        assemble_file(path)
+    error = info.value
+    assert error.loc == SourceLoc(
+        str(path), line, col, tail.split(b"\n")[line - 2].decode("utf-8", "replace").rstrip("\r")
+    )
+    assert error.message == f"byte 0x{byte:02x} is not UTF-8 text (assembly files are UTF-8)"
+    assert str(error).startswith(f"{path}:{line}:{col}: byte 0x{byte:02x} is not UTF-8")
+
+
+def test_a_file_that_cannot_be_read_is_an_asm_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(AsmError) as info:
+        assemble_file(tmp_path / "missing.s")
+    assert info.value.message == (
+        f"cannot read {str(tmp_path / 'missing.s')!r}: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "line", "col"),
+    [
+        (
+            '.input {"name": "x", "shape": [1099511627776, 1099511627776], "addr": 0}',
+            "`.input` cannot be stored: entry shape: found [1099511627776, 1099511627776], "
+            f"{1 << 80} elements; expected at most {1 << 62}",
+            2,
+            8,
+        ),
+        (
+            '.output {"name": "y", "shape": [1], "addr": 0, "quant": {"s": Infinity}}',
+            "`.output` cannot be stored: entry quant.s: found Infinity, expected a string, a "
+            "64-bit integer or a finite number",
+            2,
+            9,
+        ),
+        (
+            f'.input {{"name": "x", "shape": [1], "addr": 0, "quant": {{"b": {1 << 64}}}}}',
+            f"`.input` cannot be stored: entry quant.b: found {1 << 64}, expected a string, a "
+            "64-bit integer or a finite number",
+            2,
+            8,
+        ),
+        (
+            '.core 0\n.node "conv\\udcff"\nctl.halt',
+            "string '\"conv\\\\udcff\"' holds a lone surrogate at character 4; expected Unicode "
+            "text",
+            3,
+            7,
+        ),
+        (
+            '.meta key "\\ud800"',
+            "string '\"\\\\ud800\"' holds a lone surrogate at character 0; expected Unicode text",
+            2,
+            11,
+        ),
+    ],
+)
+def test_what_the_container_cannot_hold_is_an_asm_error(
+    body: str, message: str, line: int, col: int
+) -> None:
+    error = asm_error(f"{HEADER}\n{body}\n")
+    assert error.message == message
+    assert (error.loc.file, error.loc.line, error.loc.col) == ("t.s", line, col)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            '{"name": ' + "9" * 5000 + "}",
+            "malformed JSON (Exceeds the limit (4300 digits) for integer string conversion: "
+            "value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit)",
+        ),
+        ('{"name": "a", "name": "b"}', "malformed JSON (duplicate key 'name')"),
+    ],
+)
+def test_target_json_that_python_cannot_read_is_an_asm_error(target: str, message: str) -> None:
+    error = asm_error(f".target {target}\n.core 0\nctl.halt\n")
+    assert error.message == message
+    assert (error.loc.line, error.loc.col) == (1, 9)  # type: ignore[union-attr]

@@ -6,6 +6,9 @@ Also home of the random-Program strategy that the assembler tests reuse.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import stat
 import struct
 import zlib
 from typing import Any
@@ -18,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 from imcc.isa import container, spec
 from imcc.isa.acam import CamCode, CamImage
-from imcc.isa.diagnostics import BinaryFormatError
+from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
 from imcc.isa.encoding import Instr, encode, make, operand_bounds
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
 from imcc.isa.target import AcamSpec, CostTable, Target
@@ -111,8 +114,11 @@ FLOAT_BITS = st.one_of(
     st.integers(0, (1 << 52) - 1).map(lambda m: 0xFFF0000000000000 | m | 1),
 )
 NAMES = st.text(min_size=1, max_size=8)
+# Quantisation parameters are strict JSON: strings, 64-bit integers, finite numbers.
 QUANT_VALUES = st.one_of(
-    st.text(max_size=6), st.integers(-(1 << 40), 1 << 40), st.floats(allow_nan=False)
+    st.text(max_size=6),
+    st.integers(-(1 << 63), (1 << 63) - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
 )
 
 
@@ -570,9 +576,59 @@ def test_binary_save_and_load(tmp_path: Any) -> None:
     ],
 )
 def test_bad_adc_ranges_are_rejected(ranges: np.ndarray, message: str) -> None:
-    program = small_program()
+    data = container.to_bytes(small_program())
+    body = ranges.astype("<f8").tobytes()
+    assert load_error(rebuilt(data, {(container.Kind.ADC, 0): body})) == (
+        f"t.imcb: section ADC[0]: {message}"
+    )
+    program = small_program()  # and the writer refuses to write them
     program.adc_ranges = {0: ranges}
-    assert load_error(container.to_bytes(program)) == f"t.imcb: section ADC[0]: {message}"
+    with pytest.raises(BinaryFormatError) as info:
+        container.to_bytes(program, "out.imcb")
+    assert str(info.value) == (
+        f"out.imcb: section ADC[0]: cannot write ADC ranges of shape {ranges.shape} for image 0, "
+        "expected one finite positive range per column of an image"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "section", "message"),
+    [
+        (
+            lambda p: p.constants.append((1 << 64, np.zeros(1))),
+            "CONST",
+            f"cannot write constants at address {1 << 64}, expected an integer in "
+            f"[0, {(1 << 64) - 1}]",
+        ),
+        (
+            lambda p: p.constants.append((-1, np.zeros(1))),
+            "CONST",
+            f"cannot write constants at address -1, expected an integer in [0, {(1 << 64) - 1}]",
+        ),
+        (
+            lambda p: p.images.append(XbarImage(np.zeros((0, 4)))),
+            "IMAGE[1]",
+            "cannot write an image of shape 0x4, expected 1..65536 rows and columns",
+        ),
+        (
+            lambda p: p.cam_images.append(
+                CamImage(np.zeros((2, 3)), np.ones((2, 3)), np.zeros((2, 1)), 1 << 32)
+            ),
+            "CAM[1]",
+            "cannot write a CAM image of 2x3 with 1 leaf words and 4294967296 trees, expected "
+            "1..65536 rows and cells, at most 65536 leaf words and 2^32 trees",
+        ),
+    ],
+)
+def test_the_writer_refuses_binary_sections_the_reader_would(
+    change: Any, section: str, message: str
+) -> None:
+    program = small_program()
+    change(program)
+    with pytest.raises(BinaryFormatError) as info:
+        container.to_bytes(program, "out.imcb")
+    assert info.value.loc == SectionLoc("out.imcb", section)
+    assert info.value.message == message
 
 
 # -- analog-CAM sections
@@ -590,7 +646,9 @@ def test_cam_image_with_too_few_bytes() -> None:
 def test_malformed_cam_bindings() -> None:
     data = container.to_bytes(small_program())
     message = load_error(rebuilt(data, {(container.Kind.CAMBIND, 0): b"[[0, 1]]"}))
-    assert message.startswith("t.imcb: section CAMBIND: malformed CAM bindings")
+    assert message == (
+        "t.imcb: section CAMBIND: entry [0]: found [0, 1], expected a list [core, array, image]"
+    )
 
 
 def test_truncated_coding_table() -> None:
@@ -609,3 +667,227 @@ def test_cam_sections_must_be_numbered_from_zero() -> None:
     fingerprint = container._HEADER.unpack_from(data)[4]
     message = load_error(build(parts, fingerprint))
     assert message == "t.imcb: section CAM: CAM sections must be numbered 0..n-1, found [1]"
+
+
+# -- JSON sections: every field checked for type and range, on reading and on writing
+
+
+BIG = str(1 << 64)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "message"),
+    [
+        (
+            "IO",
+            '{"inputs":[{"addr":0,"batch_axis":true,"dtype":"float32","name":"x",'
+            '"shape":[Infinity]}],"outputs":[]}',
+            "found Infinity, which is not a JSON number (expected finite numbers)",
+        ),
+        (
+            "IO",
+            '{"inputs":[{"addr":0,"batch_axis":true,"dtype":"float32","name":"x",'
+            f'"shape":[{BIG}]}}],"outputs":[]}}',
+            f"entry inputs[0].shape[0]: found {BIG}, expected an integer in [0, {1 << 62}]",
+        ),
+        (
+            "IO",
+            '{"inputs":[{"addr":0,"batch_axis":true,"dtype":"float32","name":"x",'
+            f'"shape":[{1 << 40},{1 << 40}]}}],"outputs":[]}}',
+            f"entry inputs[0].shape: found [{1 << 40}, {1 << 40}], {1 << 80} elements; "
+            f"expected at most {1 << 62}",
+        ),
+        (
+            "IO",
+            f'{{"inputs":[],"outputs":[{{"addr":{BIG},"batch_axis":true,"dtype":"float32",'
+            '"name":"y","shape":[2]}]}',
+            f"entry outputs[0].addr: found {BIG}, expected an integer in [0, {(1 << 64) - 1}]",
+        ),
+        (
+            "IO",
+            '{"inputs":[],"outputs":[{"addr":0,"batch_axis":1,"dtype":"float32",'
+            '"name":"y","shape":[2]}]}',
+            "entry outputs[0].batch_axis: found 1, expected true or false",
+        ),
+        (
+            "IO",
+            '{"inputs":[],"outputs":[{"addr":0,"batch_axis":true,"dtype":"float32",'
+            '"name":"y","shape":[2],"quant":{"scale":1e999}}]}',
+            "entry outputs[0].quant.scale: found Infinity, expected a string, a 64-bit "
+            "integer or a finite number",
+        ),
+        ("IO", '{"inputs":[]}', "missing key 'outputs'"),
+        (
+            "IO",
+            '{"inputs":[],"outputs":[],"extra":1}',
+            "unknown key \"extra\"; expected 'inputs', 'outputs'",
+        ),
+        ("META", '{"model":3}', "entry model: found 3, expected a string of Unicode text"),
+        ("META", "[]", "found [], expected an object of strings to a string of Unicode text"),
+        ("BIND", f"[[0,{BIG},0]]", f"entry [0].array: found {BIG}, expected an integer in [0, 63]"),
+        ("BIND", "[[0,0,NaN]]", "found NaN, which is not a JSON number (expected finite numbers)"),
+        ("BIND", "[[-1,0,0]]", "entry [0].core: found -1, expected an integer in [0, 4095]"),
+        (
+            "CAMBIND",
+            "[[0,1,Infinity]]",
+            "found Infinity, which is not a JSON number (expected finite numbers)",
+        ),
+        ("CAMBIND", '[[0,"1",0]]', 'entry [0].array: found "1", expected an integer in [0, 63]'),
+        (
+            "DEBUG",
+            f'[[{BIG},0,0,"n"]]',
+            f"entry [0].core: found {BIG}, expected an integer in [0, 4095]",
+        ),
+        (
+            "DEBUG",
+            '[[0,0,1e400,"n"]]',
+            "entry [0].last: found Infinity, expected an integer in [0, 16777215]",
+        ),
+        (
+            "DEBUG",
+            '[[0,0,0,"\\udcff"]]',
+            'entry [0].node: found "\\udcff", a string with a lone surrogate at character 0',
+        ),
+        (
+            "DEBUG",
+            '[[0,0,7,"n"]]',
+            "entry [0]: found the run of pcs 0..7 on core 0, expected pcs of its 3 instructions",
+        ),
+        (
+            "DEBUG",
+            '[[0,2,1,"n"]]',
+            "entry [0]: found the run of pcs 2..1 on core 0, expected pcs of its 3 instructions",
+        ),
+        ("DEBUG", "[" * 100_000, "not valid JSON (nested too deeply)"),
+        (
+            "DEBUG",
+            f'[[0,0,{"9" * 5000},"n"]]',
+            "not valid JSON (Exceeds the limit (4300 digits) for integer string conversion)",
+        ),
+        (
+            "TARGET",
+            '{"name": NaN}',
+            "found NaN, which is not a JSON number (expected finite numbers)",
+        ),
+    ],
+)
+def test_json_fields_are_checked_for_type_and_range(kind: str, body: str, message: str) -> None:
+    data = container.to_bytes(small_program())
+    raw = body.encode()
+    with pytest.raises(BinaryFormatError) as info:
+        container.from_bytes(rebuilt(data, {(container.Kind[kind], 0): raw}), "t.imcb")
+    assert info.value.loc == SectionLoc("t.imcb", kind)
+    assert info.value.message.startswith(message), info.value.message
+
+
+def test_json_that_is_not_utf8_names_the_byte() -> None:
+    data = container.to_bytes(small_program())
+    body = '[[0,0,0,"n\xe9"]]'.encode("latin-1")
+    assert load_error(rebuilt(data, {(container.Kind.DEBUG, 0): body})) == (
+        "t.imcb: section DEBUG: byte 10 (0xe9) is not UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "section", "message"),
+    [
+        (
+            lambda p: p.debug.__setitem__((0, 1), b"\xffnode"),
+            "DEBUG",
+            "cannot write entry [1].node: found b'\\xffnode', expected a string of Unicode text",
+        ),
+        (
+            lambda p: p.debug.__setitem__((0, 1), "conv\udcff"),
+            "DEBUG",
+            'cannot write entry [1].node: found "conv\\udcff", a string with a lone surrogate '
+            "at character 4",
+        ),
+        (
+            lambda p: p.debug.__setitem__((1, 4), "ghost"),
+            "DEBUG",
+            "cannot write entry [1]: found the run of pcs 4..4 on core 1, expected pcs of its 1 "
+            "instructions",
+        ),
+        (
+            lambda p: p.meta.__setitem__("seed", 3),
+            "META",
+            "cannot write entry seed: found 3, expected a string of Unicode text",
+        ),
+        (
+            lambda p: p.outputs.__setitem__(
+                0, dataclasses.replace(p.outputs[0], quant=(("scale", float("nan")),))
+            ),
+            "IO",
+            "cannot write entry outputs[0].quant.scale: found NaN, expected a string, a 64-bit "
+            "integer or a finite number",
+        ),
+        (
+            lambda p: p.inputs.__setitem__(0, dataclasses.replace(p.inputs[0], name=b"x")),
+            "IO",
+            "cannot write entry inputs[0].name: found b'x', expected a string of Unicode text",
+        ),
+        (
+            lambda p: p.bindings.append(Binding(0, 1 << 20, 0)),
+            "BIND",
+            f"cannot write entry [1].array: found {1 << 20}, expected an integer in [0, 63]",
+        ),
+    ],
+)
+def test_the_writer_refuses_what_the_reader_would(change: Any, section: str, message: str) -> None:
+    program = small_program()
+    change(program)
+    with pytest.raises(BinaryFormatError) as info:
+        container.Binary(program, name="out.imcb")
+    assert info.value.loc == SectionLoc("out.imcb", section)
+    assert info.value.message == message
+
+
+# -- writing files
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000])
+def test_written_files_get_the_mode_the_umask_allows(tmp_path: Any, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        container.write_atomic(tmp_path / "new.imcb", b"data")
+        container.write_atomic(tmp_path / "new.imcb", b"again")  # replacing an existing file
+    finally:
+        os.umask(old)
+    path = tmp_path / "new.imcb"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert path.read_bytes() == b"again"
+    assert os.listdir(tmp_path) == ["new.imcb"]
+
+
+@pytest.mark.parametrize(
+    "failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
+def test_a_failed_write_leaves_no_temporary_file(
+    tmp_path: Any, monkeypatch: Any, failure: BaseException
+) -> None:
+    (tmp_path / "old.imcb").write_bytes(b"old")
+
+    def fail(src: Any, dst: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(container.os, "replace", fail)
+    expected = BinaryFormatError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as info:
+        container.write_atomic(tmp_path / "old.imcb", b"new")
+    if expected is BinaryFormatError:
+        assert str(info.value) == (
+            f"cannot write {str(tmp_path / 'old.imcb')!r}: No space left on device"
+        )
+    assert os.listdir(tmp_path) == ["old.imcb"]
+    assert (tmp_path / "old.imcb").read_bytes() == b"old"
+
+
+def test_writing_over_a_directory_is_an_error_and_leaves_nothing(tmp_path: Any) -> None:
+    (tmp_path / "out").mkdir()
+    with pytest.raises(BinaryFormatError) as info:
+        container.write_atomic(tmp_path / "out", b"data")
+    assert str(info.value) == f"cannot write {str(tmp_path / 'out')!r}: Is a directory"
+    assert os.listdir(tmp_path) == ["out"]
+    with pytest.raises(BinaryFormatError) as info:
+        container.write_atomic(tmp_path / "missing" / "x.imcb", b"data")
+    assert "No such file or directory" in str(info.value)

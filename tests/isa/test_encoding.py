@@ -3,14 +3,16 @@ and a table check that rejects malformed rows at import."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imcc.isa import spec
-from imcc.isa.diagnostics import EncodingError
+from imcc.isa import container, spec
+from imcc.isa.assembler import assemble
+from imcc.isa.diagnostics import AsmError, BinaryFormatError, CoreLoc, EncodingError
 from imcc.isa.encoding import (
     Instr,
     decode,
@@ -21,6 +23,9 @@ from imcc.isa.encoding import (
     make,
     operand_bounds,
 )
+from imcc.isa.program import Program
+from imcc.isa.target import Target
+from tests.isa.test_container import rebuilt, target_dict
 
 ROWS = [pytest.param(row, id=row.mnemonic) for row in spec.TABLE]
 WORD_MASK = (1 << spec.WORD_BITS) - 1
@@ -253,3 +258,38 @@ def test_table_check_leaves_the_real_dicts_alone() -> None:
     with pytest.raises(ValueError):
         check(row("ctl.a", 1), row("ctl.a", 2))
     assert before == spec.BY_MNEMONIC
+
+
+@pytest.mark.parametrize("row", [spec.XBAR_MVM, spec.XBAR_MVM_BLOCK, spec.SIMD_QUANT])
+def test_bit_widths_above_32_are_refused_everywhere(row: spec.InstrSpec) -> None:
+    """63 fits the 6-bit field but not the semantics (x mod 2^63 overflows int64, a float64
+    word holds no 63-bit integer): encoder, decoder, assembler and loader all refuse it."""
+    field = next(f for f in row.fields if f.kind is spec.OperandKind.BITS)
+    operands = [1] * len(row.fields)
+    index = row.fields.index(field)
+    operands[index] = 63
+    assert (field.name, operand_bounds(field)) == ("bits", (1, 32))
+    expected = f"operand {index + 1} (bits) of {row.mnemonic!r} must be a bits in [1, 32], not 63"
+    with pytest.raises(EncodingError) as info:
+        make(row, *operands)
+    assert info.value.message == expected
+    operands[index] = 32
+    word = encode(make(row, *operands)) | (63 << field.lsb)
+    with pytest.raises(EncodingError) as info:
+        decode(word, CoreLoc(0, 5))
+    assert str(info.value) == f"core 0 pc 5: {expected}"
+    # the loader: a binary holding that word
+    program = Program(target=Target.from_dict(target_dict()), code=[[make(spec.CTL_HALT)]])
+    data = rebuilt(
+        container.to_bytes(program), {(container.Kind.CODE, 0): word.to_bytes(8, "little")}
+    )
+    with pytest.raises(BinaryFormatError) as info:
+        container.from_bytes(data, "t.imcb")
+    assert str(info.value) == f"t.imcb: section CODE[0]: core 0 pc 0: {expected}"
+    # the assembler
+    text = ", ".join(f"{f.kind.prefix}{63 if f is field else 1}" for f in row.fields)
+    with pytest.raises(AsmError) as info:
+        assemble(f".target {json.dumps(target_dict())}\n.core 0\n    {row.mnemonic} {text}\n")
+    assert info.value.message == (
+        f"operand {index + 1} of {row.mnemonic!r} must be a bit width in [1, 32], not '63'"
+    )

@@ -59,22 +59,24 @@ def test_single_run_with_labels_prints_accuracy_and_the_device(files, capsys) ->
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
-    [(["--time", "1x"], "imcc: error: bad time '1x'"),
-     (["--device", "nope"], "imcc: error: unknown device 'nope'; devices are ideal, "),
-     (["--device", "pcm", "--trials", "-3"], "imcc: error: trials must be a positive integer, "
-                                             "not -3"),
-     (["--device", "mram"], "imcc: error: device 'mram' stores 2 levels per cell"),
-     (["--device", "pcm", "--device-set", "scales.bogus=1"], "imcc: error: device 'pcm': "
-                                                             "unknown keys ['bogus']"),
-     (["--device", "pcm", "--trials", "2", "-o", "out.npz"], "imcc: error: -o/--output writes"),
-     (["--labels", "SHORT"], "imcc: error: 5 labels for 20 samples")],
+    ("argv", "option", "message"),
+    [(["--time", "1x"], "--time", "bad time '1x'"),
+     (["--device", "nope"], "device", "unknown device 'nope'; devices are ideal, "),
+     (["--device", "pcm", "--trials", "-3"], "--trials", "not -3"),
+     (["--device", "mram"], "device", "device 'mram' stores 2 levels per cell"),
+     (["--device", "pcm", "--device-set", "scales.bogus=1"], "--device-set",
+      "device 'pcm': unknown keys ['bogus']"),
+     (["--device", "pcm", "--trials", "2", "-o", "out.npz"], "-o/--output", "--trials"),
+     (["--labels", "SHORT"], "--labels", "5 labels for 20")],
 )  # fmt: skip
-def test_user_errors_exit_1_with_one_line(files, capsys, argv: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+def test_user_errors_exit_1_with_one_line(  # type: ignore[no-untyped-def]
+    files, capsys, argv: list[str], option: str, message: str
+) -> None:
+    """One line, located at the option (or API argument) at fault, saying what was wrong."""
     argv = [str(files["short.npy"]) if a == "SHORT" else a for a in argv]
     code, _, err = run(capsys, "run", str(files["m.imcb"]), "--input", str(files["x.npy"]), *argv)
     assert code == 1
-    assert err.startswith(message) and err.count("\n") == 1
+    assert err.startswith(f"imcc: error: {option}") and message in err and err.count("\n") == 1
 
 
 def test_devices_lists_presets_with_parameters_and_sources(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -93,6 +95,6 @@ def test_devices_stats_prints_programmed_and_drifted_conductances(capsys) -> Non
     assert code == 0
     assert "25.000" in out and "1d" in out and "drift" in out
     code, _, err = run(capsys, "devices", "--stats")
-    assert code == 1 and err.startswith("imcc: error: --stats needs a device")
+    assert code == 1 and err.startswith("imcc: error: --stats") and "needs a device" in err
     code, _, err = run(capsys, "devices", "sram", "--stats")
     assert code == 1 and "digital and exact" in err

@@ -9,7 +9,7 @@ import pytest
 
 import imcc
 from imcc.isa import spec
-from imcc.isa.diagnostics import BinaryFormatError, SimulationError
+from imcc.isa.diagnostics import BinaryFormatError, InputLoc, SimulationError
 from imcc.isa.encoding import make
 from imcc.isa.program import Binding, XbarImage
 from tests.runtime.programs import binary, image_directive, with_io
@@ -177,11 +177,14 @@ def test_running_off_the_end_without_halt_traps() -> None:
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        (np.zeros(3), "input 'x' has shape (3,); expected (4,) or (batch, 4)"),
-        (np.array([1.0, np.nan, 0, 0]), "input 'x' holds nan at index (1,); inputs must be finite"),
-        (np.array(["a", "b", "c", "d"]), "input 'x' has dtype <U1; expected a real number type"),
-        ({"z": np.zeros(4)}, "unknown inputs ['z']; the model's inputs are ['x']"),
-        ({}, "missing input 'x' of shape (4,)"),
+        (np.zeros(3), "input 'x': shape (3,); expected (4,) or (batch, 4)"),
+        (
+            np.array([1.0, np.nan, 0, 0]),
+            "input 'x' sample 0: nan at index (1,); inputs must be finite",
+        ),
+        (np.array(["a", "b", "c", "d"]), "input 'x': dtype <U1; expected a real number type"),
+        ({"z": np.zeros(4)}, "input 'z': unknown input name 'z'; the model's inputs are ['x']"),
+        ({}, "input 'x': missing; expected an array of shape (4,) or (batch, 4)"),
     ],
 )
 def test_bad_inputs_are_rejected_before_running(inputs: object, message: str) -> None:
@@ -189,6 +192,7 @@ def test_bad_inputs_are_rejected_before_running(inputs: object, message: str) ->
     with pytest.raises(SimulationError) as info:
         imcc.Simulator(program).run(inputs)
     assert str(info.value).startswith(message)
+    assert isinstance(info.value.loc, InputLoc)
 
 
 def test_unknown_mode_and_device_are_clear_errors() -> None:
