@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import imcc
