@@ -61,9 +61,9 @@ def test_single_run_with_labels_prints_accuracy_and_the_device(files, capsys) ->
 @pytest.mark.parametrize(
     ("argv", "option", "message"),
     [(["--time", "1x"], "--time", "bad time '1x'"),
-     (["--device", "nope"], "device", "unknown device 'nope'; devices are ideal, "),
+     (["--device", "nope"], "--device", "unknown device 'nope'; devices are ideal, "),
      (["--device", "pcm", "--trials", "-3"], "--trials", "not -3"),
-     (["--device", "mram"], "device", "device 'mram' stores 2 levels per cell"),
+     (["--device", "mram"], "--device", "device 'mram' stores 2 levels per cell"),
      (["--device", "pcm", "--device-set", "scales.bogus=1"], "--device-set",
       "device 'pcm': unknown keys ['bogus']"),
      (["--device", "pcm", "--trials", "2", "-o", "out.npz"], "-o/--output", "--trials"),
