@@ -8,15 +8,33 @@ cases in all; `IMCC_FUZZ_SCALE=N` multiplies every count for the long run, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from imcc.isa.diagnostics import Diagnostic
+
+
+@contextlib.contextmanager
+def bounded_memory(spare: int = 4 << 30) -> Iterator[None]:
+    """Cap the address space at what the process holds plus `spare` bytes while fuzzing, so a
+    huge allocation fails as MemoryError (a finding) instead of pushing a shared machine into
+    swap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as file:
+        held = int(file.read().split()[0]) * resource.getpagesize()
+    limit = held + spare if hard == resource.RLIM_INFINITY else min(hard, held + spare)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def cases(default: int) -> int:

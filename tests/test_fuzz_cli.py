@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import random
-import resource
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import imcc
 import imcc.cli
 from imcc.isa.diagnostics import Diagnostic
 from tests.conftest import mlp_onnx
-from tests.fuzzing import Tally, cases
+from tests.fuzzing import Tally, bounded_memory, cases
 
 SEED = 20261202
 CASES = 300
@@ -232,23 +231,6 @@ def _mutate(argv: list[str], work: dict[str, str], out: Path, rng: random.Random
     return argv
 
 
-@contextlib.contextmanager
-def _memory_guard(extra_bytes: int = 4 << 30) -> Iterator[None]:
-    """Cap the address space while fuzzing, so a huge allocation fails as MemoryError here
-    instead of pushing a shared machine into swap."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    with open("/proc/self/statm") as statm:
-        used = int(statm.read().split()[0]) * resource.getpagesize()
-    limit = used + extra_bytes
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
 def _one_case(argv: list[str], out: Path, errors: list[Diagnostic]) -> Callable[[], str]:
     """The case as Tally wants it: returns its outcome, raises what escaped `main`."""
 
@@ -298,7 +280,7 @@ def test_fuzz_the_command_line(  # type: ignore[no-untyped-def]
     rng = random.Random(SEED)
     tally = Tally("cli")
     out = tmp_path / "out"
-    with _memory_guard():
+    with bounded_memory():
         for index in range(cases(CASES)):
             argv = _command(work, out, rng)
             if rng.random() < 0.3:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
-import resource
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,7 +29,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import imcc
 from tests.conftest import mlp_onnx
-from tests.fuzzing import Tally, cases
+from tests.fuzzing import Tally, bounded_memory, cases
 
 # A case that runs longer than this is a hang (a finding), whatever it was doing.
 CASE_SECONDS = 20.0
@@ -490,19 +489,6 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def bounded_memory(spare: int) -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    with open("/proc/self/statm") as file:
-        held = int(file.read().split()[0]) * resource.getpagesize()
-    limit = held + spare if hard == resource.RLIM_INFINITY else min(hard, held + spare)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def non_finite_weight(model: onnx.ModelProto | bytes) -> str | None:
