@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from imcc.compiler.ir.core import Graph
+from imcc.compiler.options import Schedule, check_options
 from imcc.compiler.passes import DEFAULT_PIPELINE, Context, parse_pipeline, run_pipeline
-from imcc.compiler.passes.replicate import replicate
 from imcc.compiler.target import load_target
 from imcc.isa.diagnostics import CompileError, OptionLoc, TargetError
 from imcc.isa.program import Program
@@ -37,7 +37,6 @@ OPTIONS = {
     "phases": "run a model larger than the chip in phases, reprogramming arrays (true/false, "
     "default true)",
 }
-SCHEDULES = ("packed", "latency", "throughput", "balanced")
 # Options that change the hardware: the binary records the target with them applied.
 HARDWARE_OPTIONS = {
     "rows": "crossbar rows",
@@ -67,38 +66,6 @@ def apply_hardware_options(target: Target, options: dict[str, Any]) -> Target:
         message = exc.message.replace("options: xbar.", "option ")
         raise CompileError(message, OptionLoc(key)) from None
     return changed
-
-
-def check_options(target: Target, options: dict[str, Any]) -> None:
-    """Reject combinations that cannot work, naming the options involved."""
-    for name in ("weight_bits", "input_bits"):
-        if not 2 <= options[name] <= 24:
-            raise CompileError(
-                f"{name} = {options[name]} is outside the supported range [2, 24]", OptionLoc(name)
-            )
-    xbar = target.xbar
-    if xbar.sign_encoding == "differential":
-        needed = 2 * -(-(options["weight_bits"] - 1) // xbar.cell_bits)
-    else:
-        needed = -(-options["weight_bits"] // xbar.cell_bits)
-    if needed > xbar.cols:
-        raise CompileError(
-            f"weight_bits = {options['weight_bits']} with cell_bits = {xbar.cell_bits} and "
-            f"sign_encoding = {xbar.sign_encoding} needs {needed} columns per output, but "
-            f"cols = {xbar.cols}",
-            OptionLoc("weight_bits"),
-        )
-    if options.get("calibration", "minmax") not in ("minmax", "percentile"):
-        raise CompileError(
-            f"calibration = {options['calibration']!r}; expected minmax or percentile",
-            OptionLoc("calibration"),
-        )
-    percentile = options.get("percentile", 99.99)
-    number = isinstance(percentile, int | float | np.integer | np.floating)
-    if isinstance(percentile, bool) or not number or not 0 < float(percentile) <= 100:
-        raise CompileError(
-            f"percentile = {percentile!r} must be a number in (0, 100]", OptionLoc("percentile")
-        )
 
 
 @dataclass
@@ -139,34 +106,37 @@ def compile_graph(
     merged: dict[str, Any] = {"weight_bits": 8, "input_bits": 8, **dict(resolved.defaults)}
     merged.update({k: v for k, v in options.items() if v is not None})
     check_options(resolved, merged)
-    schedule = merged.pop("schedule", "packed")
-    if schedule not in SCHEDULES:
+    schedule = merged.pop("schedule", Schedule.PACKED)
+    if schedule not in set(Schedule):
         raise CompileError(
-            f"schedule = {schedule!r}; expected one of {', '.join(SCHEDULES)}",
+            f"schedule = {schedule!r}; expected one of {', '.join(Schedule)}",
             OptionLoc("schedule"),
         )
     spread = bool(merged.pop("spread", False))
     phases = bool(merged.pop("phases", True))
     if pipeline is None:
         settings = ["spread=true"] if spread else []
-        if schedule == "latency":
+        if schedule == Schedule.LATENCY:
             settings = ["by_outputs=true"]
-        if schedule == "balanced":
+        if schedule == Schedule.BALANCED:
             settings = ["balance=true"]
         if not phases:
             settings.append("phases=false")
         place = f"place{{{','.join(settings)}}}" if settings else "place"
         pipeline = DEFAULT_PIPELINE.replace("place", place)
+        if schedule == Schedule.THROUGHPUT:
+            pipeline += ",replicate"
     passes = parse_pipeline(pipeline)
-    if not passes or passes[-1].name != "emit":
+    names = [p.name for p in passes]
+    last = len(names) - 1 - names[::-1].index("emit") if "emit" in names else -1
+    if last < 0 or any("emit" not in p.requires for p in passes[last + 1 :]):
         raise CompileError(
-            f"pipeline {pipeline!r} does not end in 'emit' (the default pipeline is "
-            f"{DEFAULT_PIPELINE})",
+            f"pipeline {pipeline!r} does not end in 'emit' or passes on its program (the "
+            f"default pipeline is {DEFAULT_PIPELINE})",
             OptionLoc("pipeline"),
         )
     ctx = Context(target=resolved, options=merged, calibration=calibrate)
     run_pipeline(graph, ctx, passes, print_after=print_after)
-    program: Program = ctx.results["program"]
-    if schedule == "throughput":
-        program = replicate(program)
+    program = ctx.program
+    assert program is not None  # the pipeline ends in emit and passes on its program
     return CompileResult(program, graph, ctx.timings)

@@ -97,11 +97,12 @@ def check_devices(target: Target, origin: str, locate: Locate) -> None:
             "device preset .toml file)",
             locate("xbar", "device"),
         )
-    if target.acam is not None and target.acam.device not in presets.CAM_DEVICES:
+    cam_devices = presets.device_names(presets.DeviceKind.ACAM)
+    if target.acam is not None and target.acam.device not in cam_devices:
         raise TargetError(
             f"{origin}: [acam]: device = {target.acam.device!r} is not a known CAM device"
-            f"{suggest(target.acam.device, presets.CAM_DEVICES)}; CAM devices are "
-            f"{', '.join(presets.CAM_DEVICES)}",
+            f"{suggest(target.acam.device, cam_devices)}; CAM devices are "
+            f"{', '.join(cam_devices)}",
             locate("acam", "device"),
         )
 

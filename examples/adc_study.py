@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import imcc
-from imcc.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
+from imcc.tools.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
 
 ADC_BITS = (4, 5, 6, 7, 8, 9, 10)
 CELL_BITS = (1, 2, 4)

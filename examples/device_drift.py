@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 import imcc
-from imcc.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
 from imcc.runtime.devices.presets import load_preset
 from imcc.runtime.devices.units import format_time
+from imcc.tools.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
 
 TIMES = (1.0, 60.0, 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 365 * 86400.0)
 COMPENSATIONS = (None, "global", "column")

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 import imcc
-from imcc.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
+from imcc.tools.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
 
 
 def main() -> None:

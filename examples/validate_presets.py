@@ -35,9 +35,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import imcc
 from imcc.compiler.target import load_target
-from imcc.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
+from imcc.isa.numerics import input_steps
 from imcc.isa.target import Target
-from imcc.isa.xbar import input_steps
+from imcc.tools.demo import digits, mlp_to_onnx, onnxruntime_outputs, train_mlp
 
 WIDTHS = (1024, 1024, 512, 256, 10)
 BITS = 16  # weights and inputs, as PUMA and ISAAC

@@ -19,7 +19,7 @@ from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph
 from imcc.isa.container import Binary
 from imcc.isa.diagnostics import CompileError, Diagnostic, OptionLoc
-from imcc.isa.target import Target
+from imcc.isa.target import AdcRange, Target
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _remedy(binary: Binary, graph: Graph, from_bits: bool, options: dict[str, An
     lossless = math.ceil(
         math.log2(xbar.rows * ((1 << xbar.cell_bits) - 1) * ((1 << xbar.dac_bits) - 1) + 1)
     )
-    if xbar.adc_range == "full-scale" and xbar.adc_bits < lossless:
+    if xbar.adc_range == AdcRange.FULL_SCALE and xbar.adc_bits < lossless:
         return (
             f"the {xbar.adc_bits}-bit ADC loses the low bits: raise adc_bits (to {lossless} for "
             "exact results) or set adc_range='column'"

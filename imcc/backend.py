@@ -58,8 +58,7 @@ from imcc.isa.diagnostics import (
     TargetError,
 )
 from imcc.isa.target import Target
-from imcc.runtime.acam import make_cam_device
-from imcc.runtime.devices import device_names
+from imcc.runtime.devices import device_names, make_cam_device
 from imcc.runtime.devices.circuit import IR_DROP_MODES
 from imcc.runtime.devices.compensation import check_compensation
 from imcc.runtime.devices.presets import DevicePreset, load_preset

@@ -419,20 +419,14 @@ def _summary(name: str, value: np.ndarray, classes: list[Any] | None) -> list[st
     return lines
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import imcc
-    from imcc.runtime.devices.units import format_time, parse_time
-    from imcc.runtime.report import in_graph_order
-
-    # Every option is checked before anything is simulated, and every file is written at the
-    # end, so a run that fails leaves no output behind.
+def _check_run_options(args: argparse.Namespace) -> None:
+    """`imcc run`'s numbers in range and its flags compatible, before anything runs."""
     _count("--trials", args.trials, 1, MAX_TRIALS)
     _count("--stream", args.stream, 1, MAX_STREAM)
     if args.max_cycles is not None:
         _count("--max-cycles", args.max_cycles, 1, 2**63 - 1)
     _count("--seed", args.seed, 0, 2**63 - 1)
-    monte_carlo = args.trials != 1
-    if monte_carlo:
+    if args.trials != 1:
         for given, option in ((args.output, "-o/--output"), (args.stream, "--stream"),
                               (args.plot, "--plot")):  # fmt: skip
             if given is not None:
@@ -445,20 +439,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise _option_error(
             "--cam-noise", f"CAM programming noise sigma must be >= 0, not {args.cam_noise}"
         )
-    with _about("--time"):
-        seconds = parse_time(args.time)
-    outputs = Outputs()
-    output = outputs.file("-o/--output", args.output) if args.output else None
-    report_path = outputs.file("--report", args.report) if args.report else None
-    plot_dir = None
-    if args.plot is not None:
-        from imcc import plots
 
-        plot_dir = outputs.folder("--plot", args.plot, ("timeline.png", "placement.png"))
-        with _about("--plot"):
-            plots.require_matplotlib()
 
-    binary = _load_binary(args.binary)
+def _run_device(args: argparse.Namespace, binary: Any) -> Any:
+    """--device, with --device-set's overrides applied to it (or to the binary's device)."""
     device: Any = args.device
     if args.device_set:
         from imcc.runtime.devices.presets import load_preset, parse_override
@@ -467,6 +451,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _about("--device-set"):
             overrides = [parse_override(item) for item in args.device_set]
             device = load_preset(name, overrides)
+    return device
+
+
+def _run_trials(
+    args: argparse.Namespace,
+    binary: Any,
+    inputs: dict[str, np.ndarray] | np.ndarray,
+    labels: np.ndarray | None,
+    options: dict[str, Any],
+    outputs: Outputs,
+    report_path: Path | None,
+) -> int:
+    """`imcc run --trials N`: a Monte-Carlo run over N chips, its table and report."""
+    from imcc.runtime.montecarlo import trials
+
+    with _api_arguments(RUN_FLAGS):
+        summary = trials(binary, inputs, trials=args.trials, labels=labels, **options)
+    if report_path is not None:
+        data = {"report": summary.report.to_dict(), "monte_carlo": summary.to_dict()}
+        text = json.dumps(data, indent=2, sort_keys=True)
+        outputs.add("--report", report_path, text.encode())
+    outputs.commit()
+    print(summary.table())
+    print(f"report of the first chip (seed {summary.seeds[0]}):")
+    print(summary.report.table())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import imcc
+    from imcc.runtime.devices.units import format_time, parse_time
+    from imcc.runtime.report import in_graph_order
+
+    # Every option is checked before anything is simulated, and every file is written at the
+    # end, so a run that fails leaves no output behind.
+    _check_run_options(args)
+    monte_carlo = args.trials != 1
+    with _about("--time"):
+        seconds = parse_time(args.time)
+    outputs = Outputs()
+    output = outputs.file("-o/--output", args.output) if args.output else None
+    report_path = outputs.file("--report", args.report) if args.report else None
+    plot_dir = None
+    if args.plot is not None:
+        from imcc.tools import plots
+
+        plot_dir = outputs.folder("--plot", args.plot, ("timeline.png", "placement.png"))
+        with _about("--plot"):
+            plots.require_matplotlib()
+
+    binary = _load_binary(args.binary)
+    device = _run_device(args, binary)
     inputs = _inputs(args.input)
     labels = None
     if args.labels:
@@ -478,19 +514,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "cam_device": args.cam_noise,
     }  # fmt: skip
     if monte_carlo:
-        from imcc.runtime.montecarlo import trials
-
-        with _api_arguments(RUN_FLAGS):
-            summary = trials(binary, inputs, trials=args.trials, labels=labels, **options)
-        if report_path is not None:
-            data = {"report": summary.report.to_dict(), "monte_carlo": summary.to_dict()}
-            text = json.dumps(data, indent=2, sort_keys=True)
-            outputs.add("--report", report_path, text.encode())
-        outputs.commit()
-        print(summary.table())
-        print(f"report of the first chip (seed {summary.seeds[0]}):")
-        print(summary.report.table())
-        return 0
+        return _run_trials(args, binary, inputs, labels, options, outputs, report_path)
     with _api_arguments(RUN_FLAGS):
         sim = imcc.Simulator(binary, max_cycles=args.max_cycles, **options)
         result = sim.run(inputs)
@@ -527,7 +551,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report_path is not None:
         outputs.add("--report", report_path, report.to_json().encode())
     if plot_dir is not None:
-        from imcc import plots
+        from imcc.tools import plots
 
         with _api_arguments(RUN_FLAGS):
             records = imcc.Simulator(binary, max_cycles=args.max_cycles, **options).trace(inputs)
@@ -540,7 +564,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from imcc.runtime.devices import device_names
+    from imcc.runtime.devices import BUILTIN, device_names
     from imcc.runtime.devices.presets import load_preset, parse_override
 
     if args.name is None:
@@ -548,7 +572,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             if given:
                 raise _option_error(option, f"needs a device: imcc devices NAME {option} ...")
         print(f"{'ideal':<12} exact integer reads (the correctness baseline)")
-        for name in device_names()[1:]:
+        for name in (name for name in device_names() if name not in BUILTIN):
             preset = load_preset(name)
             source = preset.programming.source if preset.programming else preset.cell.source
             print(f"{name:<12} {preset.summary()}")
@@ -757,7 +781,7 @@ def cmd_isa(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from imcc.compiler.target import load_target
-    from imcc.demo import run_demo
+    from imcc.tools.demo import run_demo
 
     with _about("--target"):
         target = load_target(args.target)  # before the training, not after it
@@ -782,20 +806,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{' and '.join(missing)}, not installed: pip install 'imcc[dev]'",
             OptionLoc("bench"),
         )
-    from imcc.bench import run_bench
-    from imcc.bench_trees import format_tree_bench, run_tree_bench
+    from imcc.tools.bench import run_bench
+    from imcc.tools.bench_trees import format_tree_bench, run_tree_bench
 
     figures = run_bench(repeats=args.repeats)
     figures["trees"] = run_tree_bench(repeats=args.repeats)  # analog-CAM tree inference
     if args.cnn:  # ResNet-18 and MobileNetV2: minutes, so fewer repeats
-        from imcc.bench_cnn import run_cnn_bench
+        from imcc.tools.bench_cnn import run_cnn_bench
 
         figures["cnn"] = run_cnn_bench(repeats=min(args.repeats, 3))
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True))
     else:
-        from imcc.bench import format_bench
-        from imcc.bench_cnn import format_cnn_bench
+        from imcc.tools.bench import format_bench
+        from imcc.tools.bench_cnn import format_cnn_bench
 
         print(format_bench(figures))
         print(format_tree_bench(figures["trees"]))

@@ -26,6 +26,8 @@ import struct
 
 import numpy as np
 
+from imcc.isa.numerics import cell_levels, rank_code
+
 __all__ = [
     "CamCode",
     "CamImage",
@@ -218,28 +220,20 @@ def codes(table: CamCode, x: np.ndarray) -> np.ndarray:
     """Rank codes (features, batch) of the input vectors x (input features, batch), float64.
 
     code = #{cuts below x}: cuts with inclusive = 1 lie below x when t < x, the others when
-    t <= x; NaN gets its own level (0 and the rest shifted up, or K + 1).
+    t <= x; NaN gets its own level (0 and the rest shifted up, or K + 1); see
+    numerics.rank_code.
     """
     out = np.empty((table.n_features, x.shape[1]), dtype=np.int64)
     for f in range(table.n_features):
         lo, hi = int(table.offsets[f]), int(table.offsets[f + 1])
-        t, inclusive = table.cuts[lo:hi], table.inclusive[lo:hi].astype(bool)
         v = x[int(table.features[f])]
-        code = np.searchsorted(t[inclusive], v, side="left") + np.searchsorted(
-            t[~inclusive], v, side="right"
-        )
-        nan_code, shift = (0, 1) if table.nan_low[f] else (hi - lo + 1, 0)
-        out[f] = np.where(np.isnan(v), nan_code, code + shift)
+        out[f] = rank_code(v, table.cuts[lo:hi], table.inclusive[lo:hi], bool(table.nan_low[f]))
     return out
 
 
 def spread(table: CamCode, feature_codes: np.ndarray, levels: int) -> np.ndarray:
     """The DAC level of every cell (cells, batch): d_j = clip(code - j (L - 1), 0, L - 1)."""
-    step = levels - 1
-    parts = [
-        np.clip(feature_codes[f][None, :] - step * np.arange(int(n))[:, None], 0, step)
-        for f, n in enumerate(table.cells)
-    ]
+    parts = [cell_levels(feature_codes[f], int(n), levels) for f, n in enumerate(table.cells)]
     if not parts:
         return np.zeros((0, feature_codes.shape[1]), dtype=np.int64)
     return np.concatenate(parts, axis=0)

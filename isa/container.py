@@ -10,9 +10,11 @@ image (rows u32, cols u32, then zlib of uint16 levels), BIND (JSON), CONST (addr
 float64 values, repeated), DEBUG (JSON runs of pcs per node); for the analog-CAM unit, when
 present: CAM per CAM image (rows, cols, leaf width, trees: u32 each, then zlib of uint16 low bounds,
 uint16 high bounds and float64 leaf RAM), CAMBIND (JSON), CAMCODE per coding table (isa/acam.py
-CamCode.to_bytes). Reading checks everything that can
-be checked without the runtime: sizes, bounds, CRCs, magic, version, the target fingerprint,
-JSON shapes and instruction words. Every failure is a BinaryFormatError naming the section.
+CamCode.to_bytes); ADC per image, when given (float64 full-scale range per column). Each kind
+is one row of SECTIONS, its encoder and decoder: writing and reading loop over that table.
+Reading checks everything that can be checked without the runtime: sizes, bounds, CRCs, magic,
+version, the target fingerprint, JSON shapes and instruction words. Every failure is a
+BinaryFormatError naming the section.
 """
 
 from __future__ import annotations
@@ -348,125 +350,310 @@ def _debug_map(runs: Sequence[Sequence[Any]], lengths: Sequence[int]) -> dict[tu
     return debug
 
 
-def to_bytes(program: Program, name: str = "<binary>") -> bytes:
-    """Serialise deterministically: the same program always gives the same bytes.
+# -- the sections: one table of codecs. A row names its kind, how it is written from a Program
+# and how it is read back into the Program's fields; `to_bytes` and `from_bytes` loop over the
+# table, so a new section is one new row (and its Program field).
 
-    What the reader would refuse (a name that is not text, a number JSON cannot hold, a debug
-    entry for no instruction) is a BinaryFormatError naming the section and entry instead.
-    """
 
-    def checked(kind: Kind, value: Any, shape: _Shape) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """What a section's encoder needs: the file name, and the section its faults name."""
+
+    name: str
+    section: str = ""
+
+    def at(self, section: str) -> Writer:
+        return Writer(self.name, section)
+
+    def refuse(self, message: str) -> BinaryFormatError:
+        """What the reader would refuse, as a fault of the writer."""
+        return BinaryFormatError(f"cannot write {message}", SectionLoc(self.name, self.section))
+
+    def json(self, value: Any, shape: _Shape) -> bytes:
         try:
             return dump_json(value, shape)
         except JsonFault as exc:
-            message = f"cannot write {exc}"
-            raise BinaryFormatError(message, SectionLoc(name, kind.name)) from None
+            raise self.refuse(str(exc)) from None
 
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """What a section's decoder needs: the fields decoded so far (in table order), the header's
+    target fingerprint, and the section its faults name."""
+
+    name: str
+    fingerprint: bytes
+    fields: dict[str, Any]
+    section: str = ""
+
+    def at(self, section: str) -> Reader:
+        return Reader(self.name, self.fingerprint, self.fields, section)
+
+    def fail(self, message: str, offset: int | None = None) -> BinaryFormatError:
+        return BinaryFormatError(message, SectionLoc(self.name, self.section, offset))
+
+    def json(self, body: bytes, shape: _Shape | None = None) -> Any:
+        """A JSON section, checked against its shape: the fault names the section and entry."""
+        try:
+            return parse_json(body, shape)
+        except JsonFault as exc:
+            raise self.fail(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Section:
+    """One kind of section. `encode` gives the (index, body) of each section of this kind the
+    program needs, in order; `decode` takes the bodies by index (a `required` kind always has
+    index 0) and gives Program fields. `kind` is any IntEnum member: its value is the table's
+    kind field, its name the label of every fault."""
+
+    kind: enum.IntEnum
+    required: bool
+    encode: Callable[[Program, Writer], list[tuple[int, bytes]]]
+    decode: Callable[[dict[int, bytes], Reader], dict[str, Any]]
+
+
+def single(
+    kind: enum.IntEnum,
+    encode: Callable[[Program, Writer], bytes | None],
+    decode: Callable[[bytes, Reader], dict[str, Any]],
+    required: bool = True,
+) -> Section:
+    """A kind with one section, index 0 (an optional one is written when `encode` gives bytes
+    and read when present; other indices are ignored)."""
+
+    def encode_all(program: Program, writer: Writer) -> list[tuple[int, bytes]]:
+        body = encode(program, writer.at(kind.name))
+        return [] if body is None else [(0, body)]
+
+    def decode_all(bodies: dict[int, bytes], reader: Reader) -> dict[str, Any]:
+        return decode(bodies[0], reader.at(kind.name)) if 0 in bodies else {}
+
+    return Section(kind=kind, required=required, encode=encode_all, decode=decode_all)
+
+
+def numbered(
+    kind: enum.IntEnum,
+    field: str,
+    encode: Callable[[Any, Writer], bytes],
+    decode: Callable[[bytes, int, Reader], Any],
+    numbering: str = "",
+) -> Section:
+    """One section per item of the list field `field`, numbered 0..n-1; `numbering` opens the
+    fault when they are not ("KIND sections must be numbered 0..n-1" unless given)."""
+    numbering = numbering or f"{kind.name} sections must be numbered 0..n-1"
+
+    def encode_all(program: Program, writer: Writer) -> list[tuple[int, bytes]]:
+        items = getattr(program, field)
+        return [(i, encode(item, writer.at(f"{kind.name}[{i}]"))) for i, item in enumerate(items)]
+
+    def decode_all(bodies: dict[int, bytes], reader: Reader) -> dict[str, Any]:
+        found = sorted(bodies)
+        if found != list(range(len(found))):
+            raise reader.at(kind.name).fail(f"{numbering}, found {found}")
+        return {field: [decode(bodies[i], i, reader.at(f"{kind.name}[{i}]")) for i in found]}
+
+    return Section(kind=kind, required=False, encode=encode_all, decode=decode_all)
+
+
+def keyed(
+    kind: enum.IntEnum,
+    field: str,
+    encode: Callable[[int, Any, Program, Writer], bytes],
+    decode: Callable[[bytes, int, Reader], Any],
+) -> Section:
+    """One section per entry of the dict field `field`, by its integer key, in key order."""
+
+    def encode_all(program: Program, writer: Writer) -> list[tuple[int, bytes]]:
+        return [
+            (i, encode(i, item, program, writer.at(f"{kind.name}[{i}]")))
+            for i, item in sorted(getattr(program, field).items())
+        ]
+
+    def decode_all(bodies: dict[int, bytes], reader: Reader) -> dict[str, Any]:
+        return {
+            field: {i: decode(bodies[i], i, reader.at(f"{kind.name}[{i}]")) for i in sorted(bodies)}
+        }
+
+    return Section(kind=kind, required=False, encode=encode_all, decode=decode_all)
+
+
+# TARGET (JSON, its own reader in target.py) -----------------------------------------------
+
+
+def _write_target(program: Program, writer: Writer) -> bytes:
+    return program.target.to_json().encode()
+
+
+def _read_target(body: bytes, reader: Reader) -> dict[str, Any]:
+    try:
+        target = Target.from_dict(reader.json(body), f"{reader.name}: section TARGET")
+    except TargetError as exc:
+        raise reader.fail(exc.message) from None
+    if target.fingerprint != reader.fingerprint:
+        raise reader.at("header").fail("target fingerprint does not match the TARGET section")
+    return {"target": target}
+
+
+# IO, META, BIND, CAMBIND (JSON) -----------------------------------------------------------
+
+
+def _write_io(program: Program, writer: Writer) -> bytes:
     io = {
         "inputs": [t.to_dict() for t in program.inputs],
         "outputs": [t.to_dict() for t in program.outputs],
     }
-    io_body = checked(Kind.IO, io, IO_SHAPE)
+    body = writer.json(io, IO_SHAPE)
     for side in ("inputs", "outputs"):
         for i, tensor in enumerate(io[side]):
             try:
                 tensor_from_dict(tensor, f"{side}[{i}]")
             except JsonFault as exc:
-                raise BinaryFormatError(f"cannot write {exc}", SectionLoc(name, "IO")) from None
-    runs = _debug_runs(program.debug)
-    debug_body = checked(Kind.DEBUG, runs, DEBUG_SHAPE)
+                raise writer.refuse(str(exc)) from None
+    return body
+
+
+def _read_io(body: bytes, reader: Reader) -> dict[str, Any]:
+    io = reader.json(body, IO_SHAPE)
     try:
-        _debug_map(runs, [len(code) for code in program.code])
+        return {
+            side: [tensor_from_dict(t, f"{side}[{i}]") for i, t in enumerate(io[side])]
+            for side in ("inputs", "outputs")
+        }
     except JsonFault as exc:
-        raise BinaryFormatError(f"cannot write {exc}", SectionLoc(name, "DEBUG")) from None
-    sections: list[tuple[Kind, int, bytes]] = [
-        (Kind.TARGET, 0, program.target.to_json().encode()),
-        (Kind.IO, 0, io_body),
-        (Kind.META, 0, checked(Kind.META, program.meta, META_SHAPE)),
-    ]
+        raise reader.fail(str(exc)) from None
 
-    def refuse(label: str, message: str) -> BinaryFormatError:
-        return BinaryFormatError(f"cannot write {message}", SectionLoc(name, label))
 
-    for core, code in enumerate(program.code):
-        sections.append((Kind.CODE, core, encode_code(code)))
-    for index, image in enumerate(program.images):
-        if not (0 < image.rows <= _MAX_SIDE and 0 < image.cols <= _MAX_SIDE):
-            raise refuse(
-                f"IMAGE[{index}]",
-                f"an image of shape {image.rows}x{image.cols}, "
-                f"expected 1..{_MAX_SIDE} rows and columns",
-            )
-        head = _IMAGE.pack(image.rows, image.cols)
-        # level 6: as small as level 9 on cell levels, and ten times faster
-        sections.append((Kind.IMAGE, index, head + zlib.compress(image.levels.tobytes(), 1)))
-    bound = [[b.core, b.array, b.image] for b in program.bindings]
-    sections.append((Kind.BIND, 0, checked(Kind.BIND, bound, BIND_SHAPE)))
+def _write_meta(program: Program, writer: Writer) -> bytes:
+    return writer.json(program.meta, META_SHAPE)
+
+
+def _read_meta(body: bytes, reader: Reader) -> dict[str, Any]:
+    return {"meta": reader.json(body, META_SHAPE)}
+
+
+def _bindings(
+    field: str, shape: _Shape, optional: bool = False
+) -> tuple[Callable[[Program, Writer], bytes | None], Callable[[bytes, Reader], dict[str, Any]]]:
+    """The codec of a JSON list of bindings [core, array, image] in the Program field `field`;
+    an `optional` kind writes no section for no bindings."""
+
+    def encode(program: Program, writer: Writer) -> bytes | None:
+        bound = [[b.core, b.array, b.image] for b in getattr(program, field)]
+        return None if optional and not bound else writer.json(bound, shape)
+
+    def decode(body: bytes, reader: Reader) -> dict[str, Any]:
+        return {field: [Binding(c, a, i) for c, a, i in reader.json(body, shape)]}
+
+    return encode, decode
+
+
+_write_bind, _read_bind = _bindings("bindings", BIND_SHAPE)
+_write_cambind, _read_cambind = _bindings("cam_bindings", CAMBIND_SHAPE, optional=True)
+
+
+# CODE (64-bit words per core) --------------------------------------------------------------
+
+
+def _write_code(code: list[Any], writer: Writer) -> bytes:
+    return encode_code(code)
+
+
+def _read_code(body: bytes, core: int, reader: Reader) -> list[Any]:
+    try:
+        return decode_code(body, core)
+    except Diagnostic as exc:
+        message = f"{exc.loc}: {exc.message}" if exc.loc else exc.message
+        raise reader.fail(message) from None
+
+
+# IMAGE (rows u32, cols u32, zlib of uint16 levels) ----------------------------------------
+
+
+def _write_image(image: XbarImage, writer: Writer) -> bytes:
+    if not (0 < image.rows <= _MAX_SIDE and 0 < image.cols <= _MAX_SIDE):
+        raise writer.refuse(
+            f"an image of shape {image.rows}x{image.cols}, expected 1..{_MAX_SIDE} rows and columns"
+        )
+    head = _IMAGE.pack(image.rows, image.cols)
+    # level 6: as small as level 9 on cell levels, and ten times faster
+    return head + zlib.compress(image.levels.tobytes(), 1)
+
+
+def _inflate(body: bytes, expected: int) -> tuple[bytes, bool]:
+    """Bounded decompression: a hand-crafted stream cannot make us allocate more than declared.
+    The bytes (at most one more than expected) and whether the stream ended."""
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(body, expected + 1)
+    return raw, inflater.eof
+
+
+def _read_image(body: bytes, index: int, reader: Reader) -> XbarImage:
+    if len(body) < _IMAGE.size:
+        raise reader.fail(f"image header is {len(body)} bytes, expected {_IMAGE.size}")
+    rows, cols = _IMAGE.unpack_from(body)
+    if not (0 < rows <= _MAX_SIDE and 0 < cols <= _MAX_SIDE):
+        raise reader.fail(f"image shape {rows}x{cols} is out of range")
+    expected = rows * cols * 2
+    try:
+        raw, ended = _inflate(body[_IMAGE.size :], expected)
+    except zlib.error as exc:
+        raise reader.fail(f"compressed levels are corrupt ({exc})") from None
+    if len(raw) != expected or not ended:
+        raise reader.fail(f"levels hold {len(raw)} bytes, expected {expected} for {rows}x{cols}")
+    return XbarImage(np.frombuffer(raw, dtype="<u2").reshape(rows, cols))
+
+
+# CONST (addr u64, count u64, float64 values, repeated) -------------------------------------
+
+
+def _write_constants(program: Program, writer: Writer) -> bytes:
     for addr, _ in program.constants:
         if not (type(addr) is int or isinstance(addr, np.integer)) or not 0 <= addr < 1 << 64:
-            raise refuse(
-                "CONST",
-                f"constants at address {addr!r}, expected an integer in [0, {(1 << 64) - 1}]",
+            raise writer.refuse(
+                f"constants at address {addr!r}, expected an integer in [0, {(1 << 64) - 1}]"
             )
-    blob = b"".join(
+    return b"".join(
         _CONST.pack(addr, len(values)) + np.asarray(values, dtype="<f8").tobytes()
         for addr, values in program.constants
     )
-    sections.append((Kind.CONST, 0, blob))
-    sections.append((Kind.DEBUG, 0, debug_body))
-    for index, ranges in sorted(program.adc_ranges.items()):
-        values = np.asarray(ranges, dtype="<f8")
-        cols = program.images[index].cols if 0 <= index < len(program.images) else None
-        if (
-            cols is None
-            or values.shape != (cols,)
-            or not np.all(np.isfinite(values) & (values > 0))
-        ):
-            raise refuse(
-                f"ADC[{index}]",
-                f"ADC ranges of shape {values.shape} for image {index}, "
-                "expected one finite positive range per column of an image",
-            )
-        sections.append((Kind.ADC, index, np.asarray(ranges, dtype="<f8").tobytes()))
-    for index, cam in enumerate(program.cam_images):
-        if not (
-            0 < cam.rows <= _MAX_SIDE
-            and 0 < cam.cols <= _MAX_SIDE
-            and 0 <= cam.width <= _MAX_SIDE
-            and 0 <= cam.trees < 1 << 32
-        ):
-            raise refuse(
-                f"CAM[{index}]",
-                f"a CAM image of {cam.rows}x{cam.cols} with "
-                f"{cam.width} leaf words and {cam.trees} trees, expected 1..{_MAX_SIDE} "
-                f"rows and cells, at most {_MAX_SIDE} leaf words and 2^32 trees",
-            )
-        head = _CAM.pack(cam.rows, cam.cols, cam.width, cam.trees)
-        body = cam.low.astype("<u2").tobytes() + cam.high.astype("<u2").tobytes()
-        body += cam.leaves.astype("<f8").tobytes()
-        sections.append((Kind.CAM, index, head + zlib.compress(body, 1)))
-    if program.cam_bindings:
-        bound = [[b.core, b.array, b.image] for b in program.cam_bindings]
-        sections.append((Kind.CAMBIND, 0, checked(Kind.CAMBIND, bound, CAMBIND_SHAPE)))
-    for index, coding in enumerate(program.cam_codes):
-        body = coding.to_bytes()
-        try:
-            CamCode.from_bytes(body)
-        except ValueError as exc:
-            raise refuse(
-                f"CAMCODE[{index}]", f"a coding table the reader refuses ({exc})"
-            ) from None
-        sections.append((Kind.CAMCODE, index, body))
 
-    offset = _HEADER.size + _ENTRY.size * len(sections)
-    table = b""
-    for kind, index, data in sections:
-        table += _ENTRY.pack(kind, index, 0, offset, len(data), zlib.crc32(data), 0)
-        offset += len(data)
-    header = _HEADER.pack(
-        MAGIC, VERSION, 0, len(sections), program.target.fingerprint, zlib.crc32(table)
-    )
-    return header + table + b"".join(data for _, _, data in sections)
+
+def _read_constants(blob: bytes, reader: Reader) -> dict[str, Any]:
+    constants = []
+    offset = 0
+    while offset < len(blob):
+        if offset + _CONST.size > len(blob):
+            raise reader.fail("truncated constant block header", offset)
+        addr, count = _CONST.unpack_from(blob, offset)
+        offset += _CONST.size
+        if count > (len(blob) - offset) // 8:
+            raise reader.fail(f"constant block of {count} values runs past the section end", offset)
+        values = np.frombuffer(blob, dtype="<f8", count=count, offset=offset).copy()
+        offset += 8 * count
+        constants.append((int(addr), values))
+    return {"constants": constants}
+
+
+# DEBUG (JSON runs of pcs per node; after CODE, whose lengths it is checked against) --------
+
+
+def _write_debug(program: Program, writer: Writer) -> bytes:
+    runs = _debug_runs(program.debug)
+    body = writer.json(runs, DEBUG_SHAPE)
+    try:
+        _debug_map(runs, [len(code) for code in program.code])
+    except JsonFault as exc:
+        raise writer.refuse(str(exc)) from None
+    return body
+
+
+def _read_debug(body: bytes, reader: Reader) -> dict[str, Any]:
+    runs = reader.json(body, DEBUG_SHAPE)
+    try:
+        return {"debug": _debug_map(runs, [len(c) for c in reader.fields["code"]])}
+    except JsonFault as exc:
+        raise reader.fail(str(exc)) from None
 
 
 def _debug_runs(debug: dict[tuple[int, int], str]) -> list[list[Any]]:
@@ -481,12 +668,191 @@ def _debug_runs(debug: dict[tuple[int, int], str]) -> list[list[Any]]:
     return runs
 
 
-def from_bytes(data: bytes, name: str = "<binary>") -> Program:
-    """Parse and check a container; raise BinaryFormatError naming the section at fault."""
+# ADC (per image: float64 full-scale range per column; after IMAGE) -------------------------
 
-    def fail(section: str, message: str, offset: int | None = None) -> BinaryFormatError:
-        return BinaryFormatError(message, SectionLoc(name, section, offset))
 
+def _write_adc(index: int, ranges: Any, program: Program, writer: Writer) -> bytes:
+    values = np.asarray(ranges, dtype="<f8")
+    cols = program.images[index].cols if 0 <= index < len(program.images) else None
+    if cols is None or values.shape != (cols,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise writer.refuse(
+            f"ADC ranges of shape {values.shape} for image {index}, "
+            "expected one finite positive range per column of an image"
+        )
+    return values.tobytes()
+
+
+def _read_adc(body: bytes, index: int, reader: Reader) -> np.ndarray:
+    images = reader.fields["images"]
+    if index >= len(images):
+        raise reader.fail(f"ADC ranges for image {index}; the binary has {len(images)} images")
+    if len(body) != 8 * images[index].cols:
+        raise reader.fail(
+            f"{len(body)} bytes of ADC ranges; image {index} has "
+            f"{images[index].cols} columns (8 bytes each)"
+        )
+    ranges = np.frombuffer(body, dtype="<f8").copy()
+    if not np.all(np.isfinite(ranges) & (ranges > 0)):
+        raise reader.fail("ADC ranges must be finite and positive")
+    return ranges
+
+
+# CAM (rows, cols, leaf width, trees: u32 each, then zlib of low and high bounds and leaves) --
+
+
+def _write_cam(cam: CamImage, writer: Writer) -> bytes:
+    if not (
+        0 < cam.rows <= _MAX_SIDE
+        and 0 < cam.cols <= _MAX_SIDE
+        and 0 <= cam.width <= _MAX_SIDE
+        and 0 <= cam.trees < 1 << 32
+    ):
+        raise writer.refuse(
+            f"a CAM image of {cam.rows}x{cam.cols} with "
+            f"{cam.width} leaf words and {cam.trees} trees, expected 1..{_MAX_SIDE} "
+            f"rows and cells, at most {_MAX_SIDE} leaf words and 2^32 trees"
+        )
+    head = _CAM.pack(cam.rows, cam.cols, cam.width, cam.trees)
+    body = cam.low.astype("<u2").tobytes() + cam.high.astype("<u2").tobytes()
+    body += cam.leaves.astype("<f8").tobytes()
+    return head + zlib.compress(body, 1)
+
+
+def _read_cam(body: bytes, index: int, reader: Reader) -> CamImage:
+    if len(body) < _CAM.size:
+        raise reader.fail(f"CAM image header is {len(body)} bytes, expected {_CAM.size}")
+    rows, cols, width, trees = _CAM.unpack_from(body)
+    if not (0 < rows <= _MAX_SIDE and 0 < cols <= _MAX_SIDE and width <= _MAX_SIDE):
+        raise reader.fail(f"CAM image shape {rows}x{cols} with {width} leaf words is out of range")
+    expected = rows * cols * 4 + rows * width * 8
+    try:
+        raw, ended = _inflate(body[_CAM.size :], expected)
+    except zlib.error as exc:
+        raise reader.fail(f"compressed CAM image is corrupt ({exc})") from None
+    if len(raw) != expected or not ended:
+        raise reader.fail(
+            f"CAM image holds {len(raw)} bytes, expected {expected} for {rows}x{cols} with "
+            f"{width} leaf words"
+        )
+    cells = rows * cols
+    low = np.frombuffer(raw, dtype="<u2", count=cells).reshape(rows, cols)
+    high = np.frombuffer(raw, dtype="<u2", count=cells, offset=2 * cells).reshape(rows, cols)
+    leaves = np.frombuffer(raw, dtype="<f8", offset=4 * cells).reshape(rows, width)
+    return CamImage(low, high, leaves, trees)
+
+
+# CAMCODE (per coding table: isa/acam.py CamCode.to_bytes) ----------------------------------
+
+
+def _write_cam_code(coding: CamCode, writer: Writer) -> bytes:
+    body = coding.to_bytes()
+    try:
+        CamCode.from_bytes(body)
+    except ValueError as exc:
+        raise writer.refuse(f"a coding table the reader refuses ({exc})") from None
+    return body
+
+
+def _read_cam_code(body: bytes, index: int, reader: Reader) -> CamCode:
+    try:
+        return CamCode.from_bytes(body)
+    except ValueError as exc:
+        raise reader.fail(f"malformed coding table ({exc})") from None
+
+
+# In file order. A decoder may read the fields of rows above it (DEBUG the code, ADC the images).
+SECTIONS: tuple[Section, ...] = (
+    single(Kind.TARGET, _write_target, _read_target),
+    single(Kind.IO, _write_io, _read_io),
+    single(Kind.META, _write_meta, _read_meta),
+    numbered(
+        Kind.CODE, "code", _write_code, _read_code, "code sections must be numbered 0..n-1 by core"
+    ),
+    numbered(Kind.IMAGE, "images", _write_image, _read_image, "images must be numbered 0..n-1"),
+    single(Kind.BIND, _write_bind, _read_bind),
+    single(Kind.CONST, _write_constants, _read_constants),
+    single(Kind.DEBUG, _write_debug, _read_debug),
+    keyed(Kind.ADC, "adc_ranges", _write_adc, _read_adc),
+    numbered(Kind.CAM, "cam_images", _write_cam, _read_cam),
+    single(Kind.CAMBIND, _write_cambind, _read_cambind, required=False),
+    numbered(Kind.CAMCODE, "cam_codes", _write_cam_code, _read_cam_code),
+)
+
+
+def check_sections(sections: Sequence[Section]) -> None:
+    """Reject a table with two rows of one kind value (the file could not tell them apart)."""
+    seen: dict[int, str] = {}
+    for row in sections:
+        if int(row.kind) in seen:
+            raise ValueError(
+                f"section kind {int(row.kind)} of {row.kind.name} already belongs to "
+                f"{seen[int(row.kind)]}"
+            )
+        seen[int(row.kind)] = row.kind.name
+
+
+check_sections(SECTIONS)
+
+
+def to_bytes(
+    program: Program, name: str = "<binary>", *, sections: Sequence[Section] = SECTIONS
+) -> bytes:
+    """Serialise deterministically: the same program always gives the same bytes.
+
+    What the reader would refuse (a name that is not text, a number JSON cannot hold, a debug
+    entry for no instruction) is a BinaryFormatError naming the section and entry instead.
+    """
+    writer = Writer(name)
+    parts = [
+        (row.kind, index, body) for row in sections for index, body in row.encode(program, writer)
+    ]
+    offset = _HEADER.size + _ENTRY.size * len(parts)
+    table = b""
+    for kind, index, data in parts:
+        table += _ENTRY.pack(kind, index, 0, offset, len(data), zlib.crc32(data), 0)
+        offset += len(data)
+    header = _HEADER.pack(
+        MAGIC, VERSION, 0, len(parts), program.target.fingerprint, zlib.crc32(table)
+    )
+    return header + table + b"".join(data for _, _, data in parts)
+
+
+def from_bytes(
+    data: bytes,
+    name: str = "<binary>",
+    *,
+    sections: Sequence[Section] = SECTIONS,
+    program_type: type[Program] = Program,
+) -> Program:
+    """Parse and check a container; raise BinaryFormatError naming the section at fault.
+
+    `sections` and `program_type` (a Program with a field per extra section) read a container
+    with more kinds of section than this one."""
+
+    def fail(section: str, message: str) -> BinaryFormatError:
+        return BinaryFormatError(message, SectionLoc(name, section))
+
+    count, fingerprint, table_end = _read_header(data, fail)
+    rows = {int(row.kind): row for row in sections}
+    bodies: dict[int, dict[int, bytes]] = {kind: {} for kind in rows}
+    for i in range(count):
+        kind, index, body = _read_entry(data, i, table_end, rows, fail)
+        if index in bodies[kind]:
+            raise fail(f"{rows[kind].kind.name}[{index}]", "section appears twice")
+        bodies[kind][index] = body
+    for row in sections:
+        if row.required and 0 not in bodies[int(row.kind)]:
+            raise fail(row.kind.name, "required section is missing")
+    reader = Reader(name, fingerprint, {})
+    for row in sections:
+        reader.fields.update(row.decode(bodies[int(row.kind)], reader))
+    return program_type(**reader.fields)
+
+
+def _read_header(
+    data: bytes, fail: Callable[[str, str], BinaryFormatError]
+) -> tuple[int, bytes, int]:
+    """(section count, target fingerprint, end of the table) of a checked header and table."""
     if len(data) < _HEADER.size:
         raise fail(
             "header",
@@ -508,208 +874,33 @@ def from_bytes(data: bytes, name: str = "<binary>") -> Program:
             "table",
             f"section table needs {table_end} bytes but the file has {len(data)} (truncated?)",
         )
-    table = data[_HEADER.size : table_end]
-    if zlib.crc32(table) != table_crc:
+    if zlib.crc32(data[_HEADER.size : table_end]) != table_crc:
         raise fail("table", "section table CRC mismatch (corrupted file)")
-
-    entries: dict[tuple[Kind, int], bytes] = {}
-    for i in range(count):
-        raw_kind, index, _, offset, size, crc, _ = _ENTRY.unpack_from(table, i * _ENTRY.size)
-        try:
-            kind = Kind(raw_kind)
-        except ValueError:
-            raise fail("table", f"entry {i} has unknown section kind {raw_kind}") from None
-        label = f"{kind.name}[{index}]"
-        if offset < table_end or offset + size > len(data):
-            raise fail(
-                label,
-                f"section spans bytes [{offset}, {offset + size}) outside the "
-                f"{len(data)}-byte file (truncated?)",
-            )
-        body = data[offset : offset + size]
-        if zlib.crc32(body) != crc:
-            raise fail(label, "CRC32 mismatch (corrupted file)")
-        if (kind, index) in entries:
-            raise fail(label, "section appears twice")
-        entries[(kind, index)] = body
-
-    for kind in (Kind.TARGET, Kind.IO, Kind.META, Kind.BIND, Kind.CONST, Kind.DEBUG):
-        if (kind, 0) not in entries:
-            raise fail(kind.name, "required section is missing")
-
-    try:
-        target = Target.from_dict(_load_json(entries, Kind.TARGET, fail), f"{name}: section TARGET")
-    except TargetError as exc:
-        raise fail("TARGET", exc.message) from None
-    if target.fingerprint != fingerprint:
-        raise fail("header", "target fingerprint does not match the TARGET section")
-
-    io = _load_json(entries, Kind.IO, fail, IO_SHAPE)
-    meta = _load_json(entries, Kind.META, fail, META_SHAPE)
-    try:
-        inputs = [tensor_from_dict(t, f"inputs[{i}]") for i, t in enumerate(io["inputs"])]
-        outputs = [tensor_from_dict(t, f"outputs[{i}]") for i, t in enumerate(io["outputs"])]
-    except JsonFault as exc:
-        raise fail("IO", str(exc)) from None
-
-    codes = sorted(index for kind, index in entries if kind is Kind.CODE)
-    if codes != list(range(len(codes))):
-        raise fail("CODE", f"code sections must be numbered 0..n-1 by core, found {codes}")
-    code = []
-    for core in codes:
-        try:
-            code.append(decode_code(entries[(Kind.CODE, core)], core))
-        except Diagnostic as exc:
-            message = f"{exc.loc}: {exc.message}" if exc.loc else exc.message
-            raise fail(f"CODE[{core}]", message) from None
-    images = []
-    image_ids = sorted(index for kind, index in entries if kind is Kind.IMAGE)
-    if image_ids != list(range(len(image_ids))):
-        raise fail("IMAGE", f"images must be numbered 0..n-1, found {image_ids}")
-    for index in image_ids:
-        images.append(
-            _image(entries[(Kind.IMAGE, index)], lambda m, i=index: fail(f"IMAGE[{i}]", m))
-        )
-
-    bindings = [Binding(c, a, i) for c, a, i in _load_json(entries, Kind.BIND, fail, BIND_SHAPE)]
-
-    constants = _constants(entries[(Kind.CONST, 0)], lambda m, o: fail("CONST", m, o))
-    runs = _load_json(entries, Kind.DEBUG, fail, DEBUG_SHAPE)
-    try:
-        debug = _debug_map(runs, [len(c) for c in code])
-    except JsonFault as exc:
-        raise fail("DEBUG", str(exc)) from None
-
-    adc_ranges: dict[int, np.ndarray] = {}
-    for kind, index in sorted(entries):
-        if kind is not Kind.ADC:
-            continue
-        body = entries[(kind, index)]
-        if index >= len(images):
-            raise fail(
-                f"ADC[{index}]",
-                f"ADC ranges for image {index}; the binary has {len(images)} images",
-            )
-        if len(body) != 8 * images[index].cols:
-            raise fail(
-                f"ADC[{index}]",
-                f"{len(body)} bytes of ADC ranges; image {index} has "
-                f"{images[index].cols} columns (8 bytes each)",
-            )
-        ranges = np.frombuffer(body, dtype="<f8").copy()
-        if not np.all(np.isfinite(ranges) & (ranges > 0)):
-            raise fail(f"ADC[{index}]", "ADC ranges must be finite and positive")
-        adc_ranges[index] = ranges
-
-    cam_images = [
-        _cam(entries[(Kind.CAM, index)], lambda m, i=index: fail(f"CAM[{i}]", m))
-        for index in _numbered(entries, Kind.CAM, fail)
-    ]
-    cam_bindings: list[Binding] = []
-    if (Kind.CAMBIND, 0) in entries:
-        bound = _load_json(entries, Kind.CAMBIND, fail, CAMBIND_SHAPE)
-        cam_bindings = [Binding(c, a, i) for c, a, i in bound]
-    cam_codes = []
-    for index in _numbered(entries, Kind.CAMCODE, fail):
-        try:
-            cam_codes.append(CamCode.from_bytes(entries[(Kind.CAMCODE, index)]))
-        except ValueError as exc:
-            raise fail(f"CAMCODE[{index}]", f"malformed coding table ({exc})") from None
-
-    return Program(
-        target=target,
-        code=code,
-        images=images,
-        bindings=bindings,
-        constants=constants,
-        inputs=inputs,
-        outputs=outputs,
-        debug=debug,
-        meta=meta,
-        adc_ranges=adc_ranges,
-        cam_images=cam_images,
-        cam_bindings=cam_bindings,
-        cam_codes=cam_codes,
-    )
+    return count, fingerprint, table_end
 
 
-def _numbered(entries: dict[tuple[Kind, int], bytes], kind: Kind, fail: Any) -> list[int]:
-    """The indices of a numbered kind of section, which must be 0..n-1."""
-    found = sorted(index for k, index in entries if k is kind)
-    if found != list(range(len(found))):
-        raise fail(kind.name, f"{kind.name} sections must be numbered 0..n-1, found {found}")
-    return found
-
-
-def _cam(body: bytes, fail: Any) -> CamImage:
-    if len(body) < _CAM.size:
-        raise fail(f"CAM image header is {len(body)} bytes, expected {_CAM.size}")
-    rows, cols, width, trees = _CAM.unpack_from(body)
-    if not (0 < rows <= _MAX_SIDE and 0 < cols <= _MAX_SIDE and width <= _MAX_SIDE):
-        raise fail(f"CAM image shape {rows}x{cols} with {width} leaf words is out of range")
-    expected = rows * cols * 4 + rows * width * 8
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(body[_CAM.size :], expected + 1)
-    except zlib.error as exc:
-        raise fail(f"compressed CAM image is corrupt ({exc})") from None
-    if len(raw) != expected or not inflater.eof:
-        raise fail(
-            f"CAM image holds {len(raw)} bytes, expected {expected} for {rows}x{cols} with "
-            f"{width} leaf words"
-        )
-    cells = rows * cols
-    low = np.frombuffer(raw, dtype="<u2", count=cells).reshape(rows, cols)
-    high = np.frombuffer(raw, dtype="<u2", count=cells, offset=2 * cells).reshape(rows, cols)
-    leaves = np.frombuffer(raw, dtype="<f8", offset=4 * cells).reshape(rows, width)
-    return CamImage(low, high, leaves, trees)
-
-
-def _load_json(
-    entries: dict[tuple[Kind, int], bytes],
-    kind: Kind,
+def _read_entry(
+    data: bytes,
+    i: int,
+    table_end: int,
+    rows: dict[int, Section],
     fail: Callable[[str, str], BinaryFormatError],
-    shape: _Shape | None = None,
-) -> Any:
-    """A JSON section, checked against its shape: the fault names the section and entry."""
-    try:
-        return parse_json(entries[(kind, 0)], shape)
-    except JsonFault as exc:
-        raise fail(kind.name, str(exc)) from None
-
-
-def _image(body: bytes, fail: Any) -> XbarImage:
-    if len(body) < _IMAGE.size:
-        raise fail(f"image header is {len(body)} bytes, expected {_IMAGE.size}")
-    rows, cols = _IMAGE.unpack_from(body)
-    if not (0 < rows <= _MAX_SIDE and 0 < cols <= _MAX_SIDE):
-        raise fail(f"image shape {rows}x{cols} is out of range")
-    expected = rows * cols * 2
-    try:
-        # Bounded decompression: a hand-crafted stream cannot make us allocate more than declared.
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(body[_IMAGE.size :], expected + 1)
-    except zlib.error as exc:
-        raise fail(f"compressed levels are corrupt ({exc})") from None
-    if len(raw) != expected or not inflater.eof:
-        raise fail(f"levels hold {len(raw)} bytes, expected {expected} for {rows}x{cols}")
-    return XbarImage(np.frombuffer(raw, dtype="<u2").reshape(rows, cols))
-
-
-def _constants(blob: bytes, fail: Any) -> list[tuple[int, np.ndarray]]:
-    constants = []
-    offset = 0
-    while offset < len(blob):
-        if offset + _CONST.size > len(blob):
-            raise fail("truncated constant block header", offset)
-        addr, count = _CONST.unpack_from(blob, offset)
-        offset += _CONST.size
-        if count > (len(blob) - offset) // 8:
-            raise fail(f"constant block of {count} values runs past the section end", offset)
-        values = np.frombuffer(blob, dtype="<f8", count=count, offset=offset).copy()
-        offset += 8 * count
-        constants.append((int(addr), values))
-    return constants
+) -> tuple[int, int, bytes]:
+    """(kind, index, body) of table entry i, its bounds and CRC checked."""
+    kind, index, _, offset, size, crc, _ = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
+    if kind not in rows:
+        raise fail("table", f"entry {i} has unknown section kind {kind}")
+    label = f"{rows[kind].kind.name}[{index}]"
+    if offset < table_end or offset + size > len(data):
+        raise fail(
+            label,
+            f"section spans bytes [{offset}, {offset + size}) outside the "
+            f"{len(data)}-byte file (truncated?)",
+        )
+    body = data[offset : offset + size]
+    if zlib.crc32(body) != crc:
+        raise fail(label, "CRC32 mismatch (corrupted file)")
+    return kind, index, body
 
 
 class Binary:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tomllib
+from enum import Enum
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -18,12 +19,21 @@ from typing import Any
 
 from imcc.isa.diagnostics import Diagnostic
 
-# The runtime's device registry, as data: the package folder of its device presets (one TOML
-# file per device) and the models it builds without a preset (runtime/devices/__init__.py
-# DEVICES, runtime/acam.py CAM_DEVICES; tests/compiler pins that they agree).
+
+class DeviceKind(Enum):
+    """The kind of array a device models: a target's `[xbar]` or `[acam]` section names one."""
+
+    XBAR = "xbar"
+    ACAM = "acam"
+
+
+# The runtime's device registry, as data: the models it builds without a preset file, with the
+# kinds of array each models (runtime/devices/__init__.py attaches the builders and checks at
+# import that they are these), and the package folder of its device presets (one TOML file per
+# crossbar device).
+BUILTIN_DEVICES: dict[str, tuple[DeviceKind, ...]] = {"ideal": (DeviceKind.XBAR, DeviceKind.ACAM)}
 DEVICE_PRESETS = ("imcc.runtime", "devices/presets")
-BUILTIN_DEVICES = ("ideal",)
-CAM_DEVICES = ("ideal",)
+PRESET_KIND = DeviceKind.XBAR
 
 
 def _folder(package: str, folder: str) -> Traversable:
@@ -46,9 +56,19 @@ def preset_file(package: str, folder: str, name: str) -> str:
     return str(_folder(package, folder).joinpath(f"{name}.toml"))
 
 
-def device_names() -> list[str]:
-    """Every crossbar device a target may name: the built-in models, then the presets."""
-    return [*BUILTIN_DEVICES, *preset_names(*DEVICE_PRESETS)]
+def device_kinds() -> dict[str, tuple[DeviceKind, ...]]:
+    """Every device a target may name, with the kinds of array it models: the built-in models,
+    then the presets (sorted); a built-in name hides a preset file of that name."""
+    kinds = dict(BUILTIN_DEVICES)
+    for name in preset_names(*DEVICE_PRESETS):
+        kinds.setdefault(name, (PRESET_KIND,))
+    return kinds
+
+
+def device_names(kind: DeviceKind = DeviceKind.XBAR) -> list[str]:
+    """The devices of one kind a target may name (by default crossbar devices), in the order of
+    `device_kinds`."""
+    return [name for name, kinds in device_kinds().items() if kind in kinds]
 
 
 def read_toml(

@@ -8,7 +8,7 @@ so it is a plain class; its parts are values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -99,27 +99,21 @@ class Program:
     cam_codes: list[CamCode] = field(default_factory=list)
 
     def same_as(self, other: Program) -> bool:
-        """Structural equality, used by round-trip tests."""
-        return (
-            self.target == other.target
-            and self.code == other.code
-            and self.images == other.images
-            and self.bindings == other.bindings
-            and len(self.constants) == len(other.constants)
-            and all(  # bit for bit: NaN equals itself, -0.0 differs from 0.0
-                a == c and b.tobytes() == d.tobytes()
-                for (a, b), (c, d) in zip(self.constants, other.constants, strict=True)
-            )
-            and self.inputs == other.inputs
-            and self.outputs == other.outputs
-            and self.debug == other.debug
-            and sorted(self.adc_ranges) == sorted(other.adc_ranges)
-            and all(
-                self.adc_ranges[i].tobytes() == other.adc_ranges[i].tobytes()
-                for i in self.adc_ranges
-            )
-            and self.meta == other.meta
-            and self.cam_images == other.cam_images
-            and self.cam_bindings == other.cam_bindings
-            and self.cam_codes == other.cam_codes
+        """Structural equality over every field, used by round-trip tests: arrays bit for bit
+        (NaN equals itself, -0.0 differs from 0.0), everything else by value."""
+        return type(self) is type(other) and all(
+            _same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
         )
+
+
+def _same(a: object, b: object) -> bool:
+    """Value equality through lists, tuples and dicts, with numpy arrays compared by bytes."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.tobytes() == b.tobytes()
+        )
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b

@@ -111,6 +111,48 @@ class Field:
         return ((1 << self.width) - 1) << self.lsb
 
 
+class ArrayUse(enum.Enum):
+    """What an instruction does with the array its ARRAY or CAM operand names."""
+
+    NONE = "none"  # no array operand
+    READ = "read"  # reads the image the array holds: the array must hold one when this runs
+    PROGRAM = "program"  # writes the image its IMAGE or CAM_IMAGE operand names into the array
+
+
+class Shape(enum.Enum):
+    """The (rows, cols) the cost model (runtime/costs.py) prices an instruction on."""
+
+    NONE = "none"  # (0, 0): the price depends on the operands only
+    HELD = "held"  # the image the array holds
+    PROGRAMMED = "programmed"  # the image being written into the array
+    MATCHES = "matches"  # (rows of the CAM image held, its trees: the rows a search matches)
+    CODING = "coding"  # (comparisons of the coding table operand, 1)
+
+
+class Noc(enum.Enum):
+    """The side of a message an instruction is, if any."""
+
+    NONE = "none"
+    SEND = "send"  # pays the network energy; the receiver may wake
+    RECV = "recv"  # waits for the message to arrive
+
+
+class Scalar(enum.Enum):
+    """What an instruction does to the scalar registers, as the static passes (the loader's
+    known register values, the default budget's loop counts) follow them."""
+
+    NONE = "none"  # writes no register
+    SET = "set"  # r[d] = imm
+    ADD = "add"  # r[d] = r[a] + imm
+    COUNT = "count"  # r[c] = r[c] - 1, jumping to target while r[c] > 0: a counted loop
+
+
+# The noun of an array operand's kind in messages ("array a3", "CAM array m1"), and the kind of
+# the image operand that programs it.
+ARRAY_NOUNS = {OperandKind.ARRAY: "array", OperandKind.CAM: "CAM array"}
+IMAGE_KINDS = {OperandKind.ARRAY: OperandKind.IMAGE, OperandKind.CAM: OperandKind.CAM_IMAGE}
+
+
 class Space(enum.Enum):
     """Where an address operand points."""
 
@@ -125,6 +167,26 @@ MATCH_BITS = 32
 IMAGE_EXTENTS = ("1", "rows", "cols", "match")
 # Extents of a strided block copy, from its n, m and its three stride registers.
 STRIDED_EXTENTS = ("strided-dst", "strided-src")
+# A strided row's register field holding the first of its STRIDE_REGS stride registers
+# (inner source, outer source, outer destination).
+STRIDE_FIELD = "s"
+STRIDE_REGS = 3
+
+
+def extent_length(extent: str, operands: dict[str, int], rows: int, cols: int) -> int:
+    """The product an extent such as "rows*m" names: image rows / cols, the words of a match
+    vector over the rows, 1, or count operands by name."""
+    total = 1
+    for term in extent.split("*"):
+        if term == "rows":
+            total *= rows
+        elif term == "cols":
+            total *= cols
+        elif term == "match":
+            total *= -(-rows // MATCH_BITS)
+        elif term != "1":
+            total *= operands.get(term, 0)
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,17 +216,7 @@ class Access:
             if extent == "strided-dst":
                 return (m - 1) * strides[2] + n
             return (m - 1) * strides[1] + (n - 1) * strides[0] + 1
-        total = 1
-        for term in extent.split("*"):
-            if term == "rows":
-                total *= rows
-            elif term == "cols":
-                total *= cols
-            elif term == "match":
-                total *= -(-rows // MATCH_BITS)
-            elif term != "1":
-                total *= operands.get(term, 0)
-        return total
+        return extent_length(extent, operands, rows, cols)
 
     @property
     def strided(self) -> bool:
@@ -176,7 +228,16 @@ _UNITS: dict[str, Unit] = {}
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstrSpec:
-    """One row of the table."""
+    """One row of the table, with the facts the loader, the engines and the cost model check
+    and price by (so none of them compares rows):
+
+    `array`: what it does with its ARRAY / CAM operand; `shape`: what the cost model prices it
+    on; `repeat`: the COUNT operand it repeats its work by ("" for once); `macs`: the extent of
+    its multiply-accumulates ("" for none); `leaf_width`: the COUNT operand that must equal the
+    leaf RAM width of the CAM image held; `noc`: its side of a message; `scalar`: what it does
+    to the scalar registers; `function`: for an elementwise row d = f(a, b), the numpy ufunc
+    f by name (the semantics apply it lane by lane; b is one word when its extent is 1).
+    """
 
     mnemonic: str
     opcode: int
@@ -184,6 +245,14 @@ class InstrSpec:
     cost: CostClass
     doc: str
     accesses: tuple[Access, ...] = ()
+    array: ArrayUse = ArrayUse.NONE
+    shape: Shape = Shape.NONE
+    repeat: str = ""
+    macs: str = ""
+    leaf_width: str = ""
+    noc: Noc = Noc.NONE
+    scalar: Scalar = Scalar.NONE
+    function: str = ""
 
     @property
     def unit(self) -> Unit:
@@ -191,6 +260,26 @@ class InstrSpec:
         if unit is None:  # asked once per mnemonic: the simulators ask on every instruction
             unit = _UNITS[self.mnemonic] = Unit(self.mnemonic.split(".", 1)[0])
         return unit
+
+    @property
+    def strided(self) -> bool:
+        """Whether an access is a strided block (its strides in registers STRIDE_FIELD on)."""
+        return any(access.strided for access in self.accesses)
+
+    def operand_index(self, kind: OperandKind) -> int | None:
+        """The index of the first operand of `kind` (a jump target, the array), if any."""
+        return next((i for i, f in enumerate(self.fields) if f.kind is kind), None)
+
+    @property
+    def array_index(self) -> int | None:
+        """The index of its array operand (ARRAY or CAM kind), if it has one."""
+        return next((i for i, f in enumerate(self.fields) if f.kind in ARRAY_NOUNS), None)
+
+    @property
+    def image_index(self) -> int | None:
+        """The index of the image operand that programs its array (ArrayUse.PROGRAM rows)."""
+        at = self.array_index
+        return None if at is None else self.operand_index(IMAGE_KINDS[self.fields[at].kind])
 
     @property
     def syntax(self) -> str:
@@ -246,9 +335,19 @@ def _row(
     doc: str,
     *operands: tuple,  # type: ignore[type-arg]
     access: str = "",
+    array: ArrayUse = ArrayUse.NONE,
+    shape: Shape | None = None,
+    repeat: str = "",
+    macs: str = "",
+    leaf_width: str = "",
+    noc: Noc = Noc.NONE,
+    scalar: Scalar = Scalar.NONE,
+    function: str = "",
 ) -> InstrSpec:
     """`access` lists the memory ranges touched, e.g. "d:w:n a:r:n b:r:1 x:rg:n": field,
-    r/w (read/write) plus g for global memory, and the extent."""
+    r/w (read/write) plus g for global memory, and the extent. The other keywords are the
+    InstrSpec facts; `shape` defaults to what `array` implies (HELD for READ, PROGRAMMED for
+    PROGRAM)."""
     accesses = []
     for item in access.split():
         name, mode, extent = item.split(":")
@@ -261,7 +360,22 @@ def _row(
         cost=cost,
         doc=doc,
         accesses=tuple(accesses),
+        array=array,
+        shape=_SHAPE_OF[array] if shape is None else shape,
+        repeat=repeat,
+        macs=macs,
+        leaf_width=leaf_width,
+        noc=noc,
+        scalar=scalar,
+        function=function,
     )
+
+
+_SHAPE_OF = {
+    ArrayUse.NONE: Shape.NONE,
+    ArrayUse.READ: Shape.HELD,
+    ArrayUse.PROGRAM: Shape.PROGRAMMED,
+}
 
 
 _VEC3 = (("d", R), ("a", R), ("b", R), ("n", OperandKind.COUNT))
@@ -273,7 +387,15 @@ _VEC2 = (("d", R), ("a", R), ("n", OperandKind.COUNT))
 # -- ctl: scalar control; registers are batch-uniform, so control flow never depends on data
 CTL_NOP = _row("ctl.nop", 0x00, CostClass.CTL, "do nothing for one cycle")
 CTL_HALT = _row("ctl.halt", 0x01, CostClass.CTL, "stop this core")
-CTL_SET = _row("ctl.set", 0x02, CostClass.CTL, "r[d] = imm", ("d", R), ("imm", OperandKind.IMM, 48))
+CTL_SET = _row(
+    "ctl.set",
+    0x02,
+    CostClass.CTL,
+    "r[d] = imm",
+    ("d", R),
+    ("imm", OperandKind.IMM, 48),
+    scalar=Scalar.SET,
+)
 CTL_ADD = _row(
     "ctl.add",
     0x03,
@@ -282,6 +404,7 @@ CTL_ADD = _row(
     ("d", R),
     ("a", R),
     ("imm", OperandKind.IMM, 32),
+    scalar=Scalar.ADD,
 )
 CTL_LOOP = _row(
     "ctl.loop",
@@ -290,6 +413,7 @@ CTL_LOOP = _row(
     "r[c] = r[c] - 1; jump to target while r[c] > 0",
     ("c", R),
     ("target", OperandKind.TARGET),
+    scalar=Scalar.COUNT,
 )
 CTL_JUMP = _row("ctl.jump", 0x05, CostClass.CTL, "jump to target", ("target", OperandKind.TARGET))
 CTL_BRANCH_EQ = _row(
@@ -332,6 +456,8 @@ XBAR_MVM = _row(
     ("bits", OperandKind.BITS),
     ("signed", OperandKind.FLAG),
     access="in:r:rows out:w:cols",
+    array=ArrayUse.READ,
+    macs="rows*cols",
 )
 XBAR_PROGRAM = _row(
     "xbar.program",
@@ -340,6 +466,7 @@ XBAR_PROGRAM = _row(
     "write crossbar image `image` into `array` through the device model",
     ("array", OperandKind.ARRAY),
     ("image", OperandKind.IMAGE),
+    array=ArrayUse.PROGRAM,
 )
 XBAR_MVM_BLOCK = _row(
     "xbar.mvmb",
@@ -354,6 +481,9 @@ XBAR_MVM_BLOCK = _row(
     ("signed", OperandKind.FLAG),
     ("m", OperandKind.COUNT),
     access="in:r:rows*m out:w:cols*m",
+    array=ArrayUse.READ,
+    repeat="m",
+    macs="rows*cols*m",
 )
 # -- simd: vector unit over the core's local buffer
 SIMD_COPY = _row(
@@ -366,6 +496,7 @@ SIMD_ADD = _row(
     "buf[d+i] = buf[a+i] + buf[b+i]",
     *_VEC3,
     access="d:w:n a:r:n b:r:n",
+    function="add",
 )
 SIMD_SUB = _row(
     "simd.sub",
@@ -374,6 +505,7 @@ SIMD_SUB = _row(
     "buf[d+i] = buf[a+i] - buf[b+i]",
     *_VEC3,
     access="d:w:n a:r:n b:r:n",
+    function="subtract",
 )
 SIMD_MUL = _row(
     "simd.mul",
@@ -382,6 +514,7 @@ SIMD_MUL = _row(
     "buf[d+i] = buf[a+i] * buf[b+i]",
     *_VEC3,
     access="d:w:n a:r:n b:r:n",
+    function="multiply",
 )
 SIMD_DIV = _row(
     "simd.div",
@@ -390,6 +523,7 @@ SIMD_DIV = _row(
     "buf[d+i] = buf[a+i] / buf[b+i]",
     *_VEC3,
     access="d:w:n a:r:n b:r:n",
+    function="divide",
 )
 SIMD_MAX = _row(
     "simd.max",
@@ -398,6 +532,7 @@ SIMD_MAX = _row(
     "buf[d+i] = max(buf[a+i], buf[b+i])",
     *_VEC3,
     access="d:w:n a:r:n b:r:n",
+    function="maximum",
 )
 SIMD_ADD_S = _row(
     "simd.add.s",
@@ -406,6 +541,7 @@ SIMD_ADD_S = _row(
     "buf[d+i] = buf[a+i] + buf[b]",
     *_VEC3,
     access="d:w:n a:r:n b:r:1",
+    function="add",
 )
 SIMD_SUB_S = _row(
     "simd.sub.s",
@@ -414,6 +550,7 @@ SIMD_SUB_S = _row(
     "buf[d+i] = buf[a+i] - buf[b]",
     *_VEC3,
     access="d:w:n a:r:n b:r:1",
+    function="subtract",
 )
 SIMD_MUL_S = _row(
     "simd.mul.s",
@@ -422,6 +559,7 @@ SIMD_MUL_S = _row(
     "buf[d+i] = buf[a+i] * buf[b]",
     *_VEC3,
     access="d:w:n a:r:n b:r:1",
+    function="multiply",
 )
 SIMD_DIV_S = _row(
     "simd.div.s",
@@ -430,6 +568,7 @@ SIMD_DIV_S = _row(
     "buf[d+i] = buf[a+i] / buf[b]",
     *_VEC3,
     access="d:w:n a:r:n b:r:1",
+    function="divide",
 )
 SIMD_SHIFTADD = _row(
     "simd.shiftadd",
@@ -557,6 +696,7 @@ SIMD_COPY2D = _row(
     ("n", OperandKind.COUNT),
     ("m", OperandKind.COUNT),
     access="d:w:strided-dst a:r:strided-src",
+    repeat="m",
 )
 # -- mem: moves between the core's local buffer and the chip's global memory
 MEM_LOAD = _row(
@@ -590,6 +730,7 @@ NOC_SEND = _row(
     ("a", R),
     ("n", OperandKind.COUNT),
     access="a:r:n",
+    noc=Noc.SEND,
 )
 NOC_RECV = _row(
     "noc.recv",
@@ -601,6 +742,7 @@ NOC_RECV = _row(
     ("d", R),
     ("n", OperandKind.COUNT),
     access="d:w:n",
+    noc=Noc.RECV,
 )
 # -- acam: analog-CAM tree unit (DESIGN section 7). A feature is rank-coded against the
 # thresholds of its coding table (one code per gap between thresholds, plus one for NaN) and
@@ -619,6 +761,7 @@ ACAM_ENCODE = _row(
     ("n", OperandKind.COUNT, 12),
     ("k", OperandKind.COUNT, 12),
     access="d:w:n a:r:k",
+    shape=Shape.CODING,
 )
 ACAM_SEARCH = _row(
     "acam.search",
@@ -632,6 +775,7 @@ ACAM_SEARCH = _row(
     ("out", R),
     ("chain", OperandKind.FLAG),
     access="in:r:cols out:w:match",
+    array=ArrayUse.READ,
 )
 ACAM_LEAF = _row(
     "acam.leaf",
@@ -646,6 +790,9 @@ ACAM_LEAF = _row(
     ("n", OperandKind.COUNT),
     ("single", OperandKind.FLAG),
     access="m:r:match d:w:n",
+    array=ArrayUse.READ,
+    shape=Shape.MATCHES,
+    leaf_width="n",
 )
 ACAM_PROGRAM = _row(
     "acam.program",
@@ -654,6 +801,7 @@ ACAM_PROGRAM = _row(
     "write CAM image `image` (row bounds and leaf RAM) into `array` through the CAM device model",
     ("array", OperandKind.CAM),
     ("image", OperandKind.CAM_IMAGE),
+    array=ArrayUse.PROGRAM,
 )
 
 TABLE: tuple[InstrSpec, ...] = (
@@ -727,42 +875,122 @@ def _check(
         if not 0 <= spec.opcode < (1 << OPCODE_BITS):
             raise ValueError(f"opcode {spec.opcode:#x} of {spec.mnemonic!r} overflows its field")
         Unit(spec.mnemonic.split(".", 1)[0])  # the prefix must name a unit
-        used = 0
-        for field in spec.fields:
-            if field.width <= 0 or field.lsb < 0 or field.lsb + field.width > OPCODE_LSB:
-                raise ValueError(
-                    f"field {field.name!r} of {spec.mnemonic!r} at bits "
-                    f"[{field.lsb}, {field.lsb + field.width}) spills out of the operand bits"
-                )
-            bits_max = (1 << (field.width - int(field.kind.signed))) - 1
-            if field.top is not None and not 0 <= field.top <= bits_max:
-                raise ValueError(
-                    f"field {field.name!r} of {spec.mnemonic!r} allows up to {field.top}, more "
-                    f"than its {field.width} bits hold"
-                )
-            if used & field.mask:
-                raise ValueError(f"field {field.name!r} of {spec.mnemonic!r} overlaps another")
-            used |= field.mask
-        if len({f.name for f in spec.fields}) != len(spec.fields):
-            raise ValueError(f"{spec.mnemonic!r} repeats an operand name")
+        _check_fields(spec)
         kinds = {f.name: f.kind for f in spec.fields}
-        for access in spec.accesses:
-            if kinds.get(access.field) is not OperandKind.REG:
-                raise ValueError(f"access {access.field!r} of {spec.mnemonic!r} is not a register")
-            if access.extent in STRIDED_EXTENTS:
-                if not {"n", "m", "s"} <= kinds.keys() or kinds["s"] is not OperandKind.REG:
-                    raise ValueError(
-                        f"{spec.mnemonic!r} has a strided access but no n, m and stride register s"
-                    )
-                continue
-            for term in access.extent.split("*"):
-                if term not in IMAGE_EXTENTS and kinds.get(term) is not OperandKind.COUNT:
-                    raise ValueError(
-                        f"{spec.mnemonic!r} has an access of extent {access.extent!r}, whose "
-                        f"{term!r} is neither 1, rows, cols, match nor a count operand"
-                    )
+        _check_accesses(spec, kinds)
+        _check_facts(spec, kinds)
         by_mnemonic[spec.mnemonic] = spec
         by_opcode[spec.opcode] = spec
+
+
+def _check_fields(spec: InstrSpec) -> None:
+    """Fields inside the operand bits, not overlapping, with distinct names."""
+    used = 0
+    for field in spec.fields:
+        if field.width <= 0 or field.lsb < 0 or field.lsb + field.width > OPCODE_LSB:
+            raise ValueError(
+                f"field {field.name!r} of {spec.mnemonic!r} at bits "
+                f"[{field.lsb}, {field.lsb + field.width}) spills out of the operand bits"
+            )
+        bits_max = (1 << (field.width - int(field.kind.signed))) - 1
+        if field.top is not None and not 0 <= field.top <= bits_max:
+            raise ValueError(
+                f"field {field.name!r} of {spec.mnemonic!r} allows up to {field.top}, more "
+                f"than its {field.width} bits hold"
+            )
+        if used & field.mask:
+            raise ValueError(f"field {field.name!r} of {spec.mnemonic!r} overlaps another")
+        used |= field.mask
+    if len({f.name for f in spec.fields}) != len(spec.fields):
+        raise ValueError(f"{spec.mnemonic!r} repeats an operand name")
+
+
+def _check_accesses(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
+    """Every access starts at a register operand and has an extent the readers can size."""
+    for access in spec.accesses:
+        if kinds.get(access.field) is not OperandKind.REG:
+            raise ValueError(f"access {access.field!r} of {spec.mnemonic!r} is not a register")
+        if access.extent in STRIDED_EXTENTS:
+            if not {"n", "m", STRIDE_FIELD} <= kinds.keys() or kinds[STRIDE_FIELD] is not R:
+                raise ValueError(
+                    f"{spec.mnemonic!r} has a strided access but no n, m and stride register s"
+                )
+            continue
+        for term in access.extent.split("*"):
+            if term not in IMAGE_EXTENTS and kinds.get(term) is not OperandKind.COUNT:
+                raise ValueError(
+                    f"{spec.mnemonic!r} has an access of extent {access.extent!r}, whose "
+                    f"{term!r} is neither 1, rows, cols, match nor a count operand"
+                )
+
+
+def _check_facts(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
+    """The per-row facts name operands the row has, of the kinds the readers assume."""
+    _check_array_facts(spec, kinds)
+    for fact in ("repeat", "leaf_width"):
+        name = getattr(spec, fact)
+        if name and kinds.get(name) is not OperandKind.COUNT:
+            raise ValueError(f"{fact} {name!r} of {spec.mnemonic!r} is not a count operand")
+    if spec.macs and any(
+        term not in IMAGE_EXTENTS and kinds.get(term) is not OperandKind.COUNT
+        for term in spec.macs.split("*")
+    ):
+        raise ValueError(f"macs {spec.macs!r} of {spec.mnemonic!r} names an unknown extent")
+    sized = any(set(a.extent.split("*")) & {"rows", "cols", "match"} for a in spec.accesses)
+    if sized and spec.array is not ArrayUse.READ:
+        raise ValueError(f"{spec.mnemonic!r} has an access sized by an image it does not read")
+    if spec.accesses and spec.array is ArrayUse.PROGRAM:  # the readers size none by it
+        raise ValueError(f"{spec.mnemonic!r} programs an array and touches memory")
+    if spec.noc is not Noc.NONE and kinds.get("core") is not OperandKind.CORE:
+        raise ValueError(f"{spec.mnemonic!r} is a message with no core operand")
+    if spec.strided and not (
+        kinds.get(STRIDE_FIELD) is OperandKind.REG and spec.repeat == "m"
+    ):  # the cost model prices a block copy as its m rows
+        raise ValueError(f"{spec.mnemonic!r} copies a strided block but does not repeat by m")
+    if spec.function and list(kinds) != ["d", "a", "b", "n"]:  # the semantics' d = f(a, b)
+        raise ValueError(f"{spec.mnemonic!r} applies {spec.function!r} but is not d, a, b, n")
+    _check_scalar_facts(spec, kinds)
+
+
+# The operands (name, kind) a row needs for its Scalar effect, as the static passes read them.
+_SCALAR_OPERANDS = {
+    Scalar.NONE: (),
+    Scalar.SET: (("d", OperandKind.REG), ("imm", OperandKind.IMM)),
+    Scalar.ADD: (("d", OperandKind.REG), ("a", OperandKind.REG), ("imm", OperandKind.IMM)),
+    Scalar.COUNT: (("c", OperandKind.REG), ("target", OperandKind.TARGET)),
+}
+
+
+def _check_scalar_facts(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
+    for name, kind in _SCALAR_OPERANDS[spec.scalar]:
+        if kinds.get(name) is not kind:
+            raise ValueError(
+                f"{spec.mnemonic!r} is a {spec.scalar.value} of the registers with no "
+                f"{kind.value} operand {name!r}"
+            )
+
+
+def _check_array_facts(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
+    """ARRAY / CAM operands against `array` and `shape`, and coding tables against `shape`."""
+    arrays = [f for f in spec.fields if f.kind in ARRAY_NOUNS]
+    if (spec.array is ArrayUse.NONE) != (not arrays) or len(arrays) > 1:
+        raise ValueError(f"{spec.mnemonic!r} has an array operand exactly when it uses an array")
+    if spec.array is ArrayUse.PROGRAM and spec.image_index is None:
+        raise ValueError(f"{spec.mnemonic!r} programs an array but names no image for it")
+    if spec.leaf_width and spec.shape is not Shape.MATCHES:
+        raise ValueError(f"{spec.mnemonic!r} checks a leaf width but does not read leaves")
+    if spec.shape is Shape.MATCHES and not (
+        spec.array is ArrayUse.READ and arrays[0].kind is OperandKind.CAM
+    ):
+        raise ValueError(f"{spec.mnemonic!r} is priced on matches but reads no CAM array")
+    if spec.shape in (Shape.HELD, Shape.PROGRAMMED) and spec.shape is not _SHAPE_OF[spec.array]:
+        raise ValueError(f"{spec.mnemonic!r} is priced on an image it does not use")
+    coding = OperandKind.CAM_CODE in kinds.values()
+    if (spec.shape is Shape.CODING) != coding:
+        raise ValueError(f"{spec.mnemonic!r} is priced on a coding table exactly when it names one")
+    if coding and not (kinds.get("n") is kinds.get("k") is OperandKind.COUNT):
+        # the loader checks the table fills n cells from features below k
+        raise ValueError(f"{spec.mnemonic!r} names a coding table but no counts n and k")
 
 
 _check(TABLE, BY_MNEMONIC, BY_OPCODE)

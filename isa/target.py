@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -18,8 +19,24 @@ from typing import Any
 from imcc.isa import spec
 from imcc.isa.diagnostics import Loc, TargetError
 
-SIGN_ENCODINGS = ("differential", "offset")
-ADC_RANGES = ("full-scale", "column", "slice")
+
+class SignEncoding(enum.StrEnum):
+    """How a signed weight is stored (XbarSpec.sign_encoding)."""
+
+    DIFFERENTIAL = "differential"  # a G+ and a G- cell per slice
+    OFFSET = "offset"  # ISAAC: W + 2^(b-1) on one cell per slice
+
+
+class AdcRange(enum.StrEnum):
+    """What sets each ADC's full-scale range (XbarSpec.adc_range)."""
+
+    FULL_SCALE = "full-scale"  # the array's largest possible column current
+    COLUMN = "column"  # per column, from the weights or calibration data
+    SLICE = "slice"  # per slice: the columns of one bit slice share one range
+
+
+SIGN_ENCODINGS = tuple(SignEncoding)
+ADC_RANGES = tuple(AdcRange)
 
 # Where a key of a target sits in its source, for error locations: (table, key or None for the
 # table itself) -> a location (file:line:col of a TOML file); None when the source is not text.
@@ -62,8 +79,8 @@ class XbarSpec:
     adc_bits: int
     cols_per_adc: int  # columns multiplexed onto one ADC
     device: str  # default device model of the arrays
-    sign_encoding: str  # "differential" (G+ and G- cells) or "offset" (ISAAC: W + 2^(b-1))
-    adc_range: str  # "full-scale", or "column" / "slice": ranges set per column / per slice
+    sign_encoding: str  # a SignEncoding: "differential" or "offset"
+    adc_range: str  # an AdcRange: "full-scale", "column" or "slice"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcc.isa.acam import CamImage
-from imcc.isa.diagnostics import SimulationError
+from imcc.isa.numerics import accepts as cell_accepts
 
 
 class CamState:
@@ -39,7 +39,7 @@ class CamState:
         self.levels = levels
         # accept[c, v] = bits over rows (little-endian uint64 words) of cells c that accept v
         v = np.arange(levels, dtype=np.float64)[None, None, :]
-        accepts = (lower[:, :, None] <= v) & (v < upper[:, :, None])  # (rows, cols, levels)
+        accepts = cell_accepts(v, lower[:, :, None], upper[:, :, None])  # (rows, cols, levels)
         words = -(-self.rows // 64)
         padded = np.zeros((words * 64, self.cols, levels), dtype=bool)
         padded[: self.rows] = accepts
@@ -93,29 +93,3 @@ class CamDevice:
             lower = lower + rng.normal(0.0, self.sigma, lower.shape)
             upper = upper + rng.normal(0.0, self.sigma, upper.shape)
         return CamState(index, lower, upper, image.leaves, levels)
-
-
-CAM_DEVICES = {"ideal": CamDevice()}
-
-
-def make_cam_device(spec: str | float | CamDevice | None) -> CamDevice:
-    """A CAM device: a name (`ideal`), a programming-noise sigma in level steps, or a
-    CamDevice; None is the ideal CAM."""
-    if spec is None:
-        return CAM_DEVICES["ideal"]
-    if isinstance(spec, CamDevice):
-        device = spec
-    elif isinstance(spec, str):
-        if spec not in CAM_DEVICES:
-            raise SimulationError(
-                f"unknown CAM device {spec!r}; CAM devices are {', '.join(sorted(CAM_DEVICES))}"
-                " (or give a programming-noise sigma in level steps)"
-            )
-        device = CAM_DEVICES[spec]
-    elif isinstance(spec, int | float) and not isinstance(spec, bool):
-        device = CamDevice(f"noise sigma={float(spec):g}", float(spec))
-    else:
-        raise SimulationError(f"a CAM device is a name or a sigma, not {spec!r}")
-    if not (np.isfinite(device.sigma) and device.sigma >= 0):
-        raise SimulationError(f"CAM programming noise sigma must be >= 0, not {device.sigma}")
-    return device

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
+from imcc.isa.numerics import input_steps
 from imcc.isa.target import Target
-from imcc.isa.xbar import input_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +32,10 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
     unit = row.unit.value
     energy: dict[str, float] = {}
     counts: dict[str, int] = {"instructions": 1}
-    # xbar.mvmb streams m vectors through the array, simd.copy2d moves n words m times:
-    # each is priced as its m repetitions (nothing overlaps on one array or one SIMD unit).
-    repeat = ops.get("m", 1) if row is spec.XBAR_MVM_BLOCK or row is spec.SIMD_COPY2D else 1
+    # A row with a `repeat` count (xbar.mvmb streams m vectors through the array, simd.copy2d
+    # moves n words m times) is priced as its repetitions: nothing overlaps on one array or
+    # one SIMD unit.
+    repeat = ops[row.repeat] if row.repeat else 1
     if row.cost is spec.CostClass.XBAR_MVM:
         steps = len(input_steps(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
         # the image fills columns from 0; ADC g converts columns [g k, (g + 1) k) of the
@@ -95,7 +96,7 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         cycles = 1 + math.ceil(n / cost.noc_words_per_cycle)  # injection / ejection time
         counts.update(noc_words=n, buffer_words=n)
         energy["buffer"] = n * cost.buffer_pj_per_word
-        if row is spec.NOC_SEND:  # the network energy is paid once, by the sender
+        if row.noc is spec.Noc.SEND:  # the network energy is paid once, by the sender
             counts["noc_word_hops"] = n * hops
             energy["noc"] = n * hops * cost.noc_pj_per_word_hop
     elif row.unit is spec.Unit.ACAM and target.acam is not None:
@@ -122,10 +123,10 @@ def _acam_price(
 ) -> int:
     """Cycles of a CAM instruction; fills its energy (pJ) and event counts.
 
-    `rows`/`cols` are the CAM image's, except for the encoder (spec.ACAM_ENCODE): there `rows`
-    is the number of threshold comparisons of the rank coder (a binary search per feature) and
-    `cols` is 1; for spec.ACAM_LEAF `cols` is the number of rows a search matches (one per tree
-    of the image).
+    `rows`/`cols` are what the row's spec.Shape says: the CAM image's (held or programmed); for
+    the encoder (Shape.CODING) `rows` is the number of threshold comparisons of the rank coder
+    (a binary search per feature) and `cols` is 1; for the leaf read (Shape.MATCHES) `cols` is
+    the number of rows a search matches (one per tree of the image).
     """
     acam, cost = target.acam, target.cost
     assert acam is not None

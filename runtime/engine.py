@@ -1,4 +1,5 @@
-"""The two simulators: functional (semantics only) and cycle-level (semantics + time + energy).
+"""The two simulators: functional (semantics only) and cycle-level (semantics + time + energy),
+named by `Mode`.
 
 Both step cores through the same `SEMANTICS`; the cycle-level engine keeps a clock per core,
 always advancing the core that is earliest, so a message's arrival time is known before any
@@ -15,6 +16,7 @@ it: cycles for the cycle-level engine, instructions for the functional one.
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -58,16 +60,48 @@ class Tally:
             layer["macs"] += macs
 
 
-# mnemonic -> (access, operand index of its register, operand index of its count or -1)
-_PLANS: dict[str, tuple[tuple[spec.Access, int, int], ...]] = {}
+class Mode(enum.StrEnum):
+    """The two simulators; a StrEnum, so "functional" and "cycle" compare equal to them."""
+
+    FUNCTIONAL = "functional"  # semantics only (FunctionalEngine)
+    CYCLE = "cycle"  # semantics plus time and energy (CycleEngine)
 
 
-def _plan(row: spec.InstrSpec) -> tuple[tuple[spec.Access, int, int], ...]:
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the engines read of a row on every execution, from its spec facts, once."""
+
+    # (access, operand index of its register, operand index of its count or -1)
+    accesses: tuple[tuple[spec.Access, int, int], ...]
+    array: int  # operand index of its array (spec.ArrayUse), or -1
+    cam: bool  # that array is a CAM array (else a crossbar array)
+    image: int  # operand index of the image it programs its array with, or -1
+    coding: int  # operand index of its coding table, or -1
+    strided: bool  # a strided block copy: its strides are in registers (spec.STRIDE_FIELD)
+
+
+_PLANS: dict[str, _Plan] = {}  # by mnemonic
+
+
+def _plan(row: spec.InstrSpec) -> _Plan:
+    plan = _PLANS.get(row.mnemonic)
+    if plan is not None:
+        return plan
     names = [f.name for f in row.fields]
-    return tuple(
-        (a, names.index(a.field), names.index(a.extent) if a.extent in names else -1)
-        for a in row.accesses
+    array = row.array_index
+    coding = row.operand_index(spec.OperandKind.CAM_CODE)
+    plan = _PLANS[row.mnemonic] = _Plan(
+        accesses=tuple(
+            (a, names.index(a.field), names.index(a.extent) if a.extent in names else -1)
+            for a in row.accesses
+        ),
+        array=-1 if array is None else array,
+        cam=array is not None and row.fields[array].kind is spec.OperandKind.CAM,
+        image=-1 if row.image_index is None else row.image_index,
+        coding=-1 if coding is None else coding,
+        strided=row.strided,
     )
+    return plan
 
 
 # The default budget (work_budget), in work units: an instruction costs INSTRUCTION_WORK (its
@@ -146,6 +180,39 @@ _TARGET_OPERAND = {
 }
 
 
+@dataclass
+class _Registers:
+    """How a core's code writes its registers (spec.Scalar), for the loops' trip counts."""
+
+    set_max: dict[int, int] = field(default_factory=dict)  # register -> largest imm it is set to
+    added: set[int] = field(default_factory=set)  # registers an ADD writes
+    writes: list[tuple[int, int]] = field(default_factory=list)  # (pc, register written)
+
+    def follow(self, pc: int, instr: Instr) -> None:
+        scalar = instr.spec.scalar
+        if scalar is spec.Scalar.SET:
+            d, imm = instr.operand("d"), instr.operand("imm")
+            self.set_max[d] = max(self.set_max.get(d, 0), imm)
+            self.writes.append((pc, d))
+        elif scalar is spec.Scalar.ADD:
+            self.added.add(instr.operand("d"))
+            self.writes.append((pc, instr.operand("d")))
+        elif scalar is spec.Scalar.COUNT:
+            self.writes.append((pc, instr.operand("c")))
+
+    def trips(self, code: list[Instr], start: int, end: int) -> int | None:
+        """The static trip count of the loop [start, end], closed by code[end], if it has one:
+        a counted loop whose counter is only ever set by SET, never inside its own body."""
+        instr = code[end]
+        if instr.spec.scalar is not spec.Scalar.COUNT:
+            return None
+        counter = instr.operand("c")
+        rewritten = any(start <= pc < end and r == counter for pc, r in self.writes)
+        if counter in self.added or rewritten:
+            return None
+        return max(1, self.set_max.get(counter, 0))
+
+
 def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
     plans: dict[str, WorkPlan] = {}
     work = tuple(work_of(instr, target, plans) for instr in code)
@@ -155,56 +222,22 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
     # (never by ctl.add, never inside its own body) and loops nested or disjoint, an
     # instruction runs at most the product of its loops' trip counts, a trip count being the
     # largest value the counter can hold (at least 1).
-    set_max: dict[int, int] = {}
-    added: set[int] = set()
-    writes: list[tuple[int, int]] = []  # (pc, register written)
-    loops: list[tuple[int, int, int | None]] = []  # (start, end, trips or None: no static count)
+    registers = _Registers()
+    loops: list[tuple[int, int]] = []  # (start, end)
     for pc, instr in enumerate(code):
-        row = instr.spec
-        if row is spec.CTL_SET:
-            d, imm = instr.operands
-            set_max[d] = max(set_max.get(d, 0), imm)
-            writes.append((pc, d))
-        elif row is spec.CTL_ADD:
-            added.add(instr.operands[0])
-            writes.append((pc, instr.operands[0]))
-        elif row is spec.CTL_LOOP:
-            writes.append((pc, instr.operands[0]))
-        at = _TARGET_OPERAND.get(row.mnemonic)
+        registers.follow(pc, instr)
+        at = _TARGET_OPERAND.get(instr.mnemonic)
         if at is not None and instr.operands[at] <= pc:
-            loops.append((instr.operands[at], pc, None))
+            loops.append((instr.operands[at], pc))
     if not loops:
         return CoreBudget(work, total, "its code has no loop: every instruction at most once")
-    bounded: list[tuple[int, int, int | None]] = []
-    for start, end, _ in loops:
-        instr = code[end]
-        trips: int | None = None
-        if instr.spec is spec.CTL_LOOP:
-            counter = instr.operands[0]
-            rewritten = any(start <= pc < end and r == counter for pc, r in writes)
-            if counter not in added and not rewritten:
-                trips = max(1, set_max.get(counter, 0))
-        bounded.append((start, end, trips))
+    # (start, end, trips or None: no static count)
+    bounded = [(start, end, registers.trips(code, start, end)) for start, end in loops]
+    bounded.sort(key=lambda loop: (loop[0], -loop[1]))  # outer loops first
     static = all(t is not None for _, _, t in bounded)
     cap = BOUNDED_WORK if static else UNBOUNDED_WORK
-    # nested or disjoint: a stack of (end, product of trips so far) along the pcs
-    bounded.sort(key=lambda loop: (loop[0], -loop[1]))
-    stack: list[tuple[int, int]] = []
-    runs = [1] * len(code)
-    nested = True
-    k = 0
-    for pc in range(len(code)):
-        while stack and stack[-1][0] < pc:
-            stack.pop()
-        while k < len(bounded) and bounded[k][0] == pc:
-            start, end, trips = bounded[k]
-            k += 1
-            if stack and end > stack[-1][0]:
-                nested = False
-            outer = stack[-1][1] if stack else 1
-            stack.append((end, min(cap + 1, outer * (UNBOUNDED_TRIPS if trips is None else trips))))
-        runs[pc] = stack[-1][1] if stack else 1
-    if not nested:  # crossing loops: no product bound; as for a loop without a static count
+    runs = _runs(len(code), bounded, cap)
+    if runs is None:  # crossing loops: no product bound; as for a loop without a static count
         why = f"its loops cross, so each may repeat {UNBOUNDED_TRIPS:,} times"
         return CoreBudget(work, min(UNBOUNDED_WORK, total * UNBOUNDED_TRIPS), why)
     derived = sum(w * r for w, r in zip(work, runs, strict=True))
@@ -223,6 +256,29 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
             f"loop may repeat {UNBOUNDED_TRIPS:,} times"
         )
     return CoreBudget(work, limit, why)
+
+
+def _runs(length: int, loops: list[tuple[int, int, int | None]], cap: int) -> list[int] | None:
+    """How often each pc may run: the product of its loops' trip counts (UNBOUNDED_TRIPS for
+    a loop without one), at most cap + 1; None if two loops cross (neither nested nor
+    disjoint). `loops` are (start, end, trips), sorted by start, the outer loop first."""
+    # nested or disjoint: a stack of (end, product of trips so far) along the pcs
+    stack: list[tuple[int, int]] = []
+    runs = [1] * length
+    nested = True
+    k = 0
+    for pc in range(length):
+        while stack and stack[-1][0] < pc:
+            stack.pop()
+        while k < len(loops) and loops[k][0] == pc:
+            _, end, trips = loops[k]
+            k += 1
+            if stack and end > stack[-1][0]:
+                nested = False
+            outer = stack[-1][1] if stack else 1
+            stack.append((end, min(cap + 1, outer * (UNBOUNDED_TRIPS if trips is None else trips))))
+        runs[pc] = stack[-1][1] if stack else 1
+    return runs if nested else None
 
 
 class Engine:
@@ -246,106 +302,95 @@ class Engine:
     def check(self, c: CoreState, instr: Instr) -> None:
         """Bounds of every range the instruction touches, and arrays that must hold images."""
         row = instr.spec
-        plan = _PLANS.get(row.mnemonic)
-        if plan is None:
-            plan = _PLANS[row.mnemonic] = _plan(row)
-        if not plan:
+        plan = _PLANS.get(row.mnemonic) or _plan(row)
+        if not plan.accesses:
             return
         operands = instr.operands
-        target = self.m.target
         rows, cols = 0, 0
         strides = None
-        if row.unit is spec.Unit.XBAR:
-            state = c.arrays[operands[0]]
-            if row is not spec.XBAR_PROGRAM and state is None:
-                raise self.m.trap(c, f"array a{operands[0]} holds no image")
-            rows, cols = (state.rows, state.cols) if state is not None else (0, 0)
-        elif row is spec.ACAM_SEARCH or row is spec.ACAM_LEAF:
-            cam = c.cams[operands[0]]
-            if cam is None:
-                raise self.m.trap(c, f"CAM array m{operands[0]} holds no image")
-            rows, cols = cam.rows, cam.cols
-        elif row is spec.SIMD_COPY2D:
+        if plan.array >= 0:  # a row with accesses reads its array (spec.ArrayUse.READ)
+            held = (c.cams if plan.cam else c.arrays)[operands[plan.array]]
+            if held is None:
+                kind = row.fields[plan.array].kind
+                noun, prefix = spec.ARRAY_NOUNS[kind], kind.prefix
+                raise self.m.trap(c, f"{noun} {prefix}{operands[plan.array]} holds no image")
+            rows, cols = held.rows, held.cols
+        if plan.strided:
             strides = self.strides(c, instr)
-        for access, reg_index, count_index in plan:
+        for access, reg_index, count_index in plan.accesses:
             start = int(c.regs[operands[reg_index]])
-            extent = access.extent
             if count_index >= 0:
                 length = operands[count_index]
-            elif extent == "1":
+            elif access.extent == "1":
                 length = 1
             else:
                 names = (f.name for f in row.fields)
                 length = access.length(dict(zip(names, operands, strict=True)), rows, cols, strides)
-            size = target.words(access.space)
-            if start < 0 or start + length > size:
-                raise self.m.trap(
-                    c,
-                    f"{access.field} = r{operands[reg_index]} = {start}: range "
-                    f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
-                )
-            if not access.strided and length > 0:
-                # allocate now, so no view the semantics hold goes stale (Store.touch)
-                store = c.buffer if access.space is spec.Space.BUFFER else self.m.memory
-                try:
-                    store.touch(start, start + length)
-                except MemoryLimit as exc:
-                    raise self.m.trap(c, str(exc)) from None
+            self.touch(c, access, operands[reg_index], start, length)
+
+    def touch(self, c: CoreState, access: spec.Access, reg: int, start: int, length: int) -> None:
+        """Trap if [start, start + length) of register r`reg` is outside its memory; else
+        allocate it now, so no view the semantics hold goes stale (Store.touch)."""
+        size = self.m.target.words(access.space)
+        if start < 0 or start + length > size:
+            raise self.m.trap(
+                c,
+                f"{access.field} = r{reg} = {start}: range "
+                f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
+            )
+        if not access.strided and length > 0:
+            store = c.buffer if access.space is spec.Space.BUFFER else self.m.memory
+            try:
+                store.touch(start, start + length)
+            except MemoryLimit as exc:
+                raise self.m.trap(c, str(exc)) from None
 
     def strides(self, c: CoreState, instr: Instr) -> tuple[int, int, int]:
-        """The three stride registers of a strided copy; they must exist and be >= 0."""
-        first = instr.operand("s")
-        if first + 3 > len(c.regs):
-            raise self.m.trap(c, f"stride registers r{first}..r{first + 2} do not all exist")
-        values = tuple(int(v) for v in c.regs[first : first + 3])
+        """The stride registers of a strided copy; they must exist and be >= 0."""
+        first = instr.operand(spec.STRIDE_FIELD)
+        last = first + spec.STRIDE_REGS - 1
+        if last >= len(c.regs):
+            raise self.m.trap(c, f"stride registers r{first}..r{last} do not all exist")
+        values = tuple(int(v) for v in c.regs[first : last + 1])
         if min(values) < 0:
-            raise self.m.trap(c, f"strides r{first}..r{first + 2} = {values} must be >= 0")
+            raise self.m.trap(c, f"strides r{first}..r{last} = {values} must be >= 0")
         return values[0], values[1], values[2]
 
     def price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
         """(price, crossbar MACs) of `instr` on core c. A price depends on the instruction, the
-        core and the shape of the image it uses, never on data; cached by those, so a program
-        of repeated instructions is priced once per distinct one."""
+        core and the shape it is priced on (spec.Shape), never on data; cached by those, so a
+        program of repeated instructions is priced once per distinct one."""
         row = instr.spec
-        if row.unit is spec.Unit.ACAM:
-            return self.acam_price_of(c, instr)
-        state = c.arrays[instr.operands[0]] if row.unit is spec.Unit.XBAR else None
-        if row is spec.XBAR_PROGRAM:
-            state = None
-            image = self.m.program.images[instr.operands[1]]
-            shape = (image.rows, image.cols)
-        else:
-            shape = (state.rows, state.cols) if state is not None else (0, 0)
+        shape = (0, 0) if row.shape is spec.Shape.NONE else self.shape_of(c, row, instr)
         key = (c.index, instr, shape)
         cached = self.prices.get(key)
         if cached is None:
             p = price(self.m.target, instr, shape[0], shape[1], c.index)
-            macs = shape[0] * shape[1] if row is spec.XBAR_MVM else 0
-            if row is spec.XBAR_MVM_BLOCK:
-                macs = shape[0] * shape[1] * instr.operand("m")
+            macs = 0
+            if row.macs:
+                ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
+                macs = spec.extent_length(row.macs, ops, *shape)
             cached = self.prices[key] = (p, macs)
         return cached
 
-    def acam_price_of(self, c: CoreState, instr: Instr) -> tuple[Price, int]:
-        """The price of a CAM instruction, from the CAM image or coding table it uses."""
-        row, program = instr.spec, self.m.program
-        if row is spec.ACAM_ENCODE:
-            table = program.cam_codes[instr.operands[2]]
-            shape = (table.comparisons, 1)
-        elif row is spec.ACAM_PROGRAM:
-            image = program.cam_images[instr.operands[1]]
-            shape = (image.rows, image.cols)
-        else:
-            cam = c.cams[instr.operands[0]]
-            assert cam is not None  # checked before the instruction ran
-            trees = program.cam_images[cam.image].trees
-            shape = (cam.rows, trees if row is spec.ACAM_LEAF else cam.cols)
-        key = (c.index, instr, shape)
-        cached = self.prices.get(key)
-        if cached is None:
-            p = price(self.m.target, instr, shape[0], shape[1], c.index)
-            cached = self.prices[key] = (p, 0)
-        return cached
+    def shape_of(self, c: CoreState, row: spec.InstrSpec, instr: Instr) -> tuple[int, int]:
+        """The (rows, cols) the cost model prices `instr` (of row `row`) on (spec.Shape)."""
+        shape = row.shape
+        if shape is spec.Shape.NONE:
+            return (0, 0)
+        plan, program, operands = _plan(row), self.m.program, instr.operands
+        if shape is spec.Shape.CODING:
+            return (program.cam_codes[operands[plan.coding]].comparisons, 1)
+        if shape is spec.Shape.PROGRAMMED:
+            images = program.cam_images if plan.cam else program.images
+            image = images[operands[plan.image]]
+            return (image.rows, image.cols)
+        held = (c.cams if plan.cam else c.arrays)[operands[plan.array]]
+        if held is None:  # the loader and `check` trap first; (0, 0) as for no image
+            return (0, 0)
+        if shape is spec.Shape.MATCHES:  # one matched row per tree of the image
+            return (held.rows, program.cam_images[held.image].trees)
+        return (held.rows, held.cols)
 
     def step(self, c: CoreState) -> int | None:
         if c.pc >= len(c.code):
@@ -445,17 +490,19 @@ class CycleEngine(Engine):
         self.iterations = iterations or [1] * len(machine.cores)
         self.finished: list[list[int]] = [[] for _ in machine.cores]
         self.trace = trace  # if given: (core, start cycle, cycles, unit, node) per instruction
+        self.network = Network(machine.target)
+        # Ready cores in a heap by (time, index); a blocked core leaves it until a send to it.
+        self.ready: list[tuple[int, int]] = []
+        self.blocked: set[int] = set()
 
     def run(self, tally: Tally) -> None:
         m = self.m
-        target = m.target
-        network = Network(target)
-        # Ready cores in a heap by (time, index); a blocked core leaves it until a send to it.
-        ready = [(c.time, c.index) for c in m.cores if not c.halted]
-        heapq.heapify(ready)
-        blocked: set[int] = set()
-        while ready:
-            _, index = heapq.heappop(ready)
+        self.network = Network(m.target)
+        self.ready = [(c.time, c.index) for c in m.cores if not c.halted]
+        heapq.heapify(self.ready)
+        self.blocked = set()
+        while self.ready:
+            _, index = heapq.heappop(self.ready)
             c = m.cores[index]
             if self.max_cycles is not None and c.time > self.max_cycles:
                 raise m.trap(
@@ -465,25 +512,13 @@ class CycleEngine(Engine):
             pc = c.pc
             outcome = self.step(c)
             if outcome == BLOCKED:
-                blocked.add(c.index)
+                self.blocked.add(c.index)
                 continue
             if self.max_cycles is None:
                 self.spend(c, pc, max(1, self.iterations[c.index]))
             instr = c.code[pc]
             p, macs = self.price_of(c, instr)
-            start = c.time
-            if instr.spec is spec.NOC_SEND:
-                receiver, tag = instr.operands[0], instr.operands[1]
-                message = m.mailboxes[(c.index, receiver, tag)][-1]
-                message.arrival = network.send(c.index, receiver, instr.operands[3], start)
-                if receiver in blocked:  # the receiver may now proceed
-                    blocked.discard(receiver)
-                    heapq.heappush(ready, (m.cores[receiver].time, receiver))
-            elif instr.spec is spec.NOC_RECV and c.received is not None:
-                arrival = c.received.arrival
-                if arrival > start:
-                    tally.stall_cycles += arrival - start
-                    start = arrival
+            start = self.message(c, instr, tally)
             c.time = start + p.cycles
             node = m.program.debug.get((c.index, pc), "")
             tally.add(node, p, macs)
@@ -491,13 +526,36 @@ class CycleEngine(Engine):
                 self.trace.append((c.index, start, p.cycles, p.unit, node))
             self.advance(c, outcome)
             if c.halted:
-                self.finished[c.index].append(c.time)
-                if len(self.finished[c.index]) < self.iterations[c.index]:  # the next sample
-                    c.halted, c.pc = False, 0
-                    c.regs[:] = 0
+                self.finish(c)
             if not c.halted:
-                heapq.heappush(ready, (c.time, c.index))
+                heapq.heappush(self.ready, (c.time, c.index))
         waiting = [c for c in m.cores if not c.halted]
         if waiting:
             raise self.deadlock(waiting)
         tally.cycles = max((c.time for c in m.cores), default=0)
+
+    def message(self, c: CoreState, instr: Instr, tally: Tally) -> int:
+        """The cycle the instruction starts on core c (spec.Noc): a send times its message on
+        the network and wakes its receiver; a receive waits (stalls) for its arrival."""
+        start = c.time
+        noc = instr.spec.noc
+        if noc is spec.Noc.SEND:
+            receiver, tag = instr.operand("core"), instr.operand("tag")
+            message = self.m.mailboxes[(c.index, receiver, tag)][-1]
+            message.arrival = self.network.send(c.index, receiver, instr.operand("n"), start)
+            if receiver in self.blocked:  # the receiver may now proceed
+                self.blocked.discard(receiver)
+                heapq.heappush(self.ready, (self.m.cores[receiver].time, receiver))
+        elif noc is spec.Noc.RECV and c.received is not None:
+            arrival = c.received.arrival
+            if arrival > start:
+                tally.stall_cycles += arrival - start
+                start = arrival
+        return start
+
+    def finish(self, c: CoreState) -> None:
+        """At a halt: record its cycle, and start the core's next sample if it has one."""
+        self.finished[c.index].append(c.time)
+        if len(self.finished[c.index]) < self.iterations[c.index]:
+            c.halted, c.pc = False, 0
+            c.regs[:] = 0

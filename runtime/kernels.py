@@ -1,9 +1,12 @@
-"""Compiled fast paths of the CAM search and leaf read, JIT-built with llvmlite.
+"""Compiled fast paths of the CAM encode, search and leaf read, JIT-built with llvmlite.
 
-The numpy functions in semantics/acam.py are the definition; these kernels compute the same
-thing sample by sample in one native loop instead of a dozen numpy passes over the batch, and
-the tests check them against the numpy path bit for bit. If llvmlite cannot build them (no
-native target), `KERNELS` is None and the numpy path runs. IMCC_NO_JIT=1 turns them off.
+The CAM numerics of isa/numerics.py, as the numpy path of semantics/acam.py calls them, are
+the definition; these kernels compile the same formulas (cam_encode: rank_code and cell_levels;
+cam_search: driven_levels, then an AND of the accept tables runtime/acam.py builds with
+accepts; cam_leaf: accumulate_leaves) into one native loop over the batch instead of a dozen
+numpy passes, and tests/runtime/test_kernels.py checks them against the numpy path bit for bit.
+If llvmlite cannot build them (no native target), `kernels()` is None and the numpy path runs.
+IMCC_NO_JIT=1 turns them off.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ is checked again by the simulator before each instruction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,47 +18,63 @@ from imcc.isa import spec
 from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
+from imcc.isa.target import AcamSpec
 
 TENSOR_DTYPES = ("float32", "float64", "int64", "int32")
 
 
 def validate(program: Program, name: str = "<binary>") -> None:
     target = program.target
-    cfg_cores, arrays = target.chip.cores, target.core.arrays
-    memory = target.chip.global_memory_words
 
     def fail(section: str, message: str) -> BinaryFormatError:
         return BinaryFormatError(message, SectionLoc(name, section))
 
-    if len(program.code) > cfg_cores:
+    if len(program.code) > target.chip.cores:
         raise fail(
             "CODE",
-            f"{len(program.code)} cores have code but target {target.name!r} has {cfg_cores}",
+            f"{len(program.code)} cores have code but target {target.name!r} has "
+            f"{target.chip.cores}",
         )
     if not any(program.code):
         raise fail("CODE", "no core has any code")
-    top_level = (1 << target.xbar.cell_bits) - 1
+    _check_images(program, fail)
+    cam_held = _check_cams(program, fail)
+    held = _check_bindings(program, fail)
+    _check_memory(program, fail)
+    for core, code in enumerate(program.code):
+        _check_code(program, core, code, held, cam_held, fail)
+
+
+def _check_images(program: Program, fail: Callable[[str, str], BinaryFormatError]) -> None:
+    """Crossbar images against the arrays' shape and cell levels."""
+    xbar = program.target.xbar
+    top_level = (1 << xbar.cell_bits) - 1
     for index, image in enumerate(program.images):
-        if image.rows > target.xbar.rows or image.cols > target.xbar.cols:
+        if image.rows > xbar.rows or image.cols > xbar.cols:
             raise fail(
                 f"IMAGE[{index}]",
-                f"image is {image.rows}x{image.cols} but arrays are "
-                f"{target.xbar.rows}x{target.xbar.cols}",
+                f"image is {image.rows}x{image.cols} but arrays are {xbar.rows}x{xbar.cols}",
             )
         if image.levels.size and int(image.levels.max()) > top_level:
             raise fail(
                 f"IMAGE[{index}]",
                 f"level {int(image.levels.max())} exceeds the "
-                f"{target.xbar.cell_bits}-bit cells' top level {top_level}",
+                f"{xbar.cell_bits}-bit cells' top level {top_level}",
             )
-    cam_held = _check_cams(program, fail)
+
+
+def _check_bindings(
+    program: Program, fail: Callable[[str, str], BinaryFormatError]
+) -> dict[tuple[int, int], int]:
+    """(core, array) -> the image it holds at start, every binding checked."""
+    cores, arrays = program.target.chip.cores, program.target.core.arrays
     held: dict[tuple[int, int], int] = {}
     for b in program.bindings:
-        if not (0 <= b.core < cfg_cores and 0 <= b.array < arrays):
+        if not (0 <= b.core < cores and 0 <= b.array < arrays):
             raise fail(
                 "BIND",
                 f"binding names array a{b.array} of core {b.core}, which does "
-                f"not exist ({cfg_cores} cores x {arrays} arrays)",
+                f"not exist ({cores} cores x {arrays} arrays)",
             )
         if not 0 <= b.image < len(program.images):
             raise fail(
@@ -66,6 +83,13 @@ def validate(program: Program, name: str = "<binary>") -> None:
         if (b.core, b.array) in held:
             raise fail("BIND", f"array a{b.array} of core {b.core} is bound twice")
         held[(b.core, b.array)] = b.image
+    return held
+
+
+def _check_memory(program: Program, fail: Callable[[str, str], BinaryFormatError]) -> None:
+    """Constants and I/O tensors inside the global memory; tensors named once, of a known
+    dtype; at least one output."""
+    memory = program.target.chip.global_memory_words
     for addr, values in program.constants:
         if addr < 0 or addr + len(values) > memory:
             raise fail(
@@ -92,8 +116,6 @@ def validate(program: Program, name: str = "<binary>") -> None:
             )
     if not program.outputs:
         raise fail("IO", "the binary declares no outputs")
-    for core, code in enumerate(program.code):
-        _check_code(program, core, code, held, cam_held, fail)
 
 
 def _check_cams(
@@ -110,25 +132,9 @@ def _check_cams(
                 f"the binary uses analog-CAM arrays but target {target.name!r} has none",
             )
         return {}
-    levels = acam.levels
-    for index, cam in enumerate(program.cam_images):
-        section = f"CAM[{index}]"
-        if cam.rows > acam.rows or cam.cols > acam.cols or cam.width > acam.leaf_words:
-            raise fail(
-                section,
-                f"CAM image is {cam.rows}x{cam.cols} with {cam.width} leaf words but CAM arrays "
-                f"are {acam.rows}x{acam.cols} with {acam.leaf_words}",
-            )
-        if cam.low.size and (int(cam.low.max()) > levels - 1 or int(cam.high.min()) < 1
-                             or int(cam.high.max()) > levels):  # fmt: skip
-            raise fail(
-                section,
-                f"bounds must lie in low 0..{levels - 1}, high 1..{levels} ({levels} levels)",
-            )
-        if not np.all(np.isfinite(cam.leaves)):
-            raise fail(section, "leaf values must be finite")
+    _check_cam_images(program, acam, fail)
     for index, table in enumerate(program.cam_codes):
-        problems = table.problems(levels)
+        problems = table.problems(acam.levels)
         if problems:
             raise fail(f"CAMCODE[{index}]", "; ".join(problems))
     held: dict[tuple[int, int], int] = {}
@@ -150,6 +156,29 @@ def _check_cams(
     return held
 
 
+def _check_cam_images(
+    program: Program, acam: AcamSpec, fail: Callable[[str, str], BinaryFormatError]
+) -> None:
+    """CAM images against the CAM arrays' shape, leaf RAM and levels."""
+    levels = acam.levels
+    for index, cam in enumerate(program.cam_images):
+        section = f"CAM[{index}]"
+        if cam.rows > acam.rows or cam.cols > acam.cols or cam.width > acam.leaf_words:
+            raise fail(
+                section,
+                f"CAM image is {cam.rows}x{cam.cols} with {cam.width} leaf words but CAM arrays "
+                f"are {acam.rows}x{acam.cols} with {acam.leaf_words}",
+            )
+        if cam.low.size and (int(cam.low.max()) > levels - 1 or int(cam.high.min()) < 1
+                             or int(cam.high.max()) > levels):  # fmt: skip
+            raise fail(
+                section,
+                f"bounds must lie in low 0..{levels - 1}, high 1..{levels} ({levels} levels)",
+            )
+        if not np.all(np.isfinite(cam.leaves)):
+            raise fail(section, "leaf values must be finite")
+
+
 def _check_code(
     program: Program,
     core: int,
@@ -158,111 +187,162 @@ def _check_code(
     cam_held: dict[tuple[int, int], int],
     fail: Callable[[str, str], BinaryFormatError],
 ) -> None:
-    target = program.target
-    limits = {
-        spec.OperandKind.REG: (target.core.registers, "registers", "r"),
-        spec.OperandKind.ARRAY: (target.core.arrays, "arrays", "a"),
-        spec.OperandKind.CORE: (target.chip.cores, "cores", "c"),
-        spec.OperandKind.IMAGE: (len(program.images), "images", ""),
-        spec.OperandKind.TARGET: (len(code), "instructions", ""),
-        spec.OperandKind.CAM: (target.acam.arrays if target.acam else 0, "CAM arrays", "m"),
-        spec.OperandKind.CAM_IMAGE: (len(program.cam_images), "CAM images", ""),
-        spec.OperandKind.CAM_CODE: (len(program.cam_codes), "coding tables", ""),
-    }
-    section = f"CODE[{core}]"
-    # per mnemonic: operand names, and (index, kind) of the operands with a limit
-    layout: dict[str, tuple[tuple[str, ...], tuple[tuple[int, spec.OperandKind], ...]]] = {}
-    for row in {instr.spec for instr in code}:
-        limited = tuple((i, f.kind) for i, f in enumerate(row.fields) if f.kind in limits)
-        layout[row.mnemonic] = (tuple(f.name for f in row.fields), limited)
-    targets = {
-        instr.operands[i]
-        for instr in code
-        for i, kind in layout[instr.mnemonic][1]
-        if kind is spec.OperandKind.TARGET
-    }
-    known: dict[int, int] = {}  # register -> value, along straight-line code
-    shapes = {array: program.images[image] for (c, array), image in held.items() if c == core}
-    cams = {array: program.cam_images[i] for (c, array), i in cam_held.items() if c == core}
+    checker = _CodeCheck(program, core, code, fail)
+    checker.images[spec.OperandKind.ARRAY].update(
+        (array, program.images[image]) for (c, array), image in held.items() if c == core
+    )
+    checker.images[spec.OperandKind.CAM].update(
+        (array, program.cam_images[i]) for (c, array), i in cam_held.items() if c == core
+    )
     for pc, instr in enumerate(code):
+        checker.check(pc, instr)
+
+
+class _CodeCheck:
+    """One core's code, instruction by instruction in pc order: operands that exist, arrays
+    that hold an image when they are read, and the address ranges of accesses whose start
+    registers a straight-line pass knows (reset at every jump target)."""
+
+    def __init__(
+        self,
+        program: Program,
+        core: int,
+        code: list[Instr],
+        fail: Callable[[str, str], BinaryFormatError],
+    ) -> None:
+        target = program.target
+        self.program, self.core, self.fail = program, core, fail
+        self.section = f"CODE[{core}]"
+        self.limits = {
+            spec.OperandKind.REG: (target.core.registers, "registers", "r"),
+            spec.OperandKind.ARRAY: (target.core.arrays, "arrays", "a"),
+            spec.OperandKind.CORE: (target.chip.cores, "cores", "c"),
+            spec.OperandKind.IMAGE: (len(program.images), "images", ""),
+            spec.OperandKind.TARGET: (len(code), "instructions", ""),
+            spec.OperandKind.CAM: (target.acam.arrays if target.acam else 0, "CAM arrays", "m"),
+            spec.OperandKind.CAM_IMAGE: (len(program.cam_images), "CAM images", ""),
+            spec.OperandKind.CAM_CODE: (len(program.cam_codes), "coding tables", ""),
+        }
+        # per mnemonic: operand names, and (index, kind) of the operands with a limit
+        self.layout: dict[str, tuple[tuple[str, ...], tuple[tuple[int, spec.OperandKind], ...]]]
+        self.layout = {}
+        for row in {instr.spec for instr in code}:
+            limited = tuple((i, f.kind) for i, f in enumerate(row.fields) if f.kind in self.limits)
+            self.layout[row.mnemonic] = (tuple(f.name for f in row.fields), limited)
+        self.targets = {
+            instr.operands[i]
+            for instr in code
+            for i, kind in self.layout[instr.mnemonic][1]
+            if kind is spec.OperandKind.TARGET
+        }
+        self.known: dict[int, int] = {}  # register -> value, along straight-line code
+        # per kind of array (crossbar, CAM): array -> the image it holds
+        self.images: dict[spec.OperandKind, dict[int, Any]] = {
+            kind: {} for kind in spec.ARRAY_NOUNS
+        }
+        self.where = ""
+
+    def error(self, message: str) -> BinaryFormatError:
+        return self.fail(self.section, f"{self.where}: {message}")
+
+    def check(self, pc: int, instr: Instr) -> None:
         row = instr.spec
-        where = f"pc {pc} ({row.mnemonic})"
-        if pc in targets:
-            known.clear()  # control may arrive from elsewhere
-        names, limited = layout[instr.mnemonic]
+        self.where = f"pc {pc} ({row.mnemonic})"
+        if pc in self.targets:
+            self.known.clear()  # control may arrive from elsewhere
+        names, limited = self.layout[instr.mnemonic]
         ops = dict(zip(names, instr.operands, strict=True))
         for i, kind in limited:
-            count, what, prefix = limits[kind]
+            count, what, prefix = self.limits[kind]
             if instr.operands[i] >= count:
-                raise fail(
-                    section,
-                    f"{where}: {names[i]} {prefix}{instr.operands[i]} does not exist; "
-                    f"there are {count} {what}",
+                raise self.error(
+                    f"{names[i]} {prefix}{instr.operands[i]} does not exist; "
+                    f"there are {count} {what}"
                 )
-        if row.cost is spec.CostClass.NOC and ops["core"] == core:
-            raise fail(section, f"{where}: core {core} sends to or receives from itself")
-        reads_array = row.unit is spec.Unit.XBAR and row is not spec.XBAR_PROGRAM
-        if reads_array and ops["array"] not in shapes:
-            raise fail(section, f"{where}: array a{ops['array']} holds no image when this runs")
-        if row is spec.XBAR_PROGRAM:
-            shapes[ops["array"]] = program.images[ops["image"]]
-        cam = None
-        if row is spec.ACAM_SEARCH or row is spec.ACAM_LEAF:
-            cam = cams.get(ops["array"])
-            if cam is None:
-                raise fail(
-                    section, f"{where}: CAM array m{ops['array']} holds no image when this runs"
-                )
-            if row is spec.ACAM_LEAF and ops["n"] != cam.width:
-                raise fail(
-                    section,
-                    f"{where}: n = {ops['n']} but the leaf RAM of m{ops['array']} is "
-                    f"{cam.width} wide",
-                )
-        if row is spec.ACAM_PROGRAM:
-            cams[ops["array"]] = program.cam_images[ops["image"]]
-        if row is spec.ACAM_ENCODE:
-            table = program.cam_codes[ops["table"]]
-            if table.n_cells != ops["n"] or int(table.features.max(initial=-1)) >= ops["k"]:
-                raise fail(
-                    section,
-                    f"{where}: coding table {ops['table']} fills {table.n_cells} cells from "
-                    f"features up to {int(table.features.max(initial=-1))}, not n = {ops['n']} "
-                    f"from k = {ops['k']}",
-                )
-        strides = None
-        if row is spec.SIMD_COPY2D:
-            regs = [known.get(ops["s"] + i) for i in range(3)]
-            if ops["s"] + 3 > target.core.registers:
-                raise fail(section, f"{where}: stride registers r{ops['s']}.. do not all exist")
-            if all(v is not None for v in regs):
-                strides = (int(regs[0]), int(regs[1]), int(regs[2]))  # type: ignore[arg-type]
-                if min(strides) < 0:
-                    raise fail(section, f"{where}: strides {strides} must be >= 0")
+        if row.noc is not spec.Noc.NONE and ops["core"] == self.core:
+            raise self.error(f"core {self.core} sends to or receives from itself")
+        image = self.array(row, instr)
+        if row.operand_index(spec.OperandKind.CAM_CODE) is not None:
+            self.coding(ops)
+        self.accesses(row, ops, image)
+        self.follow(row, ops)
+
+    def array(self, row: spec.InstrSpec, instr: Instr) -> Any:
+        """The image the array operand holds, for a row that reads it (else None); a row that
+        programs it makes it hold the new image."""
+        at = row.array_index
+        if at is None:
+            return None
+        kind, array = row.fields[at].kind, instr.operands[at]
+        held = self.images[kind]
+        if row.array is spec.ArrayUse.PROGRAM:
+            assert row.image_index is not None  # spec._check_facts
+            images: Sequence[Any] = self.program.images
+            if kind is spec.OperandKind.CAM:
+                images = self.program.cam_images
+            held[array] = images[instr.operands[row.image_index]]
+            return None
+        image = held.get(array)
+        if image is None:
+            raise self.error(
+                f"{spec.ARRAY_NOUNS[kind]} {kind.prefix}{array} holds no image when this runs"
+            )
+        if row.leaf_width and instr.operand(row.leaf_width) != image.width:
+            raise self.error(
+                f"{row.leaf_width} = {instr.operand(row.leaf_width)} but the leaf RAM of "
+                f"{kind.prefix}{array} is {image.width} wide"
+            )
+        return image
+
+    def coding(self, ops: dict[str, int]) -> None:
+        """A coding table fills the n cells from features below k (spec._check_facts)."""
+        table = self.program.cam_codes[ops["table"]]
+        top = int(table.features.max(initial=-1))
+        if table.n_cells != ops["n"] or top >= ops["k"]:
+            raise self.error(
+                f"coding table {ops['table']} fills {table.n_cells} cells from "
+                f"features up to {top}, not n = {ops['n']} from k = {ops['k']}"
+            )
+
+    def strides(self, ops: dict[str, int]) -> tuple[int, int, int] | None:
+        """The strides of a strided copy, if the straight-line pass knows them."""
+        first = ops[spec.STRIDE_FIELD]
+        values = [self.known.get(first + i) for i in range(spec.STRIDE_REGS)]
+        if first + spec.STRIDE_REGS > self.program.target.core.registers:
+            raise self.error(f"stride registers r{first}.. do not all exist")
+        if any(v is None for v in values):
+            return None
+        strides = (int(values[0]), int(values[1]), int(values[2]))  # type: ignore[arg-type]
+        if min(strides) < 0:
+            raise self.error(f"strides {strides} must be >= 0")
+        return strides
+
+    def accesses(self, row: spec.InstrSpec, ops: dict[str, int], image: Any) -> None:
+        """Every access whose start register is known stays inside its memory."""
+        strides = self.strides(ops) if row.strided else None
+        rows, cols = (image.rows, image.cols) if image is not None else (0, 0)
+        target = self.program.target
         for access in row.accesses:
-            start = known.get(ops[access.field])
+            start = self.known.get(ops[access.field])
             if start is None or (access.strided and strides is None):
                 continue
-            if row.unit is spec.Unit.ACAM:
-                shape = (cam.rows, cam.cols) if cam is not None else (0, 0)
-            else:
-                image = shapes.get(ops.get("array", -1))
-                shape = (image.rows, image.cols) if image else (0, 0)
-            length = access.length(ops, *shape, strides)
+            length = access.length(ops, rows, cols, strides)
             size = target.words(access.space)
             if start < 0 or start + length > size:
-                raise fail(
-                    section,
-                    f"{where}: {access.field} = r{ops[access.field]} addresses "
+                raise self.error(
+                    f"{access.field} = r{ops[access.field]} addresses "
                     f"[{start}, {start + length}) outside the {size}-word "
-                    f"{access.space.value}",
+                    f"{access.space.value}"
                 )
-        if row is spec.CTL_SET:
-            known[ops["d"]] = ops["imm"]
-        elif row is spec.CTL_ADD:
-            base = known.get(ops["a"])
-            known.pop(ops["d"], None)
+
+    def follow(self, row: spec.InstrSpec, ops: dict[str, int]) -> None:
+        """The registers' known values after the instruction (spec.Scalar)."""
+        if row.scalar is spec.Scalar.SET:
+            self.known[ops["d"]] = ops["imm"]
+        elif row.scalar is spec.Scalar.ADD:
+            base = self.known.get(ops["a"])
+            self.known.pop(ops["d"], None)
             if base is not None:
-                known[ops["d"]] = base + ops["imm"]
-        elif row is spec.CTL_LOOP:
-            known.pop(ops["c"], None)
+                self.known[ops["d"]] = base + ops["imm"]
+        elif row.scalar is spec.Scalar.COUNT:
+            self.known.pop(ops["c"], None)

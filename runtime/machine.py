@@ -24,8 +24,8 @@ import numpy as np
 from imcc.isa.diagnostics import CoreLoc, SimulationError
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
-from imcc.runtime.acam import CamDevice, CamState, make_cam_device
-from imcc.runtime.devices import ArrayState, Device
+from imcc.runtime.acam import CamDevice, CamState
+from imcc.runtime.devices import ArrayState, Device, make_cam_device
 from imcc.runtime.periphery import Adc, full_scale
 
 

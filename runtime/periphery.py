@@ -1,4 +1,4 @@
-"""Array periphery: the ADC that digitises column currents (the DAC schedule is isa/xbar.py).
+"""Array periphery: the ADC that digitises column currents (the DAC schedule is isa/numerics.py).
 
 ADC: codes in [0, 2^adc_bits - 1] over a full-scale range per column, in level steps (one level
 step = the current of one cell one level up under a unit input). By default the range is the

@@ -45,12 +45,12 @@ from imcc.runtime.devices.compensation import (
 )
 from imcc.runtime.devices.presets import DevicePreset
 from imcc.runtime.devices.units import parse_time
-from imcc.runtime.engine import CycleEngine, FunctionalEngine, Tally, work_budget
+from imcc.runtime.engine import CycleEngine, FunctionalEngine, Mode, Tally, work_budget
 from imcc.runtime.loader import validate
 from imcc.runtime.machine import Machine, MemoryLimit
 from imcc.runtime.report import LayerReport, RunReport
 
-MODES = ("functional", "cycle")
+MODES = tuple(mode.value for mode in Mode)  # ("functional", "cycle")
 T = TypeVar("T")
 # Samples simulated together: buffers hold (words touched) x BATCH_CHUNK values per core.
 BATCH_CHUNK = 4096
@@ -167,7 +167,8 @@ class Simulator:
       seed: a non-negative integer; the same seed programs the same chip, bit for bit, and
         draws the same read noise.
       mode: "cycle" (semantics plus timing and energy, the default) or "functional"
-        (semantics and energy only, faster; no cycles in the report).
+        (semantics and energy only, faster; no cycles in the report): a `Mode` (engine.py)
+        or its string.
       max_cycles: None (default): a budget derived from the program, per core the most work
         a halting program can do (loops at their static trip counts; a loop without a
         static count may repeat 4,096 times): a program that never halts traps within seconds
@@ -197,7 +198,7 @@ class Simulator:
         binary: Binary | Program | str | os.PathLike[str],
         device: str | DevicePreset | None = None,
         seed: int = 0,
-        mode: str = "cycle",
+        mode: str = Mode.CYCLE,
         max_cycles: int | None = None,
         *,
         time: float | str = 0.0,
@@ -240,7 +241,7 @@ class Simulator:
         validate(program, name)
         self.name = name
         self.program = program
-        self.mode = mode
+        self.mode = Mode(mode)
         self.seed = int(seed)
         spec = device or program.target.xbar.device
         self.device = _option(
@@ -309,7 +310,7 @@ class Simulator:
         outputs = {t.name: np.empty((batch, t.size)) for t in self.program.outputs}
         # Counts and energy do not depend on the data (nor does the path through the code), so
         # the functional engine counts them on its first run only and reuses them after.
-        cached = self.functional_tally if self.mode == "functional" else None
+        cached = self.functional_tally if self.mode is Mode.FUNCTIONAL else None
         counted = cached is not None
         tally = cached if cached is not None else Tally()
         for start in range(0, batch, BATCH_CHUNK):
@@ -317,7 +318,7 @@ class Simulator:
             m = self._load(arrays, start, stop)
             self._park_replicas()
             first = start == 0  # timing and energy are the same for every sample: count once
-            if self.mode == "cycle" and first:
+            if self.mode is Mode.CYCLE and first:
                 CycleEngine(m, self.max_cycles, self.prices, budgets=self.budgets).run(tally)
             else:
                 count = first and not counted
@@ -330,7 +331,7 @@ class Simulator:
                 except MemoryLimit as exc:
                     raise SimulationError(str(exc), SectionLoc(self.name, "IO")) from None
                 outputs[info.name][start:stop] = block.T
-        if self.mode == "functional":
+        if self.mode is Mode.FUNCTIONAL:
             self.functional_tally = tally
         shaped = {
             info.name: outputs[info.name].reshape((*lead, *info.shape)).astype(info.dtype)
@@ -358,7 +359,7 @@ class Simulator:
         as it halts, so consecutive samples overlap wherever their work sits on different
         cores. Only the timing and energy are new: the data path is `run`'s, on the first
         sample of `inputs`. Messages queue without limit (no back-pressure is modelled)."""
-        if self.mode != "cycle":
+        if self.mode is not Mode.CYCLE:
             raise SimulationError(
                 "stream needs the cycle-level simulator (mode='cycle')", OptionLoc("mode")
             )
@@ -495,7 +496,7 @@ class Simulator:
 
     def _report(self, tally: Tally, batch: int) -> RunReport:
         target = self.program.target
-        cycle = self.mode == "cycle"
+        cycle = self.mode is Mode.CYCLE
         energy = dict(tally.energy)
         counts = dict(tally.counts)
         busy = dict(tally.busy)
@@ -531,7 +532,7 @@ class Simulator:
             for node in sorted(tally.layer_busy, key=self._first_pc)
         ) + tuple(extra_layers)
         return RunReport(
-            mode=self.mode,
+            mode=self.mode.value,
             device=self.device_name,
             target=target.name,
             batch=batch,

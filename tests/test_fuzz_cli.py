@@ -76,13 +76,13 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def _patch_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """`demo` trains for seconds and `bench` runs for minutes: the fuzz keeps their argument
     handling and replaces the work behind it with something quick."""
-    import imcc.bench
-    import imcc.bench_cnn
-    import imcc.bench_trees
-    import imcc.demo
+    import imcc.tools.bench
+    import imcc.tools.bench_cnn
+    import imcc.tools.bench_trees
+    import imcc.tools.demo
 
     trained: dict[str, Any] = {}
-    real_train = imcc.demo.train_mlp
+    real_train = imcc.tools.demo.train_mlp
 
     def quick_train(data: Any, hidden: tuple[int, ...] = (64,), seed: int = 0) -> Any:
         if "model" not in trained:
@@ -91,13 +91,13 @@ def _patch_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
                 trained["model"] = real_train(data, hidden=(8,), seed=seed, max_iter=5)
         return trained["model"]
 
-    monkeypatch.setattr(imcc.demo, "train_mlp", quick_train)
-    monkeypatch.setattr(imcc.bench, "run_bench", lambda repeats: {"repeats": repeats})
-    monkeypatch.setattr(imcc.bench, "format_bench", lambda figures: "bench")
-    monkeypatch.setattr(imcc.bench_trees, "run_tree_bench", lambda repeats: {})
-    monkeypatch.setattr(imcc.bench_trees, "format_tree_bench", lambda figures: "trees")
-    monkeypatch.setattr(imcc.bench_cnn, "run_cnn_bench", lambda repeats: {})
-    monkeypatch.setattr(imcc.bench_cnn, "format_cnn_bench", lambda figures: "cnn")
+    monkeypatch.setattr(imcc.tools.demo, "train_mlp", quick_train)
+    monkeypatch.setattr(imcc.tools.bench, "run_bench", lambda repeats: {"repeats": repeats})
+    monkeypatch.setattr(imcc.tools.bench, "format_bench", lambda figures: "bench")
+    monkeypatch.setattr(imcc.tools.bench_trees, "run_tree_bench", lambda repeats: {})
+    monkeypatch.setattr(imcc.tools.bench_trees, "format_tree_bench", lambda figures: "trees")
+    monkeypatch.setattr(imcc.tools.bench_cnn, "run_cnn_bench", lambda repeats: {})
+    monkeypatch.setattr(imcc.tools.bench_cnn, "format_cnn_bench", lambda figures: "cnn")
 
 
 NUMBERS = ["0", "1", "2", "3", "-1", "-7", "4294967296", str(2**63), str(10**30), "abc", "1.5",

@@ -43,7 +43,7 @@ def test_a_replicated_binary_runs_one_inference_on_one_replica() -> None:
 
 def test_timeline_and_placement_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from imcc import plots
+    from imcc.tools import plots
 
     binary = imcc.compile(MODEL, big_target(cores=4, arrays=8), spread=True)
     plots.timeline(imcc.Simulator(binary).trace(X), tmp_path / "timeline.png")

@@ -7,9 +7,10 @@ attributes are frozen values. Constant tensors live in `Graph.constants`, never 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 import numpy as np
 
@@ -47,6 +48,45 @@ class Value:
         return f"%{self.name}:{self.type}"
 
 
+T = TypeVar("T")
+
+
+class Produced(Generic[T]):
+    """A typed field of an op that a pass sets (`QDense.tiles` by `tile`, `Op.core` by
+    `schedule`, ...): reading it before that pass ran is a CompileError naming the pass, or,
+    for a field the pass may leave unset, gives `default`."""
+
+    _REQUIRED: Any = object()
+
+    def __init__(self, producer: str, default: Any = _REQUIRED) -> None:
+        self.producer = producer
+        self.default = default
+        self.name = self.owner = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.owner = name, owner.__name__
+
+    @overload
+    def __get__(self, op: None, owner: type) -> Produced[T]: ...
+    @overload
+    def __get__(self, op: Op, owner: type) -> T: ...
+    def __get__(self, op: Op | None, owner: type) -> Produced[T] | T:
+        if op is None:
+            return self
+        try:
+            value: T = op.produced[self.name]
+        except KeyError:
+            if self.default is not Produced._REQUIRED:
+                return self.default  # type: ignore[no-any-return]
+            raise op.error(
+                f"{op.kind} has no {self.name}: the {self.producer!r} pass has not run on it"
+            ) from None
+        return value
+
+    def __set__(self, op: Op, value: T) -> None:
+        op.produced[self.name] = value
+
+
 class Op:
     """Base of every IR op. Subclasses set `kind`, and may override `infer` and `check`.
 
@@ -56,12 +96,15 @@ class Op:
 
     kind: ClassVar[str] = ""
     arity: ClassVar[tuple[int, int]] = (1, 1)  # min, max operands
+    # the core that executes the op
+    core: Produced[int] = Produced("schedule")
 
     def __init__(self, inputs: Sequence[Value], name: str = "", **attrs: Any) -> None:
         self.inputs: list[Value] = list(inputs)
         self.name = name or self.kind
         self.attrs: dict[str, Any] = dict(attrs)
         self.outputs: list[Value] = []
+        self.produced: dict[str, Any] = {}  # the values of this op's Produced fields
 
     @property
     def loc(self) -> NodeLoc:
@@ -96,14 +139,18 @@ class Op:
     def __repr__(self) -> str:
         outs = ", ".join(map(repr, self.outputs))
         ins = ", ".join(f"%{v.name}" for v in self.inputs)
-        attrs = ", ".join(f"{k}={_short(v)}" for k, v in sorted(self.attrs.items()))
+        fields = {**self.attrs, **self.produced}
+        attrs = ", ".join(f"{k}={_short(v)}" for k, v in sorted(fields.items()))
         text = f"{outs} = {self.kind}({ins})"
         return f"{text} {{{attrs}}}  # {self.name}" if attrs else f"{text}  # {self.name}"
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = repr(value.value if isinstance(value, enum.Enum) else value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+OpT = TypeVar("OpT", bound=Op)
 
 
 class Graph:
@@ -167,7 +214,12 @@ class Graph:
     def users(self, value: Value) -> list[Op]:
         return [op for op in self.ops if any(v is value for v in op.inputs)]
 
+    @overload
+    def walk(self) -> Iterator[Op]: ...
+    @overload
+    def walk(self, kind: type[OpT]) -> Iterator[OpT]: ...
     def walk(self, kind: type[Op] | None = None) -> Iterator[Op]:
+        """The ops (of class `kind`) in order; the graph may be rewritten meanwhile."""
         for op in list(self.ops):
             if kind is None or isinstance(op, kind):
                 yield op

@@ -15,11 +15,12 @@ from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.compiler.ir.windows import Window, window_index
 from imcc.isa.diagnostics import CompileError
+from imcc.isa.numerics import qmax, quant_range
 
 
 def quantize_vector(x: np.ndarray, scale: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     """x_int = clip(round_half_even(x / s)); the same rule as the `simd.quant` instruction."""
-    lo, hi = (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = quant_range(bits, signed)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(scale == 0, 0.0, np.rint(x / np.where(scale == 0, 1.0, scale)))
     result: np.ndarray = np.clip(q, lo, hi)
@@ -30,14 +31,14 @@ def input_scale(x: np.ndarray, op: Op, source: np.ndarray | None = None) -> np.n
     """The scale of a QDense input: static, or abs-max per input vector (keepdims for
     broadcasting), or with scale_over "map" per sample over `source`, the Im2Col's input."""
     bits, signed = op.attrs["input_bits"], op.attrs["input_signed"]
-    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    top = qmax(bits, signed)
     if op.attrs["input_scale"] is not None:
         return np.asarray(op.attrs["input_scale"], dtype=np.float64)
     if op.attrs.get("scale_over", "row") == "map":
         assert source is not None, "a map scale needs the Im2Col's input"
         peak = np.max(np.abs(source.reshape(source.shape[0], -1)), axis=1, initial=0.0)
-        return np.asarray(peak.reshape(-1, *([1] * (x.ndim - 1))) / qmax)
-    scale: np.ndarray = np.max(np.abs(x), axis=-1, keepdims=True) / qmax
+        return np.asarray(peak.reshape(-1, *([1] * (x.ndim - 1))) / top)
+    scale: np.ndarray = np.max(np.abs(x), axis=-1, keepdims=True) / top
     return scale
 
 
@@ -71,9 +72,9 @@ def _layer_norm(op: Op, x: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> n
 
 def _activation(name: str, y: np.ndarray) -> np.ndarray:
     functions: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "relu": lambda v: np.maximum(v, 0.0),
-        "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
-        "tanh": np.tanh,
+        ops.Activation.RELU: lambda v: np.maximum(v, 0.0),
+        ops.Activation.SIGMOID: lambda v: 1.0 / (1.0 + np.exp(-v)),
+        ops.Activation.TANH: np.tanh,
     }
     return functions[name](y) if name in functions else y
 
@@ -130,7 +131,7 @@ def _select(op: Op, x: np.ndarray) -> np.ndarray:
 def _pool(op: Op, args: list[np.ndarray]) -> np.ndarray:
     x = args[0]
     spatial = Window.of(op.attrs, x.ndim - 2).output(x.shape[2:])
-    if op.attrs["mode"] == "max":
+    if op.attrs["mode"] == ops.PoolMode.MAX:
         cols, _ = _windows(op, x, -np.inf)
         y = cols.max(axis=3)
     else:
@@ -156,10 +157,6 @@ EVALUATORS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "Sqrt": lambda op, a: np.sqrt(a[0]),
     "Log": lambda op, a: np.log(a[0]),
     "Erf": lambda op, a: np.vectorize(math.erf, otypes=[np.float64])(a[0]),
-    "Add": lambda op, a: a[0] + a[1],
-    "Sub": lambda op, a: a[0] - a[1],
-    "Mul": lambda op, a: a[0] * a[1],
-    "Div": lambda op, a: a[0] / a[1],
     "MatMul": lambda op, a: a[0] @ a[1],
     "Softmax": lambda op, a: _softmax(a[0], op.attrs.get("axis", -1)),
     "ArgMax": lambda op, a: np.argmax(
@@ -215,6 +212,8 @@ def evaluate(
             result = _qdense(op, args, get(im2col.inputs[0]))
         elif op.kind in EVALUATORS:
             result = EVALUATORS[op.kind](op, args)
+        elif isinstance(op, ops.Binary):
+            result = op.function(args[0], args[1])
         else:
             raise op.error(f"the IR interpreter has no rule for {op.kind}")
         env[id(op.outputs[0])] = result

@@ -8,16 +8,44 @@ The registry OPS maps `kind` to class, for printing, parsing and error messages.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
 import numpy as np
 
-from imcc.compiler.ir.core import Graph, Op, TensorType
+from imcc.compiler.ir.core import Graph, Op, Produced, TensorType
+from imcc.compiler.ir.crossbar import Slicing, Tile
 from imcc.compiler.ir.windows import Window, window_index
+from imcc.isa.numerics import qmax
 
 OPS: dict[str, type[Op]] = {}
 
-ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
+
+class Activation(enum.StrEnum):
+    """The activation a Dense or QDense applies to its result (attribute `activation`)."""
+
+    NONE = "none"
+    RELU = "relu"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+
+
+class ReduceMode(enum.StrEnum):
+    """What a Reduce computes over its axes (attribute `mode`)."""
+
+    SUM = "sum"
+    MEAN = "mean"
+    MAX = "max"
+
+
+class PoolMode(enum.StrEnum):
+    """MaxPool or AveragePool (Pool's attribute `mode`)."""
+
+    MAX = "max"
+    AVG = "avg"
+
+
+ACTIVATIONS = tuple(Activation)
 
 
 def register(cls: type[Op]) -> type[Op]:
@@ -77,9 +105,11 @@ class Log(Unary):
 
 
 class Binary(Op):
-    """Elementwise op with numpy broadcasting."""
+    """Elementwise op with numpy broadcasting; `function` is what it computes (the IR
+    interpreter applies it to the operands)."""
 
     arity: ClassVar[tuple[int, int]] = (2, 2)
+    function: ClassVar[np.ufunc]
 
     def infer(self) -> list[TensorType]:
         a, b = self.inputs
@@ -89,21 +119,25 @@ class Binary(Op):
 @register
 class Add(Binary):
     kind = "Add"
+    function = np.add
 
 
 @register
 class Sub(Binary):
     kind = "Sub"
+    function = np.subtract
 
 
 @register
 class Mul(Binary):
     kind = "Mul"
+    function = np.multiply
 
 
 @register
 class Div(Binary):
     kind = "Div"
+    function = np.divide
 
 
 @register
@@ -158,7 +192,7 @@ class ArgMax(Op):
             raise self.error(f"axis {self.attrs.get('axis')} is out of range for rank {rank}")
 
 
-REDUCTIONS = ("sum", "mean", "max")
+REDUCTIONS = tuple(ReduceMode)
 
 
 @register
@@ -255,6 +289,15 @@ class QDense(Dense):
 
     kind = "QDense"
     arity: ClassVar[tuple[int, int]] = (4, 4)
+    # set by the crossbar passes, in pipeline order
+    slicing: Produced[Slicing] = Produced("bitslice")
+    tiles: Produced[tuple[Tile, ...]] = Produced("tile")
+    # (core, array) of each tile; with schedule = balanced, `copies` holds further placements
+    placement: Produced[tuple[tuple[int, int], ...]] = Produced("place")
+    copies: Produced[tuple[tuple[tuple[int, int], ...], ...]] = Produced("place", ())
+    # per tile, the full-scale range of each column's ADC (adc_range column or slice)
+    # (None: every ADC spans the target's full scale)
+    adc_ranges: Produced[tuple[tuple[float, ...], ...] | None] = Produced("adc-range", None)
 
     def check(self, graph: Graph) -> None:
         _, w, scale, b = self.inputs
@@ -262,7 +305,7 @@ class QDense(Dense):
         if w_int is None or graph.constant(scale) is None or graph.constant(b) is None:
             raise self.error("weights, scales and bias of a QDense op must be constants")
         bits = self.attrs["weight_bits"]
-        limit = (1 << (bits - 1)) - 1
+        limit = qmax(bits, signed=True)
         if w_int.size and int(np.abs(w_int).max()) > limit:
             raise self.error(f"integer weights exceed the {bits}-bit range +-{limit}")
         n = w.shape[1]
@@ -291,7 +334,7 @@ def _window(op: Op, x_shape: tuple[int, ...]) -> Window:
 class Conv(Op):
     """y = conv(x, w) + b over NC(spatial) inputs: operands x, w (O, C/group, *kernel, const),
     b (O, const). Attributes: kernel, strides, pads (begins, ends), dilations, group.
-    `canonicalize` lowers it to Im2Col -> Dense -> Transpose -> Reshape (passes/convolution.py).
+    `canonicalize` lowers it to Im2Col -> Dense -> Transpose -> Reshape (passes/canonicalize.py).
     """
 
     kind = "Conv"
@@ -347,7 +390,7 @@ class Pool(Op):
         return [TensorType((*x.shape[:2], *window.output(x.shape[2:])), x.type.dtype)]
 
     def check(self, graph: Graph) -> None:
-        if self.attrs.get("mode") not in ("max", "avg"):
+        if self.attrs.get("mode") not in set(PoolMode):
             raise self.error(f"unknown pooling mode {self.attrs.get('mode')!r}")
         x = self.inputs[0]
         index, _ = window_index(_window(self, x.shape), x.shape[2:])

@@ -2,7 +2,7 @@
 
 Frontends (scikit-learn, ONNX-ML TreeEnsembleClassifier/Regressor/TreeEnsemble, and through
 ONNX XGBoost and LightGBM) build a TreeEnsemble; the `acam-map` pass maps it onto analog-CAM
-rows (compiler/passes/trees.py). The node table is a set of graph constants (operands), the
+rows (compiler/passes/acam_map.py). The node table is a set of graph constants (operands), the
 way hummingbird's `_tree_commons` normalises every source before lowering:
 
     x         (1, features)     the input
@@ -32,6 +32,7 @@ float64 (1, T); post-transforms (sigmoid, softmax) and labels (argmax) are ordin
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,12 +43,22 @@ from imcc.compiler.ir import interpreter, ops
 from imcc.compiler.ir.core import Graph, Op, TensorType
 
 OPERANDS = ("feature", "threshold", "strict", "left", "right", "missing", "value", "roots")
-COMPARES = ("float32", "float64")
 
 
-@dataclass(frozen=True, slots=True)
+class Compare(enum.StrEnum):
+    """The precision a tree compares features in (attributes `compare`, `accumulate`)."""
+
+    FLOAT32 = "float32"  # float32(x) against the threshold, as scikit-learn and ONNX do
+    FLOAT64 = "float64"  # x itself
+
+
+COMPARES = tuple(Compare)
+
+
+@dataclass(eq=False, slots=True)
 class TreeArrays:
-    """The node table of an ensemble (see the module docstring), as numpy arrays."""
+    """The node table of an ensemble (see the module docstring), as numpy arrays. Not a
+    frozen value: arrays have no truth value, so two tables are equal only if identical."""
 
     feature: np.ndarray
     threshold: np.ndarray
@@ -112,6 +123,10 @@ def pack(
 
 def structure_problems(arrays: TreeArrays, features: int) -> list[str]:
     """Why the node table is not a forest of well-formed trees (empty when it is)."""
+    return _shape_problems(arrays) or _value_problems(arrays, features) or _link_problems(arrays)
+
+
+def _shape_problems(arrays: TreeArrays) -> list[str]:
     n = arrays.nodes
     problems = []
     for name in ("threshold", "strict", "left", "right", "missing"):
@@ -121,8 +136,11 @@ def structure_problems(arrays: TreeArrays, features: int) -> list[str]:
         problems.append(f"value has shape {arrays.value.shape}, not ({n}, targets)")
     if arrays.roots.ndim != 1 or arrays.roots.size == 0:
         problems.append("the ensemble has no trees")
-    if problems:
-        return problems
+    return problems
+
+
+def _value_problems(arrays: TreeArrays, features: int) -> list[str]:
+    problems = []
     internal = arrays.feature >= 0
     if np.any(arrays.feature[internal] >= features):
         bad = int(arrays.feature[internal].max())
@@ -133,8 +151,14 @@ def structure_problems(arrays: TreeArrays, features: int) -> list[str]:
         problems.append("a leaf value is not finite")
     if np.any(arrays.feature < -1):
         problems.append("feature indices below -1")
-    if problems:
-        return problems
+    return problems
+
+
+def _link_problems(arrays: TreeArrays) -> list[str]:
+    """Roots that are not nodes, children that are not nodes, nodes reached twice: each
+    tree must be a tree of its own (the walk stops at the first shared or missing node)."""
+    n = arrays.nodes
+    problems = []
     seen = np.zeros(n, dtype=bool)
     for tree, root in enumerate(arrays.roots.tolist()):
         if not 0 <= root < n:
@@ -203,7 +227,7 @@ ops.register(TreeEnsemble)
 
 def compared(x: np.ndarray, compare: str) -> np.ndarray:
     """What the source compares: float32(x) (held exactly in float64) or x."""
-    if compare == "float32":
+    if compare == Compare.FLOAT32:
         with np.errstate(over="ignore"):
             result: np.ndarray = x.astype(np.float32).astype(np.float64)
         return result

@@ -1,6 +1,18 @@
-"""Compiler passes; importing this package registers every pass with the pass manager."""
+"""Compiler passes, one per module named after the pass; importing this package registers
+every pass with the pass manager."""
 
-from imcc.compiler.passes import canonicalize, emit, placement, quantize, tiling, trees
+from imcc.compiler.passes import (
+    acam_map,
+    adc_range,
+    bitslice,
+    canonicalize,
+    emit,
+    place,
+    quantize,
+    replicate,
+    schedule,
+    tile,
+)
 from imcc.compiler.passes.manager import PASSES, Context, parse_pipeline, run_pipeline
 
 DEFAULT_PIPELINE = "canonicalize,quantize,bitslice,tile,adc-range,place,acam-map,schedule,emit"
@@ -9,12 +21,16 @@ __all__ = [
     "DEFAULT_PIPELINE",
     "PASSES",
     "Context",
+    "acam_map",
+    "adc_range",
+    "bitslice",
     "canonicalize",
     "emit",
     "parse_pipeline",
-    "placement",
+    "place",
     "quantize",
+    "replicate",
     "run_pipeline",
-    "tiling",
-    "trees",
+    "schedule",
+    "tile",
 ]

@@ -1,11 +1,14 @@
 """The pass manager: parses a pipeline string, runs passes in order, verifies after each.
 
 A pipeline is `"canonicalize,quantize{weight_bits=16},tile,place,schedule,emit"`. Each pass is a
-small frozen dataclass registered by name; options in braces set its fields, and `requires`
-names the passes whose results it reads. Before anything runs, every pass's prerequisites must
-appear earlier in the pipeline (else a CompileError names the pass and what to insert). After
-every pass the graph is verified; the IR can be printed after any pass and each pass is timed.
-An error escaping a pass is re-raised with the pass name added.
+small frozen dataclass registered by name; options in braces set its fields (a field that
+shares a compile option's name overrides that option, and the binary records the value used).
+Its contract: `requires` names the passes whose products it reads, `provides` the products it
+makes (the `Produced` fields of IR ops, such as "QDense.tiles", and "program"). Before anything
+runs, every pass's prerequisites must appear earlier in the pipeline (else a CompileError names
+the pass and what to insert); reading a product whose pass has not run is a CompileError
+naming that pass. After every pass the graph is verified; the IR can be printed after any pass
+and each pass is timed. An error escaping a pass is re-raised with the pass name added.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 
 from imcc.compiler.ir.core import Graph
 from imcc.isa.diagnostics import CompileError, Diagnostic, OptionLoc
+from imcc.isa.program import Program
 from imcc.isa.target import Target, suggest
 
 log = logging.getLogger(__name__)
@@ -30,27 +34,42 @@ _LOC = OptionLoc("pipeline")
 
 @dataclass
 class Context:
-    """What passes share besides the graph: the target, compile options and pass results."""
+    """What passes share besides the graph: the target, the compile options in force (the
+    binary records them), calibration data, and the program once `emit` has made it."""
 
     target: Target
     options: dict[str, Any]
     calibration: dict[str, Any] | None = None
-    results: dict[str, Any] = field(default_factory=dict)  # e.g. "plan", "program"
+    program: Program | None = None
     timings: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class Pass:
-    """Base of all passes: subclasses set `name` and `requires`, and implement `run`."""
+    """Base of all passes: subclasses set `name`, `requires` and `provides`, declare their
+    options as fields, and implement `run`."""
 
     name: ClassVar[str] = ""
-    # passes whose results this one reads: each must have run before it
+    # passes whose products this one reads: each must have run before it
     requires: ClassVar[tuple[str, ...]] = ()
+    # what it makes: "Op.field" for each Produced field it sets, "program" for the Program
+    provides: ClassVar[tuple[str, ...]] = ()
 
     def needs(self, graph: Graph, ctx: Context) -> tuple[str, ...]:
         """The passes that must run before this one on this graph and target (by default
         `requires`; a pass whose inputs depend on the model or the target overrides it)."""
         return self.requires
+
+    def option(self, ctx: Context, name: str, default: Any = None) -> Any:
+        """The field `name` where the pipeline set it (it then overrides the compile option
+        of that name), else the compile option, else `default`; the options record the value
+        used, so the binary tells the truth."""
+        value = getattr(self, name)
+        if value is None:
+            value = ctx.options.get(name, default)
+        if value is not None:
+            ctx.options[name] = value
+        return value
 
     def run(self, graph: Graph, ctx: Context) -> None:
         raise NotImplementedError
@@ -59,6 +78,13 @@ class Pass:
 def register(cls: type[Pass]) -> type[Pass]:
     PASSES[cls.name] = cls
     return cls
+
+
+def require_program(ctx: Context) -> Program:
+    """The program `emit` made; a CompileError if it has not run."""
+    if ctx.program is None:
+        raise CompileError("no program yet: pass 'emit' must run first", _LOC)
+    return ctx.program
 
 
 _STAGE = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^}]*)\})?\s*(?:,|$)")

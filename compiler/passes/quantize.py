@@ -17,29 +17,41 @@ import numpy as np
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.compiler.ir.interpreter import evaluate
+from imcc.compiler.options import Calibration, check_options
 from imcc.compiler.passes.manager import Context, Pass, register
+from imcc.isa.numerics import qmax
 
-_NON_NEGATIVE_ACTIVATIONS = ("relu", "sigmoid")
+_NON_NEGATIVE_ACTIVATIONS = (ops.Activation.RELU, ops.Activation.SIGMOID)
 
 
 def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-output-channel quantisation; an all-zero column gets scale 1."""
-    qmax = (1 << (bits - 1)) - 1
+    top = qmax(bits, signed=True)
     peak = np.max(np.abs(w), axis=0).astype(np.float64)
-    scale = np.where(peak > 0, peak / qmax, 1.0)
-    w_int = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int64)
+    scale = np.where(peak > 0, peak / top, 1.0)
+    w_int = np.clip(np.rint(w / scale), -top, top).astype(np.int64)
     return w_int, scale
 
 
 @register
 @dataclass(frozen=True, slots=True)
 class QuantizePass(Pass):
+    """After: every Dense is a QDense. Options (each overrides the compile option of its name):
+    weight_bits, input_bits, calibration, percentile."""
+
     name = "quantize"
     requires = ("canonicalize",)  # reads Dense ops
+    weight_bits: int | None = None
+    input_bits: int | None = None
+    calibration: str | None = None
+    percentile: float | None = None
 
     def run(self, graph: Graph, ctx: Context) -> None:
-        weight_bits = int(ctx.options["weight_bits"])
-        input_bits = int(ctx.options["input_bits"])
+        weight_bits = int(self.option(ctx, "weight_bits", 8))  # as the driver's default
+        input_bits = int(self.option(ctx, "input_bits", 8))
+        self.option(ctx, "calibration")
+        self.option(ctx, "percentile")
+        check_options(ctx.target, ctx.options)
         ranges = self._calibrate(graph, ctx)
         for dense in graph.walk(ops.Dense):
             if isinstance(dense, ops.QDense):
@@ -49,9 +61,8 @@ class QuantizePass(Pass):
             signed = not self._non_negative(graph, x, ranges)
             scale = None
             if dense.name in ranges:
-                qmax = (1 << (input_bits - 1)) - 1 if signed else (1 << input_bits) - 1
                 peak = ranges[dense.name][1]
-                scale = peak / qmax if peak > 0 else 1.0
+                scale = peak / qmax(input_bits, signed) if peak > 0 else 1.0
             qdense = ops.QDense(
                 [
                     x,
@@ -78,7 +89,7 @@ class QuantizePass(Pass):
             return {}
         ranges: dict[str, tuple[float, float]] = {}
         percentile = float(ctx.options.get("percentile", 99.99))
-        use_percentile = ctx.options.get("calibration", "minmax") == "percentile"
+        use_percentile = ctx.options.get("calibration") == Calibration.PERCENTILE
 
         def observe(op: Op, args: list[np.ndarray]) -> None:
             if isinstance(op, ops.Dense) and not isinstance(op, ops.QDense):

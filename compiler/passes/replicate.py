@@ -1,4 +1,5 @@
-"""replicate: copies of the whole program on disjoint groups of cores (schedule = throughput).
+"""replicate: copies of the whole program on disjoint groups of cores (schedule = throughput),
+run after `emit` on the program it made.
 
 ISAAC and PUMA raise throughput by giving the busiest layers more copies of their weights
 (imc_compilers.md: ISAAC's replication to balance its pipeline). imcc replicates at the
@@ -17,10 +18,26 @@ results are the same, only the streaming timing tells them apart.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
+from imcc.compiler.ir.core import Graph
+from imcc.compiler.passes.manager import Context, Pass, register, require_program
 from imcc.isa import spec
 from imcc.isa.encoding import Instr, make
 from imcc.isa.program import Binding, Program
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ReplicatePass(Pass):
+    """After: ctx.program runs on every free group of cores, one replica per group."""
+
+    name = "replicate"
+    requires = ("emit",)  # rewrites the program
+    provides = ("program",)
+
+    def run(self, graph: Graph, ctx: Context) -> None:
+        ctx.program = replicate(require_program(ctx))
 
 
 def replicate(program: Program) -> Program:

@@ -3,7 +3,8 @@ GlobalAveragePool, LeakyRelu, LRN, and the layout ops Transpose, Squeeze and Uns
 
 Registered like converters.py (the importer imports this module). Window ops become the IR's
 Conv and Pool with explicit pads (auto_pad resolved here, by ONNX's rules); `canonicalize`
-takes them to crossbars and SIMD code (compiler/passes/convolution.py).
+takes them to crossbars and SIMD code (compiler/passes/canonicalize.py, then
+compiler/codegen/convolution.py).
 """
 
 from __future__ import annotations

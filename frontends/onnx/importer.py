@@ -160,17 +160,7 @@ def _topological_order(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto
     nodes = list(graph.node)
     available = {v.name for v in graph.input} | {t.name for t in graph.initializer}
     available |= {t.values.name for t in graph.sparse_initializer}
-    producer: dict[str, int] = {}
-    for index, node in enumerate(nodes):
-        for name in node.output:
-            if not name:
-                continue
-            if name in available or name in producer:
-                raise FrontendError(
-                    f"tensor {name!r} is defined twice (a tensor must have one producer)",
-                    node_loc(node, index),
-                )
-            producer[name] = index
+    producer = _producers(nodes, available)
     for index, node in enumerate(nodes):
         for name in node.input:
             if name and name not in available and name not in producer:
@@ -180,21 +170,7 @@ def _topological_order(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto
                     node_loc(node, index),
                 )
     depends = [{producer[name] for name in node.input if name in producer} for node in nodes]
-    users: list[list[int]] = [[] for _ in nodes]
-    for index, sources in enumerate(depends):
-        for source in sources:
-            users[source].append(index)
-    waiting = [len(sources) for sources in depends]
-    ready = [index for index, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)  # smallest index first: keep the model's order where it is valid
-    order: list[int] = []
-    while ready:
-        index = heapq.heappop(ready)
-        order.append(index)
-        for user in users[index]:
-            waiting[user] -= 1
-            if waiting[user] == 0:
-                heapq.heappush(ready, user)
+    order = _kahn(depends)
     if len(order) < len(nodes):
         cycle = _find_cycle(depends, set(range(len(nodes))) - set(order))
         names = [node_loc(nodes[i], i).node for i in cycle]
@@ -211,6 +187,43 @@ def _topological_order(graph: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto
                 NodeLoc(value.name, "graph output"),
             )
     return [(index, nodes[index]) for index in order]
+
+
+def _producers(nodes: list[onnx.NodeProto], available: set[str]) -> dict[str, int]:
+    """Tensor name -> the index of the node that outputs it; a tensor defined twice raises."""
+    producer: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in node.output:
+            if not name:
+                continue
+            if name in available or name in producer:
+                raise FrontendError(
+                    f"tensor {name!r} is defined twice (a tensor must have one producer)",
+                    node_loc(node, index),
+                )
+            producer[name] = index
+    return producer
+
+
+def _kahn(depends: list[set[int]]) -> list[int]:
+    """Node indices in dependency order, smallest index first among the ready ones; nodes on
+    a cycle (and those after them) are left out."""
+    users: list[list[int]] = [[] for _ in depends]
+    for index, sources in enumerate(depends):
+        for source in sources:
+            users[source].append(index)
+    waiting = [len(sources) for sources in depends]
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)  # smallest index first: keep the model's order where it is valid
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for user in users[index]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    return order
 
 
 def _find_cycle(depends: Sequence[set[int]], stuck: set[int]) -> list[int]:

@@ -1,4 +1,4 @@
-"""Device models behind one protocol, and their registry.
+"""Device models behind one protocol, and the one registry of devices by name.
 
 A device turns the integer cell levels of a crossbar image into a programmed array state
 (sampled once, at programming time), evaluates that state at a time since programming (`age`),
@@ -6,23 +6,31 @@ and reads column currents from it for one input step. Currents are in units of o
 (g_step x V_read), so the ideal device returns exact integers and the ADC (periphery.py) works
 in level steps whatever the technology.
 
-Devices: `ideal` (exact, the default for correctness), and one TOML preset per technology in
-presets/ (PCM, RRAM, MRAM, FeFET, NOR flash, SRAM): `analog` presets are PhysicalDevice
-(physical.py), `digital` ones (SRAM digital CIM) are exact like `ideal`.
+The registry maps every device name to what it builds for each kind of array it models
+(crossbar, analog CAM): `ideal` (exact, the default for correctness) for both kinds, and one
+TOML preset per technology in presets/ (PCM, RRAM, MRAM, FeFET, NOR flash, SRAM) for crossbars:
+`analog` presets are PhysicalDevice (physical.py), `digital` ones (SRAM digital CIM) are exact
+like `ideal`. The CAM device model is runtime/acam.py's. isa/presets.py lists the same names
+and kinds for the compiler, which may not import the runtime; the import check below keeps the
+two equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from imcc.isa.diagnostics import SimulationError
+from imcc.isa.presets import BUILTIN_DEVICES, DEVICE_PRESETS, DeviceKind, preset_names
 
 if TYPE_CHECKING:
     from imcc.isa.target import XbarSpec
+    from imcc.runtime.acam import CamDevice
     from imcc.runtime.devices.presets import DevicePreset
 
 
@@ -84,14 +92,78 @@ class DigitalDevice(IdealDevice):
         self.name = name
 
 
-DEVICES: dict[str, Callable[..., Device]] = {"ideal": IdealDevice}
+class XbarBuilder(Protocol):
+    """Builds a crossbar device for the arrays of `xbar` (None: the caller has no target)."""
+
+    def __call__(self, xbar: XbarSpec | None, *, seed: int, ir_drop: str | None) -> Device: ...
 
 
-def device_names() -> list[str]:
-    """`ideal` first, then the presets."""
-    from imcc.runtime.devices.presets import preset_names
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    """One name of the registry and what it builds for each kind of array it models."""
 
-    return ["ideal", *sorted(set(DEVICES) - {"ideal"} | set(preset_names()))]
+    name: str
+    xbar: XbarBuilder | None = None  # a crossbar device for a target's arrays
+    acam: Callable[[], CamDevice] | None = None  # an analog-CAM device
+
+    @property
+    def kinds(self) -> tuple[DeviceKind, ...]:
+        built = ((DeviceKind.XBAR, self.xbar), (DeviceKind.ACAM, self.acam))
+        return tuple(kind for kind, builder in built if builder is not None)
+
+
+def _ideal(xbar: XbarSpec | None, *, seed: int, ir_drop: str | None) -> Device:
+    return IdealDevice()
+
+
+def _ideal_cam() -> CamDevice:
+    from imcc.runtime.acam import CamDevice
+
+    return CamDevice()
+
+
+def _preset(name: str, xbar: XbarSpec | None, *, seed: int, ir_drop: str | None) -> Device:
+    from imcc.runtime.devices.presets import load_preset
+
+    return preset_device(load_preset(name), xbar, seed=seed, ir_drop=ir_drop)
+
+
+def _shipped(name: str) -> DeviceEntry:
+    """The entry of a preset file of presets/: a crossbar device."""
+    return DeviceEntry(name, xbar=partial(_preset, name))
+
+
+# The models built without a preset file; every preset of presets/ is a crossbar device too.
+BUILTIN: dict[str, DeviceEntry] = {"ideal": DeviceEntry("ideal", xbar=_ideal, acam=_ideal_cam)}
+if {name: entry.kinds for name, entry in BUILTIN.items()} != BUILTIN_DEVICES:
+    raise AssertionError("isa/presets.py BUILTIN_DEVICES must list the runtime's built-in models")
+
+
+def lookup(name: str) -> DeviceEntry | None:
+    """The entry of `name` whatever the kinds it models (a built-in model or a preset of
+    presets/), or None if no device has that name."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    if name in preset_names(*DEVICE_PRESETS):
+        return _shipped(name)
+    return None
+
+
+def devices() -> list[DeviceEntry]:
+    """Every entry of the registry: the built-in models, then the presets (sorted)."""
+    files = preset_names(*DEVICE_PRESETS)
+    return [*BUILTIN.values(), *(_shipped(name) for name in files if name not in BUILTIN)]
+
+
+def device_kinds() -> dict[str, tuple[DeviceKind, ...]]:
+    """Every device name with the kinds of array it models, in the order of `devices`."""
+    return {entry.name: entry.kinds for entry in devices()}
+
+
+def device_names(kind: DeviceKind = DeviceKind.XBAR) -> list[str]:
+    """The names of the devices of one kind (crossbar by default): `ideal` first, then the
+    presets."""
+    return [entry.name for entry in devices() if kind in entry.kinds]
 
 
 def make_device(
@@ -101,16 +173,54 @@ def make_device(
     seed: int = 0,
     ir_drop: str | None = None,
 ) -> Device:
-    """The device `spec` names (a registered name, a preset, or a preset TOML path), built for
-    the arrays of `xbar` (cell bits and ADC resolution); `ir_drop` is fast (default), exact
-    or off for physical devices."""
-    from imcc.runtime.devices.physical import PhysicalDevice
+    """The crossbar device `spec` names (a registered name or a preset TOML path, or a loaded
+    preset), built for the arrays of `xbar` (cell bits and ADC resolution); `ir_drop` is fast
+    (default), exact or off for physical devices."""
     from imcc.runtime.devices.presets import DevicePreset, load_preset
+
+    if isinstance(spec, DevicePreset):
+        return preset_device(spec, xbar, seed=seed, ir_drop=ir_drop)
+    entry = lookup(spec) if isinstance(spec, str) else None
+    if entry is not None and entry.xbar is not None:
+        return entry.xbar(xbar, seed=seed, ir_drop=ir_drop)
+    # a preset file by path, or no device at all: load_preset's error names the devices
+    return preset_device(load_preset(spec), xbar, seed=seed, ir_drop=ir_drop)
+
+
+def make_cam_device(spec: str | float | CamDevice | None) -> CamDevice:
+    """A CAM device: a name of the device registry that models CAMs (`ideal`), a
+    programming-noise sigma in level steps, or a CamDevice; None is the ideal CAM."""
+    from imcc.runtime.acam import CamDevice
+
+    if spec is None:
+        spec = "ideal"
+    if isinstance(spec, CamDevice):
+        device = spec
+    elif isinstance(spec, str):
+        entry = lookup(spec)
+        if entry is None or entry.acam is None:
+            names = device_names(DeviceKind.ACAM)
+            raise SimulationError(
+                f"unknown CAM device {spec!r}; CAM devices are {', '.join(sorted(names))}"
+                " (or give a programming-noise sigma in level steps)"
+            )
+        device = entry.acam()
+    elif isinstance(spec, int | float) and not isinstance(spec, bool):
+        device = CamDevice(f"noise sigma={float(spec):g}", float(spec))
+    else:
+        raise SimulationError(f"a CAM device is a name or a sigma, not {spec!r}")
+    if not (np.isfinite(device.sigma) and device.sigma >= 0):
+        raise SimulationError(f"CAM programming noise sigma must be >= 0, not {device.sigma}")
+    return device
+
+
+def preset_device(
+    preset: DevicePreset, xbar: XbarSpec | None, *, seed: int, ir_drop: str | None
+) -> Device:
+    """The crossbar device of a loaded preset: exact for a digital one, else physical."""
+    from imcc.runtime.devices.physical import PhysicalDevice
     from imcc.runtime.periphery import Adc, full_scale
 
-    if isinstance(spec, str) and spec in DEVICES:
-        return DEVICES[spec]()
-    preset = spec if isinstance(spec, DevicePreset) else load_preset(spec)
     if preset.exact:
         return DigitalDevice(preset.name)
     if xbar is None:

@@ -16,11 +16,16 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from imcc.isa import presets
 from imcc.isa.diagnostics import SimulationError
 from imcc.runtime.devices.curves import Curve, parse_curve
+
+if TYPE_CHECKING:
+    from imcc.runtime.devices.cells import CellModel, Cells
 
 MODELS = ("analog", "digital")
 CLIPS = ("zero", "window", "none")
@@ -49,6 +54,14 @@ class ConductanceProgramming:
     clip: str = "zero"
     source: str
 
+    def sigma(self, model: CellModel, g_target: np.ndarray) -> np.ndarray:
+        """Standard deviation of the programming error at each target, in uS."""
+        sigma = self.sigma_us(g_target / model.g_max, g_target)
+        if self.reference_g_max_us:
+            # aihwkit: a fit made at reference g_max scales with g_max / reference
+            sigma = sigma * (model.g_max / self.reference_g_max_us)
+        return np.asarray(sigma * model.preset.scales.programming, dtype=np.float64)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ThresholdVoltageProgramming:
@@ -59,6 +72,13 @@ class ThresholdVoltageProgramming:
     vt_sigma_v: float
     clip: str = "window"
     source: str
+
+    def sigma(self, model: CellModel, g_target: np.ndarray) -> np.ndarray:
+        """Standard deviation of the programming error at each target, in uS."""
+        # linear read regime: a V_T error moves g by dV_T / window of the conductance range
+        per_volt = (model.g_max - model.g_min) / self.vt_window_v
+        scale = model.preset.scales.programming
+        return np.full_like(g_target, self.vt_sigma_v * per_volt * scale, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +92,17 @@ class VariationSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NoDrift:
+    """Each drift kind draws, at programming, the per-device parameters of its evolution
+    (`sample`, into the Cells) and then gives the conductance t > 0 seconds after programming
+    (`conductance_at`, before stuck-at faults, which the cell model applies after)."""
+
     source: str = "no drift or relaxation modelled"
+
+    def sample(self, model: CellModel, cells: Cells, rng: np.random.Generator) -> None:
+        """Nothing evolves: nothing to draw."""
+
+    def conductance_at(self, model: CellModel, cells: Cells, t: float) -> np.ndarray:
+        return cells.g_prog
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +114,22 @@ class PowerLawDrift:
     nu_std: Curve
     source: str
 
+    def sample(self, model: CellModel, cells: Cells, rng: np.random.Generator) -> None:
+        # aihwkit generate_drift_coefficients: nu = |mu(g_T) + sigma(g_T) xi| * drift_scale,
+        # both fits in g_T / g_max clipped below at 1e-7
+        g_target = cells.g_target
+        g_rel = np.abs(g_target / model.g_max)
+        mu = self.nu_mean(g_rel, g_target)
+        sd = self.nu_std(g_rel, g_target)
+        cells.nu = np.abs(mu + sd * rng.standard_normal(g_target.shape)) * model.preset.scales.drift
+
+    def conductance_at(self, model: CellModel, cells: Cells, t: float) -> np.ndarray:
+        assert cells.nu is not None
+        # aihwkit apply_drift_noise_to_conductance: t = t_inference + t0,
+        # g_drift = g_prog (t / t0)^-nu
+        g: np.ndarray = cells.g_prog * ((t + self.t0_s) / self.t0_s) ** (-cells.nu)
+        return g
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelaxationTable:
@@ -94,6 +140,34 @@ class RelaxationTable:
     sigma_us: tuple[Curve, ...]
     source: str
 
+    def sample(self, model: CellModel, cells: Cells, rng: np.random.Generator) -> None:
+        cells.relax = rng.standard_normal(cells.g_target.shape)
+
+    def conductance_at(self, model: CellModel, cells: Cells, t: float) -> np.ndarray:
+        assert cells.relax is not None
+        # The spread about the target grows from sigma_0 (programming, the first fit) to
+        # sigma(t); the added part keeps each device's own direction: marginally
+        # N(g_T, sigma(t)^2) at every tabulated t, as aihwkit's ReRamWan2022 draws afresh.
+        # The drift scale multiplies that added spread, independently of programming noise.
+        g_rel = cells.g_target / model.g_max
+        first = self.sigma_us[0](g_rel, cells.g_target)
+        now = self.sigma_at(g_rel, cells.g_target, t)
+        extra = np.sqrt(np.maximum(now**2 - first**2, 0.0)) * model.preset.scales.drift
+        return model.clip((cells.raw + extra * cells.relax) * cells.factor)
+
+    def sigma_at(self, g_rel: np.ndarray, g_us: np.ndarray, t: float) -> np.ndarray:
+        """sigma(t): sigma^2 linear in ln t between tabulated times, held outside them."""
+        times = self.times_s
+        if t <= times[0]:
+            return self.sigma_us[0](g_rel, g_us)
+        if t >= times[-1]:
+            return self.sigma_us[-1](g_rel, g_us)
+        k = int(np.searchsorted(times, t)) - 1
+        w = (np.log(t) - np.log(times[k])) / (np.log(times[k + 1]) - np.log(times[k]))
+        low = self.sigma_us[k](g_rel, g_us) ** 2
+        high = self.sigma_us[k + 1](g_rel, g_us) ** 2
+        return np.asarray(np.sqrt(np.maximum((1 - w) * low + w * high, 0.0)))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogRelaxation:
@@ -103,6 +177,19 @@ class LogRelaxation:
     sigma_per_ln_s: float
     sigma_at_1s_us: float
     source: str
+
+    def sample(self, model: CellModel, cells: Cells, rng: np.random.Generator) -> None:
+        cells.relax = rng.standard_normal(cells.g_target.shape)
+
+    def conductance_at(self, model: CellModel, cells: Cells, t: float) -> np.ndarray:
+        assert cells.relax is not None
+        # aihwkit ReRamCMONoiseModel: mean shift and spread linear in ln t (t in s); the fit
+        # starts at 1 s, so shorter times use 1 s.
+        log_t = np.log(max(t, 1.0))
+        scale = model.preset.scales.drift
+        spread = self.sigma_per_ln_s * log_t + self.sigma_at_1s_us
+        g = cells.g_prog + scale * (self.mean_per_ln_s * log_t + spread * cells.relax)
+        return model.clip(g)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,13 +203,32 @@ class Retention:
     loss_per_decade_std: float
     source: str
 
+    def sample(self, model: CellModel, cells: Cells, rng: np.random.Generator) -> None:
+        shape = cells.g_target.shape
+        rate = self.loss_per_decade_mean + self.loss_per_decade_std * rng.standard_normal(shape)
+        cells.loss = np.abs(rate) * model.preset.scales.drift
+
+    def conductance_at(self, model: CellModel, cells: Cells, t: float) -> np.ndarray:
+        assert cells.loss is not None
+        rest = model.g_min + self.rest * (model.g_max - model.g_min)
+        fraction = np.minimum(cells.loss * np.log10(1.0 + t / self.tau_s), 1.0)
+        g: np.ndarray = cells.g_prog + (rest - cells.g_prog) * fraction
+        return g
+
 
 Drift = NoDrift | PowerLawDrift | RelaxationTable | LogRelaxation | Retention
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NoReadNoise:
+    """Each read-noise kind gives the standard deviation (uS) of the noise one read adds to
+    each cell of conductance g at t seconds since programming (`sigma`), or None for none;
+    the preset's read scale multiplies it (the cell model skips a scale of 0)."""
+
     source: str = "no read noise modelled"
+
+    def sigma(self, model: CellModel, cells: Cells, g: np.ndarray, t: float) -> np.ndarray | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +240,14 @@ class PcmOneOverF:
     t_read_s: float
     source: str
 
+    def sigma(self, model: CellModel, cells: Cells, g: np.ndarray, t: float) -> np.ndarray | None:
+        # aihwkit: Q_s from |g_prog| / g_max (not g_T: IBM/aihwkit#436), the 1/f noise
+        # integrated from 1/t to 1/(2 t_read) with t = t_inference + t0
+        q = self.q(np.abs(cells.g_prog) / model.g_max, cells.g_prog)
+        t_total = t + self.t0_s
+        factor = np.sqrt(np.log((t_total + self.t_read_s) / (2 * self.t_read_s)))
+        return np.asarray(np.abs(g) * q * factor * model.preset.scales.read)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AbsoluteOneOverF:
@@ -143,6 +257,15 @@ class AbsoluteOneOverF:
     t_read_s: float
     source: str
 
+    def sigma(self, model: CellModel, cells: Cells, g: np.ndarray, t: float) -> np.ndarray | None:
+        # aihwkit ReRamCMONoiseModel: K log10(g_drift) sqrt(ln((t + t_read) / (2 t_read)));
+        # none at t = 0, where the logarithm is negative
+        log_term = np.log((t + self.t_read_s) / (2 * self.t_read_s))
+        if log_term <= 0:
+            return None
+        amplitude = self.amplitude_us(g / model.g_max, g)
+        return np.asarray(np.maximum(amplitude, 0.0) * np.sqrt(log_term) * model.preset.scales.read)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WhiteReadNoise:
@@ -150,6 +273,11 @@ class WhiteReadNoise:
 
     sigma_us: Curve
     source: str
+
+    def sigma(self, model: CellModel, cells: Cells, g: np.ndarray, t: float) -> np.ndarray | None:
+        return np.asarray(
+            np.maximum(self.sigma_us(g / model.g_max, g), 0.0) * model.preset.scales.read
+        )
 
 
 ReadNoise = NoReadNoise | PcmOneOverF | AbsoluteOneOverF | WhiteReadNoise

@@ -16,7 +16,7 @@ import numpy as np
 
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
-from imcc.isa.xbar import input_planes
+from imcc.isa.numerics import input_planes, quant_range
 from imcc.runtime.machine import CoreState, Machine, Message
 
 BLOCKED = -1
@@ -161,29 +161,20 @@ def _vec(c: CoreState, reg: int, n: int) -> np.ndarray:
     return c.buffer[start : start + n]
 
 
+# Elementwise rows d = f(a, b): f is the numpy ufunc the row's `function` names; b is read as
+# one word when its access extent is 1 (the vector-scalar forms).
+_ELEMENTWISE = tuple(row for row in spec.TABLE if row.function)
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    spec.SIMD_ADD.mnemonic: np.add,
-    spec.SIMD_SUB.mnemonic: np.subtract,
-    spec.SIMD_MUL.mnemonic: np.multiply,
-    spec.SIMD_DIV.mnemonic: np.divide,
-    spec.SIMD_MAX.mnemonic: np.maximum,
-    spec.SIMD_ADD_S.mnemonic: np.add,
-    spec.SIMD_SUB_S.mnemonic: np.subtract,
-    spec.SIMD_MUL_S.mnemonic: np.multiply,
-    spec.SIMD_DIV_S.mnemonic: np.divide,
+    row.mnemonic: getattr(np, row.function) for row in _ELEMENTWISE
 }
 _SCALAR_B = {
-    spec.SIMD_ADD_S.mnemonic,
-    spec.SIMD_SUB_S.mnemonic,
-    spec.SIMD_MUL_S.mnemonic,
-    spec.SIMD_DIV_S.mnemonic,
+    row.mnemonic
+    for row in _ELEMENTWISE
+    if any(a.field == "b" and a.extent == "1" for a in row.accesses)
 }
 
 
-@semantics(
-    spec.SIMD_ADD, spec.SIMD_SUB, spec.SIMD_MUL, spec.SIMD_DIV, spec.SIMD_MAX,
-    spec.SIMD_ADD_S, spec.SIMD_SUB_S, spec.SIMD_MUL_S, spec.SIMD_DIV_S,
-)  # fmt: skip
+@semantics(*_ELEMENTWISE)
 def simd_binary(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, b, n = i.operands
     rhs = _vec(c, b, 1) if i.mnemonic in _SCALAR_B else _vec(c, b, n)
@@ -226,7 +217,7 @@ def simd_shiftadd(m: Machine, c: CoreState, i: Instr) -> int | None:
 @semantics(spec.SIMD_QUANT)
 def simd_quant(m: Machine, c: CoreState, i: Instr) -> int | None:
     d, a, s, bits, signed, n = i.operands
-    lo, hi = (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = quant_range(bits, bool(signed))
     scale = _vec(c, s, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.rint(_vec(c, a, n) / np.where(scale == 0, 1.0, scale))

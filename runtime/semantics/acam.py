@@ -1,8 +1,9 @@
 """Semantics of the analog-CAM unit: encode, search, leaf and program (spec.ACAM_*).
 
-The meaning of the data (rank codes, the spread over cells) is isa/acam.py's; the device
-(which thresholds an array really holds) is runtime/acam.py's. Every buffer word holds one
-value per sample, so each function works on a whole batch at once.
+The meaning of the data (rank codes, the spread over cells) is isa/acam.py's, the arithmetic
+(coding, driven levels, leaf accumulation) isa/numerics.py's; the device (which thresholds an
+array really holds) is runtime/acam.py's. Every buffer word holds one value per sample, so
+each function works on a whole batch at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from imcc.isa import spec
 from imcc.isa.acam import codes, spread
 from imcc.isa.encoding import Instr
+from imcc.isa.numerics import accumulate_leaves, driven_levels
 from imcc.runtime.acam import CamState
 from imcc.runtime.kernels import kernels
 from imcc.runtime.machine import CoreState, Machine
@@ -91,8 +93,7 @@ def acam_search(m: Machine, c: CoreState, i: Instr) -> int | None:
 def search(state: CamState, driven: np.ndarray, target: np.ndarray, chain: bool) -> None:
     """The definition: drive clip(rint(level), 0, L - 1) (NaN drives 0), write the match
     words into `target` (words, batch), ANDed with what it holds when `chain`."""
-    levels = np.fmin(np.fmax(np.rint(driven), 0.0), state.levels - 1).astype(np.int64)
-    words = match_words(state, levels)
+    words = match_words(state, driven_levels(driven, state.levels))
     if chain:  # a row spread over several arrays: its match lines are ANDed
         words = words & read_words(target)
     target[:] = words
@@ -129,17 +130,7 @@ def leaf(state: CamState, match: np.ndarray, target: np.ndarray, single: bool) -
     samples, rows = matched_rows(read_words(match), state.rows)
     dtype = np.float32 if single else np.float64  # a float32 sum rounds after every add
     acc = target.T.astype(dtype)  # (batch, n), a copy
-    if rows.size:
-        # The k-th match of every sample is added in round k: per sample, the matched rows'
-        # leaves are added one after another in row (tree) order, as a sequential sum. Samples
-        # with fewer matches add -0.0, the exact identity of IEEE addition.
-        n = acc.shape[1]
-        counts = np.bincount(samples, minlength=acc.shape[0])
-        rank = np.arange(samples.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        rounds = np.full((int(rank.max()) + 1, acc.shape[0], n), -0.0, dtype=dtype)
-        rounds[rank, samples] = state.leaves[rows].astype(dtype)
-        for k in range(rounds.shape[0]):
-            np.add(acc, rounds[k], out=acc)
+    accumulate_leaves(acc, samples, rows, state.leaves)  # in row (tree) order per sample
     target[:] = acc.T
 
 

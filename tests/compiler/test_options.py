@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 
 import imcc
-from imcc.compiler.passes.tiling import make_slicing, slice_levels
+from imcc.compiler.ir.crossbar import slice_levels
+from imcc.compiler.passes.bitslice import make_slicing
 from imcc.isa.diagnostics import CompileError, OptionLoc
 from tests.conftest import big_target, mlp_onnx
 

@@ -19,8 +19,8 @@ from sklearn.tree import DecisionTreeClassifier
 import imcc
 from imcc.compiler.ir.core import Graph, TensorType
 from imcc.compiler.ir.trees import TreeEnsemble, pack
+from imcc.compiler.passes.acam_map import float32_cut, map_ensemble, prove
 from imcc.compiler.passes.manager import Context
-from imcc.compiler.passes.trees import float32_cut, map_ensemble, prove
 from imcc.compiler.target import load_target
 from imcc.isa.diagnostics import CompileError, FrontendError
 from imcc.isa.target import Target

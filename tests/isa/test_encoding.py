@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -293,3 +294,125 @@ def test_bit_widths_above_32_are_refused_everywhere(row: spec.InstrSpec) -> None
     assert info.value.message == (
         f"operand {index + 1} of {row.mnemonic!r} must be a bit width in [1, 32], not '63'"
     )
+
+
+# -- the per-row facts the loader, the engines and the cost model read instead of comparing rows
+
+COUNT, CAM = spec.OperandKind.COUNT, spec.OperandKind.CAM
+A, S, N = spec.ArrayUse, spec.Shape, spec.Noc
+
+
+def fact_row(*operands: tuple[str, spec.OperandKind], access: str = "", **facts: Any) -> Any:
+    return spec._row("ctl.a", 1, spec.CostClass.CTL, "test", *operands, access=access, **facts)
+
+
+@pytest.mark.parametrize(
+    ("operands", "access", "facts", "message"),
+    [
+        ((), "", {"array": A.READ}, "has an array operand exactly when it uses an array"),
+        ((("x", spec.OperandKind.ARRAY),), "", {}, "has an array operand exactly when"),
+        ((("x", CAM),), "", {"array": A.PROGRAM}, "programs an array but names no image"),
+        ((("m", REG),), "", {"repeat": "m"}, "repeat 'm' of 'ctl.a' is not a count operand"),
+        ((("n", COUNT),), "", {"macs": "rows*q"}, "macs 'rows*q' of 'ctl.a' names an unknown"),
+        (
+            (("x", CAM), ("n", COUNT)),
+            "",
+            {"array": A.READ, "leaf_width": "n"},
+            "checks a leaf width but does not read leaves",
+        ),
+        (
+            (("x", spec.OperandKind.ARRAY),),
+            "",
+            {"array": A.READ, "shape": S.MATCHES},
+            "is priced on matches but reads no CAM array",
+        ),
+        ((), "", {"shape": S.HELD}, "is priced on an image it does not use"),
+        ((), "", {"shape": S.CODING}, "priced on a coding table exactly when it names one"),
+        ((("t", spec.OperandKind.CAM_CODE),), "", {}, "priced on a coding table exactly when"),
+        (
+            (("t", spec.OperandKind.CAM_CODE), ("n", COUNT)),
+            "",
+            {"shape": S.CODING},
+            "names a coding table but no counts n and k",
+        ),
+        ((("d", REG), ("n", COUNT)), "d:w:rows", {}, "sized by an image it does not read"),
+        (
+            (("x", CAM), ("image", spec.OperandKind.CAM_IMAGE), ("d", REG)),
+            "d:w:1",
+            {"array": A.PROGRAM},
+            "programs an array and touches memory",
+        ),
+        ((("tag", REG),), "", {"noc": N.SEND}, "is a message with no core operand"),
+        (
+            (("d", REG), ("a", REG), ("s", REG), ("n", COUNT), ("m", COUNT)),
+            "d:w:strided-dst a:r:strided-src",
+            {},
+            "copies a strided block but does not repeat by m",
+        ),
+        (
+            (("d", REG),),
+            "",
+            {"scalar": spec.Scalar.SET},
+            "is a set of the registers with no immediate operand 'imm'",
+        ),
+        (
+            (("c", REG),),
+            "",
+            {"scalar": spec.Scalar.COUNT},
+            "is a count of the registers with no target operand 'target'",
+        ),
+    ],
+)
+def test_table_check_rejects_facts_the_readers_cannot_follow(
+    operands: tuple[tuple[str, spec.OperandKind], ...],
+    access: str,
+    facts: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check(fact_row(*operands, access=access, **facts))
+
+
+# mnemonic -> (array, shape, repeat, macs, leaf_width, noc, scalar), for every row with a fact
+FACTS = {
+    "ctl.set": (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.SET),
+    "ctl.add": (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.ADD),
+    "ctl.loop": (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.COUNT),
+    "xbar.mvm": (A.READ, S.HELD, "", "rows*cols", "", N.NONE, spec.Scalar.NONE),
+    "xbar.program": (A.PROGRAM, S.PROGRAMMED, "", "", "", N.NONE, spec.Scalar.NONE),
+    "xbar.mvmb": (A.READ, S.HELD, "m", "rows*cols*m", "", N.NONE, spec.Scalar.NONE),
+    "simd.copy2d": (A.NONE, S.NONE, "m", "", "", N.NONE, spec.Scalar.NONE),
+    "noc.send": (A.NONE, S.NONE, "", "", "", N.SEND, spec.Scalar.NONE),
+    "noc.recv": (A.NONE, S.NONE, "", "", "", N.RECV, spec.Scalar.NONE),
+    "acam.encode": (A.NONE, S.CODING, "", "", "", N.NONE, spec.Scalar.NONE),
+    "acam.search": (A.READ, S.HELD, "", "", "", N.NONE, spec.Scalar.NONE),
+    "acam.leaf": (A.READ, S.MATCHES, "", "", "n", N.NONE, spec.Scalar.NONE),
+    "acam.program": (A.PROGRAM, S.PROGRAMMED, "", "", "", N.NONE, spec.Scalar.NONE),
+}
+
+
+def test_every_rows_facts_are_the_expected_ones() -> None:
+    none = (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.NONE)
+    for row in spec.TABLE:
+        facts = (row.array, row.shape, row.repeat, row.macs, row.leaf_width, row.noc, row.scalar)
+        assert facts == FACTS.get(row.mnemonic, none), row.mnemonic
+
+
+def test_the_facts_agree_with_the_cost_classes() -> None:
+    """Each fact sits exactly on the rows the cost model prices by it."""
+    for row in spec.TABLE:
+        assert bool(row.macs) == (row.cost is spec.CostClass.XBAR_MVM), row.mnemonic
+        assert (row.noc is not N.NONE) == (row.cost is spec.CostClass.NOC), row.mnemonic
+        programs = row.cost in (spec.CostClass.XBAR_PROGRAM, spec.CostClass.ACAM_PROGRAM)
+        assert (row.array is A.PROGRAM) == programs, row.mnemonic
+        assert (row.shape is S.CODING) == (row.cost is spec.CostClass.ACAM_ENCODE), row.mnemonic
+        assert (row.shape is S.MATCHES) == (row.cost is spec.CostClass.ACAM_LEAF), row.mnemonic
+        assert (row.scalar is not spec.Scalar.NONE) <= (row.unit is spec.Unit.CTL), row.mnemonic
+        assert row.strided == (row.repeat == "m" and row.cost is spec.CostClass.SIMD_ARITH)
+
+
+def test_array_and_image_operands_are_found_by_kind() -> None:
+    assert spec.ACAM_LEAF.array_index == 0 and spec.ACAM_LEAF.image_index is None
+    assert spec.XBAR_PROGRAM.image_index == 1 and spec.ACAM_PROGRAM.image_index == 1
+    assert spec.SIMD_ADD.array_index is None and spec.SIMD_ADD.image_index is None
+    assert spec.ACAM_ENCODE.operand_index(spec.OperandKind.CAM_CODE) == 2

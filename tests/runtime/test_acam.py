@@ -16,8 +16,10 @@ from imcc.isa import spec
 from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.diagnostics import BinaryFormatError, SimulationError
 from imcc.isa.encoding import make
+from imcc.isa.numerics import accepts, accumulate_leaves, driven_levels, rank_code, row_matches
 from imcc.isa.program import Binding, Program, TensorInfo
-from imcc.runtime.acam import CamDevice, make_cam_device
+from imcc.runtime.acam import CamDevice
+from imcc.runtime.devices import make_cam_device
 from imcc.runtime.semantics.acam import match_words
 
 TARGET = load_target("xtime")
@@ -93,6 +95,47 @@ def test_search_is_the_threshold_comparison_for_any_programmed_bounds() -> None:
     assert np.all(np.isinf(ideal.lower[low == 0])) and np.all(
         ideal.lower[low > 0] == low[low > 0] - 0.5
     )
+
+
+def test_rank_codes_mind_less_than_versus_less_or_equal_and_place_nan() -> None:
+    cuts, inclusive = np.array([1.0, 1.0, 2.0]), np.array([0, 1, 1])  # x < 1, x <= 1, x <= 2
+    x = np.array([0.5, 1.0, 1.5, 2.0, 2.5, np.nan])
+    np.testing.assert_array_equal(rank_code(x, cuts, inclusive, False), [0, 1, 2, 2, 3, 4])
+    np.testing.assert_array_equal(rank_code(x, cuts, inclusive, True), [1, 2, 3, 3, 4, 0])
+
+
+def test_driven_levels_round_half_to_even_clip_and_drive_nan_low() -> None:
+    x = np.array([np.nan, 0.5, 1.5, 2.4999, -0.6, 9.0, -np.inf, np.inf])
+    np.testing.assert_array_equal(driven_levels(x, 4), [0, 0, 2, 2, 0, 3, 0, 3])
+
+
+def test_a_row_matches_when_every_cell_accepts_its_level() -> None:
+    rng = np.random.default_rng(5)
+    low = rng.integers(0, LEVELS, (30, 4))
+    high = np.minimum(low + rng.integers(1, LEVELS, (30, 4)), LEVELS)
+    levels = rng.integers(0, LEVELS, (4, 20))
+    expected = [[all(low[r, c] <= levels[c, b] < high[r, c] for c in range(4)) for r in range(30)]
+                for b in range(20)]  # fmt: skip
+    np.testing.assert_array_equal(row_matches(levels, low, high), expected)
+    assert accepts(np.float64(2.0), 1.5, 2.5) and not accepts(np.float64(2.0), 2.5, np.inf)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_leaves_accumulate_one_after_another_in_row_order(dtype: type) -> None:
+    """Exactly the sequential sum, float32 rounding after every add: compare with a loop."""
+    rng = np.random.default_rng(6)
+    leaves = rng.normal(size=(50, 3)) * 10.0 ** rng.integers(-8, 8, (50, 1))
+    match = rng.random((12, 50)) < 0.3
+    acc = (rng.normal(size=(12, 3)) * 1e3).astype(dtype)
+    acc[0] = 0.0
+    expected = acc.copy()
+    for b in range(12):
+        for r in range(50):
+            if match[b, r]:
+                expected[b] = expected[b] + leaves[r].astype(dtype)
+    samples, rows = np.nonzero(match)
+    accumulate_leaves(acc, samples, rows, leaves)
+    assert acc.dtype == dtype and acc.tobytes() == expected.tobytes()
 
 
 def forest() -> tuple[imcc.Binary, np.ndarray, np.ndarray]:

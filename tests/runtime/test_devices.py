@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from imcc.compiler.target import load_target
+from imcc.isa import presets
 from imcc.isa.diagnostics import SimulationError
-from imcc.runtime.devices import device_names, make_device
+from imcc.isa.presets import DeviceKind
+from imcc.runtime.devices import (
+    IdealDevice,
+    device_kinds,
+    device_names,
+    lookup,
+    make_cam_device,
+    make_device,
+)
 from imcc.runtime.devices.circuit import ir_drop_exact, ir_drop_fast
 from imcc.runtime.devices.physical import PhysicalDevice
 from imcc.runtime.devices.presets import load_preset, parse_override, preset_names
@@ -120,6 +129,36 @@ def test_a_user_toml_file_is_a_device(tmp_path: Path) -> None:
 def test_unknown_device_lists_ideal_first() -> None:
     with pytest.raises(SimulationError, match="unknown device 'pcm2'; devices are ideal, "):
         make_device("pcm2")
+
+
+# -- the registry ----------------------------------------------------------------------------
+def test_one_registry_holds_crossbar_and_cam_devices_with_their_kinds() -> None:
+    kinds = device_kinds()
+    assert kinds["ideal"] == (DeviceKind.XBAR, DeviceKind.ACAM)
+    assert all(kinds[name] == (DeviceKind.XBAR,) for name in preset_names())
+    assert list(kinds) == ["ideal", *preset_names()]
+    assert device_names() == device_names(DeviceKind.XBAR) == list(kinds)
+    assert device_names(DeviceKind.ACAM) == ["ideal"]
+    # the compiler's copy (isa/presets.py, which may not import the runtime) is the same
+    assert presets.device_kinds() == kinds
+    assert presets.device_names(DeviceKind.ACAM) == ["ideal"]
+
+
+def test_lookup_by_name_gives_the_device_whatever_its_kind() -> None:
+    ideal = lookup("ideal")
+    assert ideal is not None and ideal.xbar is not None and ideal.acam is not None
+    assert isinstance(ideal.xbar(None, seed=0, ir_drop=None), IdealDevice)
+    assert ideal.acam() == make_cam_device("ideal") and ideal.acam().exact
+    pcm = lookup("pcm")
+    assert pcm is not None and pcm.kinds == (DeviceKind.XBAR,) and pcm.acam is None
+    xbar = load_target("edge-rram").xbar
+    assert pcm.xbar(xbar, seed=0, ir_drop=None).name == make_device("pcm", xbar).name == "pcm"
+    assert lookup("pcm2") is None
+    # a crossbar-only device is not a CAM device: the CAM error, as for an unknown name
+    with pytest.raises(SimulationError, match=re.escape(
+            "unknown CAM device 'pcm'; CAM devices are ideal (or give a programming-noise sigma "
+            "in level steps)")):  # fmt: skip
+        make_cam_device("pcm")
 
 
 def test_binary_cells_refuse_multi_bit_levels() -> None:

@@ -12,6 +12,7 @@ from imcc.isa import spec
 from imcc.isa.diagnostics import BinaryFormatError, InputLoc, SimulationError
 from imcc.isa.encoding import make
 from imcc.isa.program import Binding, XbarImage
+from imcc.runtime.engine import Mode
 from tests.runtime.programs import binary, image_directive, with_io
 
 LEVELS = np.ones((4, 4), dtype=np.int64)
@@ -139,35 +140,6 @@ def test_a_program_that_never_halts_exhausts_the_cycle_budget() -> None:
         imcc.Simulator(program, mode="functional", max_cycles=1000).run(np.zeros(4))
 
 
-@pytest.mark.parametrize("mode", ["functional", "cycle"])
-def test_a_receive_without_send_is_a_deadlock(mode: str) -> None:
-    program = with_io(
-        ".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
-    )
-    with pytest.raises(SimulationError) as info:
-        imcc.Simulator(program, mode=mode).run(np.zeros(4))
-    assert str(info.value) == (
-        "core 0 pc 1 (noc.recv): deadlock: every running core waits for a message "
-        "(core 0 pc 1 waits for core 1 tag 5)"
-    )
-
-
-@pytest.mark.parametrize("mode", ["functional", "cycle"])
-def test_a_dynamic_address_out_of_range_traps_with_core_and_pc(mode: str) -> None:
-    # r0 is changed inside a loop, so the loader cannot know it; the simulator checks it.
-    program = with_io(
-        ".core 0\nctl.set r0, 16000\nctl.set r1, 3\nagain:\n"
-        "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, again\n"
-        "ctl.halt\n"
-    )
-    with pytest.raises(SimulationError) as info:
-        imcc.Simulator(program, mode=mode).run(np.zeros(4))
-    assert str(info.value) == (
-        "core 0 pc 3 (simd.relu): d = r0 = 16400: range [16400, 16408) is outside the "
-        "16384-word buffer"
-    )
-
-
 def test_running_off_the_end_without_halt_traps() -> None:
     program = with_io(".core 0\nctl.nop\n")
     with pytest.raises(SimulationError, match=r"core 0 pc 1: ran past the end of its code"):
@@ -239,3 +211,49 @@ def test_static_strides_of_a_block_copy_are_checked(strides: str, message: str) 
     text = f".core 0\nctl.set r1, 0\n{strides}simd.copy2d r1, r1, {register}, 4, 3\nctl.halt\n"
     with pytest.raises(BinaryFormatError, match=message):
         imcc.Simulator(with_io(text))
+
+
+@pytest.mark.parametrize("mode", ["functional", "cycle", Mode.FUNCTIONAL, Mode.CYCLE])
+def test_modes_are_a_str_enum_that_strings_name(mode: str) -> None:
+    sim = imcc.Simulator(with_io(".core 0\nctl.halt\n"), mode=mode)
+    assert sim.mode is Mode(mode) and sim.mode == str(mode)
+    report = sim.run(np.zeros(4)).report
+    assert type(report.mode) is str and report.mode == mode
+    assert (report.cycles is None) == (mode == "functional")
+
+
+# -- what both engines do: the cycle-level engine inherits every functional test -------------
+class TestFunctional:
+    """Behaviour the two engines share, on the functional engine; TestCycle runs each test
+    again on the cycle-level engine, which calls the same semantics and adds time."""
+
+    mode = Mode.FUNCTIONAL
+
+    def test_a_receive_without_send_is_a_deadlock(self) -> None:
+        program = with_io(
+            ".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
+        )
+        with pytest.raises(SimulationError) as info:
+            imcc.Simulator(program, mode=self.mode).run(np.zeros(4))
+        assert str(info.value) == (
+            "core 0 pc 1 (noc.recv): deadlock: every running core waits for a message "
+            "(core 0 pc 1 waits for core 1 tag 5)"
+        )
+
+    def test_a_dynamic_address_out_of_range_traps_with_core_and_pc(self) -> None:
+        # r0 is changed inside a loop, so the loader cannot know it; the simulator checks it.
+        program = with_io(
+            ".core 0\nctl.set r0, 16000\nctl.set r1, 3\nagain:\n"
+            "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, again\n"
+            "ctl.halt\n"
+        )
+        with pytest.raises(SimulationError) as info:
+            imcc.Simulator(program, mode=self.mode).run(np.zeros(4))
+        assert str(info.value) == (
+            "core 0 pc 3 (simd.relu): d = r0 = 16400: range [16400, 16408) is outside the "
+            "16384-word buffer"
+        )
+
+
+class TestCycle(TestFunctional):
+    mode = Mode.CYCLE

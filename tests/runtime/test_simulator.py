@@ -19,6 +19,7 @@ from imcc.runtime.engine import (
     INSTRUCTION_WORK,
     UNBOUNDED_TRIPS,
     UNBOUNDED_WORK,
+    Mode,
 )
 from tests.conftest import mlp_onnx
 from tests.runtime.programs import program, with_io
@@ -93,16 +94,6 @@ def huge_memories() -> Program:
     )
 
 
-@pytest.mark.parametrize("mode", ["functional", "cycle"])
-def test_memories_are_sparse_even_at_the_top_of_huge_address_spaces(mode: str) -> None:
-    sim = imcc.Simulator(huge_memories(), mode=mode)
-    x = np.array([[1.0, -2.0, 3.0, -4.0], [-1.0, 2.0, -3.0, 4.0]])
-    y = sim.run(x).outputs["y"]
-    assert np.array_equal(y, np.maximum(x, 0).astype(np.float32))
-    held = sim.machine.usage.held
-    assert 0 < held <= 8 * machine.PAGE_WORDS * 2 * 8  # a few pages x 2 samples x 8 bytes
-
-
 def test_a_touch_past_the_host_limit_is_a_trap_naming_core_pc_and_memory(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(machine, "HOST_MEMORY_BYTES", 1 << 20)
     binary = with_io(".core 0\nctl.set r0, 0\nctl.set r1, 64\nmem.load r1, r0, 16000\nctl.halt\n")
@@ -123,22 +114,6 @@ def test_inputs_the_host_cannot_hold_are_an_error_before_running(monkeypatch) ->
 
 
 # -- runaway programs stop by default ---------------------------------------------------------
-@pytest.mark.parametrize("mode", ["functional", "cycle"])
-def test_a_spin_loop_traps_under_the_default_budget_with_core_and_pc(mode: str) -> None:
-    binary = with_io(".core 0\nctl.halt\n.core 1\nctl.set r0, 0\nspin:\n    ctl.jump spin\n")
-    with pytest.raises(SimulationError) as info:
-        imcc.Simulator(binary, mode=mode).run(np.zeros(4))
-    # ctl.set once, then the jump at most 4,096 times: the 4,097th pass traps
-    budget = (1 + UNBOUNDED_TRIPS) * INSTRUCTION_WORK
-    assert str(info.value).startswith(
-        f"core 1 pc 1 (ctl.jump): no halt after {budget + INSTRUCTION_WORK:,} work units, past "
-        f"the default budget of {budget:,} for this core"
-    )
-    assert info.value.loc == CoreLoc(1, 1, "ctl.jump")
-    assert f"may repeat {UNBOUNDED_TRIPS:,} times" in str(info.value)
-    assert "pass max_cycles" in str(info.value)
-
-
 def test_a_loop_of_wide_simd_instructions_counts_its_lanes() -> None:
     lanes = 8192
     binary = with_io(f".core 0\nctl.set r0, 0\ntop:\n    simd.relu r0, r0, {lanes}\n"
@@ -169,18 +144,6 @@ def test_a_loop_with_a_huge_static_count_stops_at_the_default_cap() -> None:
     assert isinstance(info.value.loc, CoreLoc) and info.value.loc.core == 0
     assert info.value.loc.pc in (2, 3)
     assert f"past the {BOUNDED_WORK:,} the default allows" in str(info.value)
-
-
-@pytest.mark.parametrize("mode", ["functional", "cycle"])
-def test_halting_loops_run_to_their_static_counts_under_the_default(mode: str) -> None:
-    """Nested static loops of 100 x 60 passes (12,000+ instructions, past the budget of an
-    unbounded loop) halt; the same with max_cycles is the explicit budget."""
-    text = (".core 0\nctl.set r0, 100\nouter:\n    ctl.set r1, 60\ninner:\n    ctl.nop\n"
-            "    ctl.loop r1, inner\n    ctl.loop r0, outer\nctl.halt\n")  # fmt: skip
-    sim = imcc.Simulator(with_io(text), mode=mode)
-    sim.run(np.zeros(4))
-    with pytest.raises(SimulationError, match="budget exhausted"):
-        imcc.Simulator(with_io(text), mode=mode, max_cycles=500).run(np.zeros(4))
 
 
 # -- run-time arguments and inputs ------------------------------------------------------------
@@ -332,3 +295,47 @@ def test_a_binary_path_that_cannot_be_read_is_located_at_the_argument(tmp_path) 
     with pytest.raises(imcc.Diagnostic) as info:
         imcc.Simulator(tmp_path / "missing.imcb")
     assert info.value.loc == OptionLoc("binary") and "cannot read" in str(info.value)
+
+
+# -- what both engines do: the cycle-level engine inherits every functional test -------------
+class TestFunctional:
+    """Behaviour the two engines share, on the functional engine; TestCycle runs each test
+    again on the cycle-level engine, which calls the same semantics and adds time."""
+
+    mode = Mode.FUNCTIONAL
+
+    def test_memories_are_sparse_even_at_the_top_of_huge_address_spaces(self) -> None:
+        sim = imcc.Simulator(huge_memories(), mode=self.mode)
+        x = np.array([[1.0, -2.0, 3.0, -4.0], [-1.0, 2.0, -3.0, 4.0]])
+        y = sim.run(x).outputs["y"]
+        assert np.array_equal(y, np.maximum(x, 0).astype(np.float32))
+        held = sim.machine.usage.held
+        assert 0 < held <= 8 * machine.PAGE_WORDS * 2 * 8  # a few pages x 2 samples x 8 bytes
+
+    def test_a_spin_loop_traps_under_the_default_budget_with_core_and_pc(self) -> None:
+        binary = with_io(".core 0\nctl.halt\n.core 1\nctl.set r0, 0\nspin:\n    ctl.jump spin\n")
+        with pytest.raises(SimulationError) as info:
+            imcc.Simulator(binary, mode=self.mode).run(np.zeros(4))
+        # ctl.set once, then the jump at most 4,096 times: the 4,097th pass traps
+        budget = (1 + UNBOUNDED_TRIPS) * INSTRUCTION_WORK
+        assert str(info.value).startswith(
+            f"core 1 pc 1 (ctl.jump): no halt after {budget + INSTRUCTION_WORK:,} work units, past "
+            f"the default budget of {budget:,} for this core"
+        )
+        assert info.value.loc == CoreLoc(1, 1, "ctl.jump")
+        assert f"may repeat {UNBOUNDED_TRIPS:,} times" in str(info.value)
+        assert "pass max_cycles" in str(info.value)
+
+    def test_halting_loops_run_to_their_static_counts_under_the_default(self) -> None:
+        """Nested static loops of 100 x 60 passes (12,000+ instructions, past the budget of an
+        unbounded loop) halt; the same with max_cycles is the explicit budget."""
+        text = (".core 0\nctl.set r0, 100\nouter:\n    ctl.set r1, 60\ninner:\n    ctl.nop\n"
+                "    ctl.loop r1, inner\n    ctl.loop r0, outer\nctl.halt\n")  # fmt: skip
+        sim = imcc.Simulator(with_io(text), mode=self.mode)
+        sim.run(np.zeros(4))
+        with pytest.raises(SimulationError, match="budget exhausted"):
+            imcc.Simulator(with_io(text), mode=self.mode, max_cycles=500).run(np.zeros(4))
+
+
+class TestCycle(TestFunctional):
+    mode = Mode.CYCLE

@@ -1,29 +1,25 @@
-"""place and schedule: tiles -> (core, array), and every op -> the core that runs it.
+"""place: every QDense's tiles -> (core, array).
 
-`place` (after `tile`): each Tile of each QDense gets one array of one core. By default arrays
-fill core by core in layer order, so a layer's tiles share a core and its partial sums rarely
-cross the network; `spread=true` deals tiles round-robin over the cores (to use every core's
-ADCs in parallel, and to exercise multi-core code); `by_outputs=true` (schedule = latency)
-spreads each layer's output blocks over all cores, each block's row tiles together. A model
-that needs more arrays than the chip has runs in phases (packed placement only): when the
-chip is full, the next layer starts over at the first array, and `emit` reprograms every
-array that serves more than one layer before each use (`xbar.program`, priced per row and
-cell, once per inference). A one-row layer (a classifier) larger than the chip reuses
-arrays tile by tile, each programmed just before its MVM; any other layer larger than the
-chip is an error naming it, and so is the first layer on a target without crossbars.
-`schedule` (after `place`): every op gets attrs["core"]: a QDense runs its reduction and
-post-processing on the core holding most of its tiles; other ops run where their first
-non-constant operand was produced. Ops keep the graph's topological order.
+Each Tile of each QDense gets one array of one core. By default arrays fill core by core in
+layer order, so a layer's tiles share a core and its partial sums rarely cross the network;
+`spread=true` deals tiles round-robin over the cores (to use every core's ADCs in parallel, and
+to exercise multi-core code); `by_outputs=true` (schedule = latency) spreads each layer's output
+blocks over all cores, each block's row tiles together; `balance=true` (schedule = balanced)
+gives the slowest convolutions copies on spare arrays. A model that needs more arrays than the
+chip has runs in phases (packed placement only): when the chip is full, the next layer starts
+over at the first array, and `emit` reprograms every array that serves more than one layer
+before each use (`xbar.program`, priced per row and cell, once per inference). A one-row layer
+(a classifier) larger than the chip reuses arrays tile by tile, each programmed just before its
+MVM; any other layer larger than the chip is an error naming it, and so is the first layer on
+a target without crossbars.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from imcc.compiler.ir import ops
-from imcc.compiler.ir.core import Graph, Op
-from imcc.compiler.ir.trees import TreeEnsemble
+from imcc.compiler.ir.core import Graph
 from imcc.compiler.ir.windows import Window
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.isa.diagnostics import CompileError
@@ -32,10 +28,11 @@ from imcc.isa.diagnostics import CompileError
 @register
 @dataclass(frozen=True, slots=True)
 class PlacePass(Pass):
-    """After: every QDense has attrs["placement"], one distinct (core, array) per tile."""
+    """After: every QDense has `placement`, one distinct (core, array) per tile."""
 
     name = "place"
-    requires = ("tile",)  # reads attrs["tiles"]
+    requires = ("tile",)  # reads `tiles`
+    provides = ("QDense.placement", "QDense.copies")
     spread: bool = False
     by_outputs: bool = False  # schedule = latency: each layer's output blocks over all cores
     phases: bool = True  # a model larger than the chip runs in phases (else: an error)
@@ -43,7 +40,7 @@ class PlacePass(Pass):
 
     def run(self, graph: Graph, ctx: Context) -> None:
         cores, arrays = ctx.target.chip.cores, ctx.target.core.arrays
-        needed = sum(len(op.attrs["tiles"]) for op in graph.walk(ops.QDense))
+        needed = sum(len(op.tiles) for op in graph.walk(ops.QDense))
         first = next(iter(graph.walk(ops.QDense)), None)
         if first is not None and arrays == 0:
             cam = "; its analog-CAM unit runs tree ensembles only" if ctx.target.acam else ""
@@ -54,9 +51,9 @@ class PlacePass(Pass):
             )
         for op in graph.walk(ops.QDense):
             rows = op.inputs[0].type.size // max(op.inputs[1].shape[0], 1)
-            if len(op.attrs["tiles"]) > cores * arrays and rows != 1:
+            if len(op.tiles) > cores * arrays and rows != 1:
                 raise op.error(
-                    f"this layer alone needs {len(op.attrs['tiles'])} crossbar arrays but "
+                    f"this layer alone needs {len(op.tiles)} crossbar arrays but "
                     f"target {ctx.target.name!r} has {cores * arrays} ({cores} cores x "
                     f"{arrays}), and it multiplies {rows} rows, so its arrays cannot be "
                     "reprogrammed tile by tile; use a larger target or fewer weight bits"
@@ -81,11 +78,11 @@ class PlacePass(Pass):
             slots = [(c, a) for c in range(cores) for a in range(arrays)]
         next_slot = 0
         for op in graph.walk(ops.QDense):
-            count = len(op.attrs["tiles"])
+            count = len(op.tiles)
             if next_slot + count > len(slots):  # the chip is full: a new phase starts over
                 next_slot = 0
             # a one-row layer larger than the chip reuses arrays tile by tile (modulo)
-            op.attrs["placement"] = tuple(slots[(next_slot + i) % len(slots)] for i in range(count))
+            op.placement = tuple(slots[(next_slot + i) % len(slots)] for i in range(count))
             next_slot = (
                 (next_slot + count) % len(slots) if count > len(slots) else next_slot + count
             )
@@ -95,7 +92,7 @@ class PlacePass(Pass):
     @staticmethod
     def copy_slowest(graph: Graph, spare: list[tuple[int, int]], arrays: int) -> None:
         """ISAAC's balancing, greedily: while the spare arrays hold another copy of the 2-D
-        convolution whose MVMs take longest, give it one (attrs["copies"]: their placements).
+        convolution whose MVMs take longest, give it one (`copies`: their placements).
         Copies take turns by block of output rows, each on its own cores from the windows to
         the finished block, so a layer gets at most one copy per output row. A layer's time:
         its pixels over its copies, times its tiles on the busiest core (one array at a time)."""
@@ -103,18 +100,18 @@ class PlacePass(Pass):
         pixels = {id(op): op.inputs[0].type.size // op.inputs[1].shape[0] for op in layers}
         copies = {id(op): 1 for op in layers}
         for op in layers:
-            op.attrs["copies"] = ()
+            op.copies = ()
 
-        def time(op: Op) -> float:
-            busiest = min(len(op.attrs["tiles"]), arrays)
+        def time(op: ops.QDense) -> float:
+            busiest = min(len(op.tiles), arrays)
             return pixels[id(op)] / copies[id(op)] * busiest
 
         while layers:
             slowest = max(layers, key=time)
-            count = len(slowest.attrs["tiles"])
+            count = len(slowest.tiles)
             if count > len(spare) or copies[id(slowest)] >= _output_rows(slowest):
                 return  # the bottleneck cannot get another copy: others would not help
-            slowest.attrs["copies"] = (*slowest.attrs["copies"], tuple(spare[:count]))
+            slowest.copies = (*slowest.copies, tuple(spare[:count]))
             spare = spare[count:]
             copies[id(slowest)] += 1
 
@@ -128,7 +125,7 @@ class PlacePass(Pass):
         used = [0] * cores
         start = 0
         for op in graph.walk(ops.QDense):
-            tiles = op.attrs["tiles"]
+            tiles = op.tiles
             blocks = sorted({t.out0 for t in tiles})
             placement: dict[int, tuple[int, int]] = {}
             for j, out0 in enumerate(blocks):
@@ -145,36 +142,13 @@ class PlacePass(Pass):
                     placement[i] = (here, used[here])
                     used[here] += 1
                     free[here] -= 1
-            op.attrs["placement"] = tuple(placement[i] for i in range(len(tiles)))
+            op.placement = tuple(placement[i] for i in range(len(tiles)))
             start = (start + len(blocks)) % cores
 
 
-def _output_rows(op: Op) -> int:
+def _output_rows(op: ops.QDense) -> int:
     """Output rows of a QDense that is a lowered 2-D convolution (its copies' turns), else 0."""
     im2col = op.inputs[0].producer
     if isinstance(im2col, ops.Im2Col) and len(im2col.inputs[0].shape) == 4:
         return Window.of(im2col.attrs, 2).output(im2col.inputs[0].shape[2:])[0]
     return 0
-
-
-@register
-@dataclass(frozen=True, slots=True)
-class SchedulePass(Pass):
-    """After: every op has attrs["core"], the core that executes it."""
-
-    name = "schedule"
-    requires = ("place",)  # reads attrs["placement"]
-
-    def needs(self, graph: Graph, ctx: Context) -> tuple[str, ...]:
-        """Also `acam-map` for a model with trees: the CamTrees ops it makes need a core."""
-        has_trees = any(True for _ in graph.walk(TreeEnsemble))
-        return (*self.requires, "acam-map") if has_trees else self.requires
-
-    def run(self, graph: Graph, ctx: Context) -> None:
-        for op in graph.ops:
-            if isinstance(op, ops.QDense):
-                votes = Counter(core for core, _ in op.attrs["placement"])
-                op.attrs["core"] = min(votes, key=lambda c: (-votes[c], c))
-                continue
-            producers = [v.producer for v in op.inputs if v.producer is not None]
-            op.attrs["core"] = producers[0].attrs["core"] if producers else 0

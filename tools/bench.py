@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from imcc.isa import spec
-from imcc.isa.xbar import input_steps
+from imcc.isa.numerics import input_steps
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -52,7 +52,7 @@ def run_bench(repeats: int = 7) -> dict[str, Any]:
     import onnxruntime as ort
 
     import imcc
-    from imcc.demo import digits, mlp_to_onnx, train_mlp
+    from imcc.tools.demo import digits, mlp_to_onnx, train_mlp
 
     data = digits()
     onnx_model = mlp_to_onnx(train_mlp(data))

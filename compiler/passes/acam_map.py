@@ -1,4 +1,4 @@
-"""acam-map: tree ensembles -> analog-CAM rows, coding table, arrays and cores; and their code.
+"""acam-map: tree ensembles -> analog-CAM rows, coding table, arrays and cores.
 
 `acam-map` (after `place`) turns every TreeEnsemble into a CamTrees op that carries a CamPlan:
 - Rank coding (isa/acam.py): every threshold becomes a cut on the float64 input, exactly as
@@ -27,21 +27,19 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from imcc.compiler.ir import interpreter
-from imcc.compiler.ir.core import Graph, Op, TensorType, Value
-from imcc.compiler.ir.trees import TreeArrays, TreeEnsemble
+from imcc.compiler.ir.cam import Block, CamPlan, CamTrees, FeatureCode
+from imcc.compiler.ir.core import Graph, Op
+from imcc.compiler.ir.trees import Compare, TreeArrays, TreeEnsemble
 from imcc.compiler.passes.manager import Context, Pass, register
 from imcc.isa import spec
-from imcc.isa.acam import CamCode, CamImage, cells_for, codes, decode_ranges, spread
-from imcc.isa.program import Binding
+from imcc.isa.acam import CamCode, CamImage, cells_for, decode_ranges
 
-if TYPE_CHECKING:
-    from imcc.compiler.passes.emit import Emitter
-
+# the count fields of `acam.encode`: features read (k) and cells driven (n)
+_ENCODE = {f.name: f for f in spec.ACAM_ENCODE.fields}
 _TWO_128 = 2.0**128  # one float32 ulp above the largest float32: where float32 overflows
 
 
@@ -70,114 +68,6 @@ def float32_cut(threshold: float, strict: bool) -> tuple[float, bool]:
     return m, _float32(m) <= w
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureCode:
-    """One coded feature: its input index, cuts (t, inclusive) ascending, and NaN placement."""
-
-    feature: int
-    cuts: tuple[tuple[float, bool], ...]
-    nan_low: bool
-
-    @property
-    def codes(self) -> int:
-        return len(self.cuts) + 2
-
-
-class Block:
-    """Rows [row0, row1) of the ensemble's rows on one core: one image per active segment."""
-
-    def __init__(
-        self,
-        core: int,
-        arrays: tuple[int, ...],
-        segments: tuple[int, ...],
-        images: list[CamImage],
-        leaf_cols: tuple[int, int],
-    ) -> None:
-        self.core = core
-        self.arrays = arrays
-        self.segments = segments
-        self.images = images  # the first one holds the leaf RAM
-        self.leaf_cols = leaf_cols
-
-    def __repr__(self) -> str:
-        return f"Block(core={self.core}, arrays={self.arrays}, rows={self.images[0].rows})"
-
-
-class CamPlan:
-    """Everything emit needs for one ensemble, and what the report says about it."""
-
-    def __init__(
-        self,
-        *,
-        code: CamCode,
-        blocks: list[Block],
-        cols: int,
-        levels: int,
-        targets: int,
-        base: tuple[float, ...],
-        base_first: bool,
-        divisor: float,
-        single: bool,
-        stats: dict[str, Any],
-    ) -> None:
-        self.code = code
-        self.blocks = blocks
-        self.cols = cols
-        self.levels = levels
-        self.targets = targets
-        self.base = base
-        self.base_first = base_first
-        self.divisor = divisor
-        self.single = single  # accumulate in float32
-        self.stats = stats
-
-    def __repr__(self) -> str:
-        return f"CamPlan({json.dumps(self.stats, sort_keys=True)})"
-
-    def evaluate(self, x: np.ndarray) -> np.ndarray:
-        """The ideal CAM's result on x (batch, features), straight from the images: the
-        compiler's own model of what the chip computes (tests compare it with the source)."""
-        x = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
-        driven = spread(self.code, codes(self.code, x.T), self.levels)  # (cells, batch)
-        batch = x.shape[0]
-        dtype = np.float32 if self.single else np.float64
-        base = np.asarray(self.base, dtype=np.float64)
-        acc = np.tile(base if self.base_first else np.zeros_like(base), (batch, 1)).astype(dtype)
-        for block in self.blocks:
-            match = np.ones((batch, block.images[0].rows), dtype=bool)
-            for segment, image in zip(block.segments, block.images, strict=True):
-                window = driven[segment * self.cols : segment * self.cols + image.cols]
-                low, high = image.low.astype(np.int64), image.high.astype(np.int64)
-                inside = (window.T[:, None, :] >= low) & (window.T[:, None, :] < high)
-                match &= inside.all(axis=2)
-            c0, c1 = block.leaf_cols
-            leaves = block.images[0].leaves.astype(dtype)
-            for r in range(match.shape[1]):  # row order: tree order
-                acc[:, c0:c1] = np.where(
-                    match[:, r : r + 1], acc[:, c0:c1] + leaves[r], acc[:, c0:c1]
-                )
-        result = acc.astype(np.float64)  # the SIMD unit goes on in float64
-        if self.divisor != 1.0:
-            result = result / self.divisor
-        if not self.base_first:
-            result = result + base
-        return result
-
-
-class CamTrees(Op):
-    """A tree ensemble mapped onto analog-CAM arrays: attrs["plan"] is its CamPlan."""
-
-    kind = "CamTrees"
-    arity: ClassVar[tuple[int, int]] = (1, 1)
-
-    def infer(self) -> list[TensorType]:
-        return [TensorType((1, self.attrs["plan"].targets), "float64")]
-
-
-interpreter.EVALUATORS[CamTrees.kind] = lambda op, args: op.attrs["plan"].evaluate(args[0])
-
-
 # -- mapping --------------------------------------------------------------------------------
 
 
@@ -187,7 +77,7 @@ def _coding(
     """Per feature its sorted distinct cuts; per node the index of its cut (-1 for leaves)."""
     internal = np.nonzero(arrays.feature >= 0)[0]
     node_cut = np.full(arrays.nodes, -1, dtype=np.int64)
-    if compare == "float64":
+    if compare == Compare.FLOAT64:
         cuts = [(float(t), not bool(s)) for t, s in
                 zip(arrays.threshold[internal], arrays.strict[internal], strict=True)]  # fmt: skip
     else:
@@ -264,8 +154,20 @@ def _parts(lo: int, hi: int, nan_ok: bool, cuts: int, nan_low: bool) -> list[tup
     return parts
 
 
-def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
-    """The CamPlan of one ensemble on ctx.target (see the module docstring)."""
+@dataclass
+class Cursor:
+    """The first free CAM array: ensembles fill the chip's arrays one after another."""
+
+    core: int = 0
+    used: int = 0  # arrays of `core` already taken
+
+
+def map_ensemble(
+    op: TreeEnsemble, graph: Graph, ctx: Context, cursor: Cursor | None = None
+) -> CamPlan:
+    """The CamPlan of one ensemble on ctx.target (see the module docstring), from the first
+    free array at `cursor` (advanced past the arrays it takes), or from array 0."""
+    cursor = Cursor() if cursor is None else cursor
     target = ctx.target
     acam = target.acam
     if acam is None:
@@ -276,8 +178,10 @@ def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
     levels, cols = acam.levels, acam.cols
     arrays = op.arrays(graph)
     n_inputs = op.inputs[0].shape[1]
-    if n_inputs > spec.Field("k", spec.OperandKind.COUNT, 0, 12).max:
-        raise op.error(f"{n_inputs} input features exceed the 4095 the CAM encoder reads")
+    if n_inputs > _ENCODE["k"].max:
+        raise op.error(
+            f"{n_inputs} input features exceed the {_ENCODE['k'].max} the CAM encoder reads"
+        )
     compare = op.attrs["compare"]
     per_feature, node_cut = _coding(arrays, compare)
     if not per_feature:  # no splits at all: one don't-care cell keeps the datapath uniform
@@ -291,7 +195,7 @@ def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
     cells = [cells_for(fc.codes, levels) for fc in coded]
     first_cell = np.concatenate([[0], np.cumsum(cells)]).astype(np.int64)
     total_cells = int(first_cell[-1])
-    if total_cells > acam.arrays * cols or total_cells > 4095:
+    if total_cells > acam.arrays * cols or total_cells > _ENCODE["n"].max:
         widest = sorted(zip(cells, features, strict=True), reverse=True)[:3]
         detail = ", ".join(f"feature {f}: {n} cells" for n, f in widest)
         raise op.error(
@@ -301,35 +205,10 @@ def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
         )
 
     # rows: one per path and per NaN part, as code intervals per coded feature
-    position = {f: i for i, f in enumerate(features)}
-    row_lo: list[np.ndarray] = []
-    row_hi: list[np.ndarray] = []
-    row_tree: list[int] = []
-    row_leaf: list[int] = []
-    full_lo = np.zeros(len(features), dtype=np.int64)
     full_hi = np.array([fc.codes for fc in coded], dtype=np.int64)
-    duplicated = dropped = 0
-    for tree, leaf, bounds in paths:
-        choices: list[list[tuple[int, int, int]]] = []
-        for f, (lo, hi, nan_ok) in bounds.items():
-            fc = coded[position[f]]
-            parts = _parts(lo, hi, nan_ok, cut_counts[f], fc.nan_low)
-            choices.append([(position[f], a, b) for a, b in parts])
-        combos: list[list[tuple[int, int, int]]] = [[]]
-        for options in choices:
-            combos = [[*done, option] for done in combos for option in options]
-        if not combos or any(not options for options in choices):
-            dropped += 1
-            continue
-        duplicated += len(combos) - 1
-        for combo in combos:
-            lo_row, hi_row = full_lo.copy(), full_hi.copy()
-            for i, a, b in combo:
-                lo_row[i], hi_row[i] = a, b
-            row_lo.append(lo_row)
-            row_hi.append(hi_row)
-            row_tree.append(tree)
-            row_leaf.append(leaf)
+    row_lo, row_hi, row_tree, row_leaf, duplicated, dropped = _path_rows(
+        paths, coded, cut_counts, full_hi
+    )
     rows = len(row_tree)
     if not rows:
         raise op.error("no input reaches any leaf of the ensemble")
@@ -361,44 +240,7 @@ def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
     order = np.argsort(first_col[tree_of], kind="stable")
     low, high, leaf_values, tree_of = low[order], high[order], leaf_values[order], tree_of[order]
 
-    start = ctx.results.get("acam.next", (0, 0))
-    core, used = start
-    blocks: list[Block] = []
-    segments_total = -(-total_cells // cols)
-    for row0 in range(0, rows, acam.rows):
-        row1 = min(row0 + acam.rows, rows)
-        active = []
-        for s in range(segments_total):
-            window = slice(s * cols, min((s + 1) * cols, total_cells))
-            if np.any(low[row0:row1, window] > 0) or np.any(high[row0:row1, window] < levels):
-                active.append(s)
-        active = active or [0]
-        touched = np.nonzero(np.any(leaf_values[row0:row1] != 0, axis=0))[0]
-        c0, c1 = (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 1)
-        if c1 - c0 > acam.leaf_words:
-            raise op.error(
-                f"leaf vectors of {c1 - c0} outputs exceed the {acam.leaf_words}-word leaf RAM "
-                f"rows of target {target.name!r}"
-            )
-        if used + len(active) > acam.arrays:
-            core, used = core + 1, 0
-        if core >= target.chip.cores:
-            raise op.error(
-                f"the trees need more CAM arrays than target {target.name!r} has "
-                f"({target.chip.cores} cores x {acam.arrays}): {rows} rows in blocks of "
-                f"{acam.rows} rows x {segments_total} segments of {cols} cells"
-            )
-        images = []
-        for i, s in enumerate(active):
-            window = slice(s * cols, min((s + 1) * cols, total_cells))
-            leaves = leaf_values[row0:row1, c0:c1] if i == 0 else np.zeros((row1 - row0, 0))
-            trees = len(np.unique(tree_of[row0:row1])) if i == 0 else 0
-            images.append(CamImage(low[row0:row1, window], high[row0:row1, window], leaves, trees))
-        blocks.append(
-            Block(core, tuple(range(used, used + len(active))), tuple(active), images, (c0, c1))
-        )
-        used += len(active)
-    ctx.results["acam.next"] = (core, used) if used < acam.arrays else (core + 1, 0)
+    blocks = _pack(op, ctx, cursor, low, high, leaf_values, tree_of)
 
     offsets = np.concatenate([[0], np.cumsum([len(fc.cuts) for fc in coded])]).astype(np.int64)
     table = CamCode(
@@ -438,6 +280,102 @@ def map_ensemble(op: TreeEnsemble, graph: Graph, ctx: Context) -> CamPlan:
     )
     prove(op, plan, tree_of, total_cells)
     return plan
+
+
+def _path_rows(
+    paths: list[tuple[int, int, dict[int, tuple[int, int, bool]]]],
+    coded: list[FeatureCode],
+    cut_counts: dict[int, int],
+    full_hi: np.ndarray,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[int], int, int]:
+    """CAM rows of code intervals (low, high per coded feature), with each row's tree and
+    leaf: one per path and per NaN part of it. Also how many rows NaN parts added and how
+    many paths no input reaches."""
+    position = {fc.feature: i for i, fc in enumerate(coded)}
+    row_lo: list[np.ndarray] = []
+    row_hi: list[np.ndarray] = []
+    row_tree: list[int] = []
+    row_leaf: list[int] = []
+    full_lo = np.zeros(len(coded), dtype=np.int64)
+    duplicated = dropped = 0
+    for tree, leaf, bounds in paths:
+        choices: list[list[tuple[int, int, int]]] = []
+        for f, (lo, hi, nan_ok) in bounds.items():
+            fc = coded[position[f]]
+            parts = _parts(lo, hi, nan_ok, cut_counts[f], fc.nan_low)
+            choices.append([(position[f], a, b) for a, b in parts])
+        combos: list[list[tuple[int, int, int]]] = [[]]
+        for options in choices:
+            combos = [[*done, option] for done in combos for option in options]
+        if not combos or any(not options for options in choices):
+            dropped += 1
+            continue
+        duplicated += len(combos) - 1
+        for combo in combos:
+            lo_row, hi_row = full_lo.copy(), full_hi.copy()
+            for i, a, b in combo:
+                lo_row[i], hi_row[i] = a, b
+            row_lo.append(lo_row)
+            row_hi.append(hi_row)
+            row_tree.append(tree)
+            row_leaf.append(leaf)
+    return row_lo, row_hi, row_tree, row_leaf, duplicated, dropped
+
+
+def _pack(
+    op: TreeEnsemble,
+    ctx: Context,
+    cursor: Cursor,
+    low: np.ndarray,
+    high: np.ndarray,
+    leaf_values: np.ndarray,
+    tree_of: np.ndarray,
+) -> list[Block]:
+    """The rows in blocks of the CAM's rows, each block's active segments on consecutive
+    arrays from `cursor` (a new core when one is full), with the leaf columns it touches."""
+    target = ctx.target
+    acam = target.acam
+    assert acam is not None  # map_ensemble checked
+    levels, cols = acam.levels, acam.cols
+    rows, total_cells = low.shape
+    core, used = cursor.core, cursor.used
+    blocks: list[Block] = []
+    segments_total = -(-total_cells // cols)
+    for row0 in range(0, rows, acam.rows):
+        row1 = min(row0 + acam.rows, rows)
+        active = []
+        for s in range(segments_total):
+            window = slice(s * cols, min((s + 1) * cols, total_cells))
+            if np.any(low[row0:row1, window] > 0) or np.any(high[row0:row1, window] < levels):
+                active.append(s)
+        active = active or [0]
+        touched = np.nonzero(np.any(leaf_values[row0:row1] != 0, axis=0))[0]
+        c0, c1 = (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 1)
+        if c1 - c0 > acam.leaf_words:
+            raise op.error(
+                f"leaf vectors of {c1 - c0} outputs exceed the {acam.leaf_words}-word leaf RAM "
+                f"rows of target {target.name!r}"
+            )
+        if used + len(active) > acam.arrays:
+            core, used = core + 1, 0
+        if core >= target.chip.cores:
+            raise op.error(
+                f"the trees need more CAM arrays than target {target.name!r} has "
+                f"({target.chip.cores} cores x {acam.arrays}): {rows} rows in blocks of "
+                f"{acam.rows} rows x {segments_total} segments of {cols} cells"
+            )
+        images = []
+        for i, s in enumerate(active):
+            window = slice(s * cols, min((s + 1) * cols, total_cells))
+            leaves = leaf_values[row0:row1, c0:c1] if i == 0 else np.zeros((row1 - row0, 0))
+            trees = len(np.unique(tree_of[row0:row1])) if i == 0 else 0
+            images.append(CamImage(low[row0:row1, window], high[row0:row1, window], leaves, trees))
+        blocks.append(
+            Block(core, tuple(range(used, used + len(active))), tuple(active), images, (c0, c1))
+        )
+        used += len(active)
+    cursor.core, cursor.used = (core, used) if used < acam.arrays else (core + 1, 0)
+    return blocks
 
 
 def prove(op: Op, plan: CamPlan, tree_of: np.ndarray, total_cells: int) -> None:
@@ -494,73 +432,15 @@ class AcamMapPass(Pass):
     whose rows are proven to give exactly one match per tree for every input."""
 
     name = "acam-map"
+    provides = ("CamTrees.plan",)
 
     def run(self, graph: Graph, ctx: Context) -> None:
         summaries = []
+        cursor = Cursor()
         for op in graph.walk(TreeEnsemble):
-            assert isinstance(op, TreeEnsemble)
-            plan = map_ensemble(op, graph, ctx)
-            graph.replace_op(op, CamTrees([op.inputs[0]], name=op.name, plan=plan))
+            plan = map_ensemble(op, graph, ctx, cursor)
+            graph.replace_op(op, CamTrees([op.inputs[0]], plan, op.name))
             summaries.append({"node": op.name, **plan.stats})
         if summaries:
             graph.meta["acam"] = json.dumps(summaries, sort_keys=True)
         graph.remove_dead()
-
-
-# -- emit -----------------------------------------------------------------------------------
-
-
-def emit_cam_trees(em: Emitter, op: Op) -> None:
-    """Encode on the input's core, then per block its searches and leaf read, the accumulator
-    passing from core to core in block order; then divisor and late base on the last core."""
-    plan: CamPlan = op.attrs["plan"]
-    sections = em.sections
-    cam_images: list[CamImage] = sections.setdefault("cam_images", [])
-    cam_bindings: list[Binding] = sections.setdefault("cam_bindings", [])
-    cam_codes: list[CamCode] = sections.setdefault("cam_codes", [])
-    x = op.inputs[0]
-    home = op.attrs["core"]
-    table = len(cam_codes)
-    cam_codes.append(plan.code)
-    n, k = plan.code.n_cells, x.type.size
-    hc = em.cores[home]
-    x_addr = em.local(x, home)
-    driven = Value(f"{op.name}.levels", TensorType((1, n), "float64"))
-    dl = hc.buffer.alloc(n, f"{op.name} CAM levels")
-    hc.emit(spec.ACAM_ENCODE, dl, x_addr, table, n, k)
-    em.define(driven, home, dl)
-
-    targets = plan.targets
-    base = np.asarray(plan.base, dtype=np.float64)
-    acc_value = Value(f"{op.name}.acc", TensorType((1, targets), "float64"))
-    core = plan.blocks[0].core
-    cc = em.cores[core]
-    acc = cc.buffer.alloc(targets, f"{op.name} accumulator")
-    start = base if plan.base_first else np.zeros(targets)
-    cc.emit(spec.MEM_LOAD, acc, em.constant_addr(start), targets)
-    for block in plan.blocks:
-        if block.core != core:  # hand the accumulator on, in block (tree) order
-            em.define(acc_value, core, acc)
-            moved = em.local(acc_value, block.core)
-            cc.buffer.release(acc, targets)
-            core, acc, cc = block.core, moved, em.cores[block.core]
-        levels_at = em.local(driven, core)
-        rows = block.images[0].rows
-        words = -(-rows // spec.MATCH_BITS)
-        match = cc.buffer.alloc(words, f"{op.name} match vector")
-        for i, (segment, array, image) in enumerate(
-            zip(block.segments, block.arrays, block.images, strict=True)
-        ):
-            cam_bindings.append(Binding(core, array, len(cam_images)))
-            cam_images.append(image)
-            cc.emit(spec.ACAM_SEARCH, array, levels_at + segment * plan.cols, match, int(i > 0))
-        c0, c1 = block.leaf_cols
-        cc.emit(spec.ACAM_LEAF, block.arrays[0], match, acc + c0, c1 - c0, int(plan.single))
-        cc.buffer.release(match, words)
-    for at, loc in em.copies.pop(id(driven)).items():
-        em.cores[at].buffer.release(loc.addr, loc.size)
-    if plan.divisor != 1.0:
-        cc.emit(spec.SIMD_DIV_S, acc, acc, em.const_local(core, plan.divisor), targets)
-    if not plan.base_first:
-        cc.emit(spec.SIMD_ADD, acc, acc, em.vector_local(core, base), targets)
-    em.define(op.outputs[0], core, acc)

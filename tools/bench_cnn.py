@@ -1,4 +1,4 @@
-"""`imcc bench`, CNN part: ResNet-18 and MobileNetV2 (imcc.zoo, 224x224 inputs) in the
+"""`imcc bench`, CNN part: ResNet-18 and MobileNetV2 (imcc.tools.zoo, 224x224 inputs) in the
 high-precision configuration of the ONNX backend (16-bit weights and inputs, lossless ADC,
 256 cores with 2^23-word buffers): compile time and peak memory next to an onnxruntime
 session load, and one inference on the functional and cycle-level simulators next to
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from imcc.bench import median_seconds
+from imcc.tools.bench import median_seconds
 
 SIZE = 224
 BITS = 16
@@ -23,8 +23,8 @@ def run_cnn_bench(repeats: int = 3) -> dict[str, Any]:
     import onnxruntime as ort
 
     import imcc
-    from imcc import zoo
     from imcc.backend import high_precision_target
+    from imcc.tools import zoo
 
     target = high_precision_target(cores=256, buffer_words=1 << 23)
     image = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from imcc.bench import median_seconds
+from imcc.tools.bench import median_seconds
 
 BATCH = 4096
 

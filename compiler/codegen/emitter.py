@@ -1,0 +1,506 @@
+"""Code generation: the scheduled graph -> isa.Program (code, crossbar images, constants, I/O).
+
+Before: every op has `core`; every QDense has tiles and placement. After: the emit pass
+(compiler/passes/emit.py) holds the Program. Global memory holds the constants the SIMD code needs,
+then the model inputs, then the outputs. Values live in the local buffers of the cores that
+compute them; a value needed on another core is sent over the network once and cached there,
+copies fanning out as a tree (each holder forwards). Every send is emitted before its receive
+in one global order, so the code cannot deadlock. Registers hold buffer and memory addresses;
+an LRU cache avoids re-setting the same address (the top three registers hold the strides of
+`simd.copy2d` once a core uses it). Arrays are bound to their images at load, or, when the
+model runs in phases, programmed in the code before each use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from imcc.compiler.ir import ops
+from imcc.compiler.ir.core import Graph, Op, Value
+from imcc.isa import spec
+from imcc.isa.acam import CamCode, CamImage
+from imcc.isa.diagnostics import CompileError
+from imcc.isa.encoding import Instr, make
+from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
+from imcc.isa.target import Target
+
+if TYPE_CHECKING:  # the emit pass passes its Context; the emitter imports no pass
+    from imcc.compiler.passes.manager import Context
+
+_TAGS = 1 << spec.WIDTH[spec.OperandKind.TAG]
+_IO_DTYPES = ("int64", "int32", "float64")
+
+
+class Buffer:
+    """First-fit allocator over one core's local buffer."""
+
+    def __init__(self, words: int, core: int) -> None:
+        self.words, self.core = words, core
+        self.free: list[tuple[int, int]] = [(0, words)]  # (start, size), sorted
+        self.peak = 0
+
+    def alloc(self, size: int, what: str) -> int:
+        if size == 0:  # an empty tensor occupies nothing
+            return 0
+        for i, (start, free) in enumerate(self.free):
+            if free >= size:
+                self.free[i] = (start + size, free - size)
+                if self.free[i][1] == 0:
+                    del self.free[i]
+                self.peak = max(self.peak, start + size)
+                return start
+        raise CompileError(
+            f"core {self.core}'s {self.words}-word buffer cannot hold {size} more words for "
+            f"{what}; use a target with a larger buffer or more cores"
+        )
+
+    def release(self, start: int, size: int) -> None:
+        if size == 0:
+            return
+        assert all(start + size <= s or s + n <= start for s, n in self.free), (
+            f"core {self.core}: words [{start}, {start + size}) released twice"
+        )
+        self.free.append((start, size))
+        self.free.sort()
+        merged: list[tuple[int, int]] = []
+        for s, n in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((s, n))
+        self.free = merged
+
+
+class CoreCode:
+    """One core's program under construction."""
+
+    def __init__(self, core: int, target: Target) -> None:
+        self.core = core
+        self.code: list[Instr] = []
+        self.nodes: list[str] = []
+        self.buffer = Buffer(target.core.buffer_words, core)
+        self.registers: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
+        self.holding: dict[int, int] = {}  # address -> the register holding it
+        self.register_count = target.core.registers
+        self.strides: tuple[int, ...] | None = None  # the stride registers' values, once used
+        self.node = ""
+
+    def register_for(self, address: int, pinned: set[int]) -> int:
+        reg = self.holding.get(address)
+        if reg is not None:
+            self.registers.move_to_end(reg)
+            return reg
+        if len(self.registers) < self.register_count:
+            reg = len(self.registers)
+        else:
+            reg = next(r for r in self.registers if r not in pinned)
+            del self.holding[self.registers.pop(reg)]
+        self.registers[reg] = address
+        self.holding[address] = reg
+        self.put(make(spec.CTL_SET, reg, address))
+        return reg
+
+    def set_strides(self, inner: int, outer: int, outer_dst: int) -> int:
+        """The first of three consecutive registers holding the strides of `simd.copy2d`;
+        the top three registers leave the address cache on first use."""
+        if self.strides is None:
+            self.register_count -= 3
+            for reg in range(self.register_count, self.register_count + 3):
+                if reg in self.registers:
+                    del self.holding[self.registers.pop(reg)]
+            self.strides = (-1, -1, -1)
+        base = self.register_count
+        wanted = (inner, outer, outer_dst)
+        for i, value in enumerate(wanted):
+            if self.strides[i] != value:
+                self.put(make(spec.CTL_SET, base + i, value))
+        self.strides = wanted
+        return base
+
+    def copy2d(self, dst: int, src: int, n: int, m: int, strides: tuple[int, int, int]) -> None:
+        """buf[dst + j*strides[2] + i] = buf[src + j*strides[1] + i*strides[0]], i < n, j < m."""
+        if n and m:
+            base = self.set_strides(*strides)
+            self.emit(spec.SIMD_COPY2D, dst, src, 0, n, m, stride_register=base)
+
+    def put(self, instr: Instr) -> None:
+        self.code.append(instr)
+        self.nodes.append(self.node)
+
+    def emit(self, row: spec.InstrSpec, *operands: int, stride_register: int = -1) -> None:
+        """Append `row` with its operands; REG operands are given as addresses, but for the
+        stride operand `s` of a strided copy, which is `stride_register` itself. An
+        instruction over zero elements does nothing and is left out; an elementwise one over
+        more elements than a count field holds becomes several over consecutive chunks."""
+        counts = [i for i, f in enumerate(row.fields) if f.kind is spec.OperandKind.COUNT]
+        if counts and operands[counts[-1]] > spec.MAX_COUNT and stride_register < 0:
+            self.emit_chunked(row, operands, counts[-1])
+            return
+        pinned: set[int] = set()
+        values = []
+        for field, value in zip(row.fields, operands, strict=True):
+            kind = field.kind
+            if stride_register >= 0 and field.name == "s":
+                values.append(stride_register)
+            elif kind is spec.OperandKind.REG:
+                reg = self.register_for(value, pinned)
+                pinned.add(reg)
+                values.append(reg)
+            elif kind is spec.OperandKind.COUNT and value == 0:
+                return  # nothing to do; registers set above stay valid
+            else:
+                values.append(value)
+        self.put(make(row, *values))
+
+    def emit_chunked(self, row: spec.InstrSpec, operands: tuple[int, ...], count: int) -> None:
+        """`row` over n > spec.MAX_COUNT elements as instructions over chunks: every n-long range
+        moves with the chunk, one-word operands stay. Only elementwise rows split so."""
+        names = [f.name for f in row.fields]
+        count_name = names[count]
+        moving = {a.field for a in row.accesses if a.extent == count_name}
+        fixed = {a.field for a in row.accesses if a.extent == "1"}
+        if (
+            not moving
+            or any(a.writes for a in row.accesses if a.field in fixed)
+            or (moving | fixed != {a.field for a in row.accesses})
+        ):
+            raise CompileError(
+                f"{row.mnemonic} over {operands[count]:,} elements exceeds the "
+                f"{spec.MAX_COUNT:,}-element count field, and it is not elementwise"
+            )
+        total = operands[count]
+        for start in range(0, total, spec.MAX_COUNT):
+            chunk = list(operands)
+            chunk[count] = min(spec.MAX_COUNT, total - start)
+            for i, name in enumerate(names):
+                if name in moving:
+                    chunk[i] += start
+            self.emit(row, *chunk)
+
+
+@dataclass
+class Local:
+    addr: int
+    size: int
+
+
+@dataclass
+class Sections:
+    """The parts of the Program that lowerings add to, beside the code: crossbar images and
+    their bindings (and ADC ranges), and the analog-CAM unit's images, bindings and coding
+    tables."""
+
+    images: list[XbarImage] = dataclass_field(default_factory=list)
+    bindings: list[Binding] = dataclass_field(default_factory=list)
+    adc_ranges: dict[int, np.ndarray] = dataclass_field(default_factory=dict)
+    cam_images: list[CamImage] = dataclass_field(default_factory=list)
+    cam_bindings: list[Binding] = dataclass_field(default_factory=list)
+    cam_codes: list[CamCode] = dataclass_field(default_factory=list)
+
+
+LoweringFn = Callable[["Emitter", Any], None]
+F = TypeVar("F", bound=LoweringFn)
+
+
+@dataclass(frozen=True, slots=True)
+class Lowering:
+    """How one IR op class becomes code: `emit(emitter, op)`. A lowering with `when` applies
+    only where when(emitter, op) holds, and is tried before the op's unconditional one; an op
+    for which `defer(graph, op)` holds emits nothing itself: the lowering of its user gathers
+    it (Emitter.deferred)."""
+
+    emit: LoweringFn
+    when: Callable[[Emitter, Any], bool] | None = None
+    defer: Callable[[Graph, Any], bool] | None = None
+
+
+# IR op class -> its lowerings, conditional ones first. Filled by @lowers in the lowering
+# modules of this package (imported by compiler/codegen/__init__.py).
+LOWERINGS: dict[type[Op], list[Lowering]] = {}
+
+
+def lowers(
+    *kinds: type[Op],
+    when: Callable[[Emitter, Any], bool] | None = None,
+    defer: Callable[[Graph, Any], bool] | None = None,
+) -> Callable[[F], F]:
+    """Register the decorated function as the lowering of the op classes `kinds`."""
+
+    def decorate(emit: F) -> F:
+        for kind in kinds:
+            entries = LOWERINGS.setdefault(kind, [])
+            entry = Lowering(emit, when, defer)
+            if when is None:
+                if any(e.when is None for e in entries):
+                    raise ValueError(f"{kind.__name__} has two unconditional lowerings")
+                entries.append(entry)
+            else:
+                entries.insert(0, entry)
+        return emit
+
+    return decorate
+
+
+class Emitter:
+    """The services lowerings use (compiler/codegen/*.py, one module per op family): each
+    core's code and buffer, global memory and its constants, values and their copies on
+    cores, transfers, and the Program's sections. It imports no lowering and no pass."""
+
+    def __init__(self, graph: Graph, ctx: Context) -> None:
+        self.graph, self.target = graph, ctx.target
+        self.cores = [CoreCode(c, ctx.target) for c in range(ctx.target.chip.cores)]
+        self.copies: dict[int, dict[int, Local]] = {}  # id(value) -> core -> location
+        self.global_addr: dict[int, int] = {}  # id(value) -> global memory address
+        self.const_blocks: list[tuple[int, np.ndarray]] = []
+        self.const_index: dict[bytes, int] = {}
+        self.next_global = 0
+        self.tags: dict[tuple[int, int], int] = {}
+        self.sections = Sections()
+        self.remaining_uses: dict[int, int] = {}
+        self.pinned: set[int] = {id(v) for v in graph.outputs}  # never released
+        self.const_cache: dict[tuple[int, bytes], int] = {}
+        # id(result) -> the op whose code its user emits (Lowering.defer: a streamed Im2Col)
+        self.deferred: dict[int, Op] = {}
+        self.fanout: dict[int, dict[int, int]] = {}  # id(value) -> holder -> its transfers
+        # (id(op), tile) -> the image programmed right before that tile's MVM
+        self.program_before_mvm: dict[tuple[int, int], int] = {}
+        # (core, array) -> how many tiles it serves: more than one when the model runs in phases
+        self.slot_uses = Counter(
+            slot
+            for op in graph.walk(ops.QDense)
+            for placement in (op.placement, *op.copies)
+            for slot in placement
+        )
+        # ids of convolution results held channel-major (O, P), as their Transpose wants them
+        self.channel_major: set[int] = set()
+
+    # -- global memory ----------------------------------------------------------------------
+    def global_alloc(self, size: int) -> int:
+        addr = self.next_global
+        self.next_global += size
+        if self.next_global > self.target.chip.global_memory_words:
+            raise CompileError(
+                f"global memory of {self.target.chip.global_memory_words} words is too small"
+            )
+        return addr
+
+    def constant_addr(self, values: np.ndarray) -> int:
+        flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        key = flat.tobytes()
+        if key not in self.const_index:
+            addr = self.global_alloc(flat.size)
+            self.const_blocks.append((addr, flat))
+            self.const_index[key] = addr
+        return self.const_index[key]
+
+    # -- values -----------------------------------------------------------------------------
+    def local(self, value: Value, core: int) -> int:
+        """Address of `value` in `core`'s buffer, loading or receiving it if needed."""
+        here = self.copies.setdefault(id(value), {})
+        if core in here:
+            return here[core].addr
+        size = value.type.size
+        cc = self.cores[core]
+        addr = cc.buffer.alloc(size, f"{value.name!r}")
+        constant = self.graph.constant(value)
+        if constant is not None:
+            cc.emit(spec.MEM_LOAD, addr, self.constant_addr(constant), size)
+        elif id(value) in self.global_addr:
+            cc.emit(spec.MEM_LOAD, addr, self.global_addr[id(value)], size)
+        else:
+            # Copies fan out as a tree: the sender is the holder that is free first, counting
+            # in transfers of this value (each copy forwards too: 1, 2, 4, ... holders).
+            busy = self.fanout.setdefault(id(value), {})
+            src = min(here, key=lambda c: (busy.get(c, 0), c))
+            self.transfer(src, here[src].addr, core, addr, size)
+            busy[src] = busy[core] = busy.get(src, 0) + 1
+        here[core] = Local(addr, size)
+        return addr
+
+    def transfer(self, src: int, src_addr: int, dst: int, dst_addr: int, size: int) -> None:
+        tag = self.tags.get((src, dst), 0)
+        self.tags[(src, dst)] = (tag + 1) % _TAGS  # FIFO per tag keeps reuse safe
+        self.cores[src].emit(spec.NOC_SEND, dst, tag, src_addr, size)
+        self.cores[dst].emit(spec.NOC_RECV, src, tag, dst_addr, size)
+
+    def define(self, value: Value, core: int, addr: int) -> None:
+        self.copies[id(value)] = {core: Local(addr, value.type.size)}
+
+    def release_dead(self, op: Op) -> None:
+        """Free buffers of operands whose last user was `op` (outputs stay until stored)."""
+        for value in op.inputs:
+            key = id(value)
+            self.remaining_uses[key] -= 1
+            if self.remaining_uses[key] == 0 and key not in self.pinned:
+                for core, loc in self.copies.pop(key, {}).items():
+                    self.cores[core].buffer.release(loc.addr, loc.size)
+
+    # -- services for lowerings ---------------------------------------------------------
+    def broadcast(
+        self, value: Value, core: int, shape: tuple[int, ...], temps: list[tuple[int, int]]
+    ) -> int:
+        """`value` as a full `shape` vector in `core`'s buffer (numpy broadcasting rules).
+        A constant is broadcast at compile time; a computed value by copying the runs of
+        consecutive elements that the broadcast repeats. Scratch buffers go on `temps`."""
+        size = int(np.prod(shape, dtype=np.int64))
+        if value.type.size == size:
+            return self.local(value, core)
+        cc = self.cores[core]
+        addr = cc.buffer.alloc(size, f"{value.name!r} broadcast")
+        temps.append((addr, size))
+        constant = self.graph.constant(value)
+        if constant is not None:
+            cc.emit(spec.MEM_LOAD, addr, self.constant_addr(np.broadcast_to(constant, shape)), size)
+            return addr
+        source = self.local(value, core)
+        index = np.broadcast_to(np.arange(value.type.size).reshape(value.shape), shape).ravel()
+        # runs where the source index goes up by one: each is one vector copy
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, size], strict=True):
+            cc.emit(
+                spec.SIMD_COPY, addr + int(start), source + int(index[start]), int(stop - start)
+            )
+        return addr
+
+    def reduce(self, core: int, row: spec.InstrSpec, dst: int, src: int, n: int) -> None:
+        """buf[dst] = the reduction `row` (rsum, rmax, rabsmax) of n words, in chunks that fit
+        a count field, then the same reduction over the chunks' results."""
+        cc = self.cores[core]
+        if n <= spec.MAX_COUNT:
+            cc.emit(row, dst, src, n)
+            return
+        chunks = -(-n // spec.MAX_COUNT)
+        partial = cc.buffer.alloc(chunks, "partial reductions")
+        for i in range(chunks):
+            cc.emit(
+                row,
+                partial + i,
+                src + i * spec.MAX_COUNT,
+                min(spec.MAX_COUNT, n - i * spec.MAX_COUNT),
+            )
+        cc.emit(row, dst, partial, chunks)
+        cc.buffer.release(partial, chunks)
+
+    def const_local(self, core: int, value: float) -> int:
+        return self.vector_local(core, np.array([value], dtype=np.float64))
+
+    def vector_local(self, core: int, values: np.ndarray) -> int:
+        """A constant vector in `core`'s buffer, loaded once per program and kept."""
+        flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        key = (core, flat.tobytes())
+        cache = self.const_cache
+        if key not in cache:
+            cc = self.cores[core]
+            addr = cc.buffer.alloc(flat.size, "constants")
+            cc.emit(spec.MEM_LOAD, addr, self.constant_addr(flat), flat.size)
+            cache[key] = addr
+        return cache[key]
+
+    def alias(self, op: Op) -> None:
+        """`op`'s result is its input's words under another shape: no code, one buffer."""
+        here = self.copies.get(id(op.inputs[0]))
+        if here is None:
+            self.local(op.inputs[0], op.core)
+            here = self.copies[id(op.inputs[0])]
+        self.copies[id(op.outputs[0])] = dict(here)
+        # Both names share one buffer: keep it for the rest of the program.
+        self.pinned.update((id(op.inputs[0]), id(op.outputs[0])))
+
+    # -- the program ------------------------------------------------------------------------
+    def run(self, ctx: Context) -> Program:
+        graph = self.graph
+        for op in graph.ops:
+            for value in op.inputs:
+                self.remaining_uses[id(value)] = self.remaining_uses.get(id(value), 0) + 1
+        for op in graph.ops:  # constants first: addresses in global memory are fixed early
+            for value in op.inputs:
+                constant = graph.constant(value)
+                if constant is not None and not isinstance(op, ops.QDense):
+                    self.constant_addr(constant)
+        inputs = []
+        for value in graph.inputs:
+            addr = self.global_alloc(value.type.size)
+            self.global_addr[id(value)] = addr
+            inputs.append(self.tensor_info(value, addr))
+        outputs = []
+        names = graph.output_names or [v.name for v in graph.outputs]
+        for value, name in zip(graph.outputs, names, strict=True):
+            info = self.tensor_info(value, self.global_alloc(value.type.size))
+            outputs.append(dataclasses.replace(info, name=name))
+
+        for op in graph.ops:
+            for cc in self.cores:
+                cc.node = op.name
+            lowering = self.lowering(op)
+            if lowering.defer is not None and lowering.defer(graph, op):
+                self.deferred[id(op.outputs[0])] = op
+                continue
+            lowering.emit(self, op)
+            self.release_dead(op)
+
+        for value, info in zip(graph.outputs, outputs, strict=True):
+            here = self.copies.get(id(value)) or {}
+            core = next(iter(here)) if here else 0
+            for cc in self.cores:
+                cc.node = value.name
+            src = self.local(value, core)
+            self.cores[core].emit(spec.MEM_STORE, info.addr, src, info.size)
+        for cc in self.cores:
+            cc.node = ""
+            if cc.code or cc.core == 0:  # core 0 always runs, even when nothing is computed
+                cc.put(make(spec.CTL_HALT))
+        last = max((c.core for c in self.cores if c.code), default=0)
+        code = [cc.code for cc in self.cores[: last + 1]]
+        debug = {
+            (cc.core, pc): node for cc in self.cores for pc, node in enumerate(cc.nodes) if node
+        }
+        meta = {**graph.meta, "model": graph.name, "producer": "imcc"}
+        meta.update({f"option.{k}": str(v) for k, v in sorted(ctx.options.items())})
+        return Program(
+            target=self.target,
+            code=code,
+            constants=self.const_blocks,
+            inputs=inputs,
+            outputs=outputs,
+            debug=debug,
+            meta=meta,
+            **{f.name: getattr(self.sections, f.name) for f in dataclasses.fields(Sections)},
+        )
+
+    def lowering(self, op: Op) -> Lowering:
+        """The lowering that applies to `op`: the first registered for its class (or a base
+        class) whose condition holds."""
+        for kind in type(op).__mro__:
+            for entry in LOWERINGS.get(kind, ()):
+                if entry.when is None or entry.when(self, op):
+                    return entry
+        raise op.error(f"the emitter has no lowering for {op.kind}")
+
+    def tensor_info(self, value: Value, addr: int) -> TensorInfo:
+        shape = value.shape[1:] if self.graph.batch_axis and value.shape else value.shape
+        quant: dict[str, Any] = {}
+        for user in self.graph.users(value):
+            if isinstance(user, ops.QDense):
+                scale = user.attrs["input_scale"]
+                quant = {
+                    "bits": user.attrs["input_bits"],
+                    "signed": int(user.attrs["input_signed"]),
+                    "scale": "dynamic" if scale is None else float(scale),
+                }
+        return TensorInfo(
+            name=value.name,
+            shape=tuple(shape),
+            addr=addr,
+            # float64 models keep float64 outputs (the SIMD unit computes in float64), integer
+            # outputs (indices, folded integer constants) their integer type
+            dtype=value.type.dtype if value.type.dtype in _IO_DTYPES else "float32",
+            batch_axis=self.graph.batch_axis,
+            quant=tuple(sorted(quant.items())),
+        )

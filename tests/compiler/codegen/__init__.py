@@ -1,0 +1,1 @@
+"""Tests of compiler/codegen/, one module per lowering module."""
