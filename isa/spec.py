@@ -534,6 +534,15 @@ SIMD_MAX = _row(
     access="d:w:n a:r:n b:r:n",
     function="maximum",
 )
+SIMD_MIN = _row(
+    "simd.min",
+    0x58,
+    CostClass.SIMD_ARITH,
+    "buf[d+i] = min(buf[a+i], buf[b+i])",
+    *_VEC3,
+    access="d:w:n a:r:n b:r:n",
+    function="minimum",
+)
 SIMD_ADD_S = _row(
     "simd.add.s",
     0x46,
@@ -823,6 +832,7 @@ TABLE: tuple[InstrSpec, ...] = (
     SIMD_MUL,
     SIMD_DIV,
     SIMD_MAX,
+    SIMD_MIN,
     SIMD_ADD_S,
     SIMD_SUB_S,
     SIMD_MUL_S,

@@ -28,6 +28,7 @@ BINARY: dict[type[Op], tuple[spec.InstrSpec, spec.InstrSpec | None]] = {
     ops.Sub: (spec.SIMD_SUB, spec.SIMD_SUB_S),
     ops.Mul: (spec.SIMD_MUL, spec.SIMD_MUL_S),
     ops.Div: (spec.SIMD_DIV, spec.SIMD_DIV_S),
+    ops.Min: (spec.SIMD_MIN, None),
 }
 
 

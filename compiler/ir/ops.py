@@ -141,6 +141,12 @@ class Div(Binary):
 
 
 @register
+class Min(Binary):
+    kind = "Min"
+    function = np.minimum
+
+
+@register
 class MatMul(Op):
     """y = x @ w with numpy matmul semantics for operands of rank >= 2 (leading axes
     broadcast). A constant 2-D w is the crossbar form that `canonicalize` makes a Dense; any

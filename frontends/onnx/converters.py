@@ -201,6 +201,23 @@ def convert_sum(ctx: NodeContext) -> list[Result]:
     return [_variadic_sum(ctx)]
 
 
+@converter("Min", since=8)
+def convert_min(ctx: NodeContext) -> list[Result]:
+    """The smallest operand elementwise (numpy broadcasting), as a chain of Mins; NaN wins,
+    as in onnxruntime (np.minimum)."""
+    operands = [ctx.value(i) for i in range(ctx.num_inputs) if ctx.has_input(i)]
+    if not operands:
+        raise ctx.error("Min needs at least one input")
+    _check_batch_broadcast(ctx, operands)
+    if len(operands) == 1:
+        return [ctx.emit(ops.Identity, operands, output=0)]
+    result = operands[0]
+    for i, value in enumerate(operands[1:], start=1):
+        last = i == len(operands) - 1
+        result = ctx.emit(ops.Min, [result, value], output=0 if last else None, hint="min")
+    return [result]
+
+
 @converter("Mean", since=8)
 def convert_mean(ctx: NodeContext) -> list[Result]:
     count = sum(1 for i in range(ctx.num_inputs) if ctx.has_input(i))

@@ -31,7 +31,7 @@ SUPPORTED = (
     "Add, ArgMax, AveragePool, BatchNormalization, Cast, Clip, Concat, Constant, "
     "ConstantOfShape, Conv, Div, Dropout, Erf, Exp, Expand, Flatten, Gather, Gelu, Gemm, "
     "GlobalAveragePool, Identity, LRN, LayerNormalization, LeakyRelu, Log, MatMul, MaxPool, Mean, "
-    "Mul, Pad, Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, "
+    "Min, Mul, Pad, Range, ReduceMax, ReduceMean, ReduceSum, Relu, Reshape, Shape, Sigmoid, Size, "
     "Slice, Softmax, Split, Sqrt, Squeeze, Sub, Sum, Tanh, Tile, Transpose, Unsqueeze"
 )
 ML_SUPPORTED = (

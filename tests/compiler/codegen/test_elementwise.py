@@ -9,7 +9,13 @@ from onnx import helper
 
 from imcc.compiler.codegen.elementwise import BINARY, UNARY
 from imcc.compiler.ir import ops
-from tests.compiler.codegen.graphs import assert_matches_onnxruntime, mnemonics, onnx_model, rng
+from tests.compiler.codegen.graphs import (
+    assert_matches_onnxruntime,
+    mnemonics,
+    onnx_model,
+    rng,
+    simulate,
+)
 
 SHAPE = (2, 3, 5)
 # op -> the inputs it is defined on: Sqrt and Log need positive ones
@@ -22,7 +28,9 @@ UNARY_CASES = {
     "Sqrt": lambda x: np.abs(x) + 0.1,
     "Log": lambda x: np.abs(x) + 0.1,
 }
-BINARY_OPS = ("Add", "Sub", "Mul", "Div")
+BINARY_OPS = ("Add", "Sub", "Mul", "Div", "Min")
+# the ops with a vector-scalar row; the others broadcast a one-word operand to a vector
+SCALAR_ROW_OPS = tuple(k for k in BINARY_OPS if BINARY[ops.OPS[k]][1] is not None)
 
 
 def test_every_unary_lowering_is_covered() -> None:
@@ -57,7 +65,7 @@ def test_binary_of_two_vectors(kind: str) -> None:
     assert_matches_onnxruntime(model, {"a": a, "b": b})
 
 
-@pytest.mark.parametrize("kind", BINARY_OPS)
+@pytest.mark.parametrize("kind", SCALAR_ROW_OPS)
 def test_binary_with_a_scalar_constant(kind: str) -> None:
     """A one-word second operand: the vector-scalar row, the word read by every lane."""
     a = rng(3).normal(size=SHAPE).astype(np.float32)
@@ -74,7 +82,7 @@ def test_binary_with_a_scalar_constant(kind: str) -> None:
     assert mnemonics(binary)[vector_row.mnemonic] == 0
 
 
-@pytest.mark.parametrize("kind", BINARY_OPS)
+@pytest.mark.parametrize("kind", SCALAR_ROW_OPS)
 def test_binary_with_a_computed_scalar(kind: str) -> None:
     """A one-word operand computed at run time (per sample: shape (N, 1, 1))."""
     generator = rng(4)
@@ -90,7 +98,7 @@ def test_binary_with_a_computed_scalar(kind: str) -> None:
     assert scalar_row is not None and mnemonics(binary)[scalar_row.mnemonic] == 1
 
 
-@pytest.mark.parametrize("kind", BINARY_OPS)
+@pytest.mark.parametrize("kind", SCALAR_ROW_OPS)
 def test_binary_with_a_scalar_first_operand(kind: str) -> None:
     """A one-word first operand has no vector-scalar row: it is broadcast to a vector."""
     b = _divisor_safe(kind, rng(5).normal(size=SHAPE)).astype(np.float32)
@@ -155,3 +163,37 @@ def test_chain_of_elementwise_ops() -> None:
     constants = {"one": np.array(1.0, np.float32), "three": np.array(3.0, np.float32)}
     model = onnx_model(nodes, {"x": SHAPE}, {"y": SHAPE}, constants)
     assert_matches_onnxruntime(model, {"x": x})
+
+
+def test_min_of_a_scalar_broadcasts_it_to_the_vector_row() -> None:
+    """Min has no vector-scalar row: its one-word operand is broadcast, one simd.min."""
+    a = rng(9).normal(size=SHAPE).astype(np.float32)
+    model = onnx_model(
+        [helper.make_node("Min", ["a", "s"], ["y"])],
+        {"a": SHAPE},
+        {"y": SHAPE},
+        {"s": np.array(0.25, dtype=np.float32)},
+    )
+    binary = assert_matches_onnxruntime(model, {"a": a})
+    vector_row, scalar_row = BINARY[ops.Min]
+    assert scalar_row is None and mnemonics(binary)[vector_row.mnemonic] == 1
+
+
+def test_variadic_min_is_a_chain_and_nan_wins_as_in_onnxruntime() -> None:
+    """Min of three operands (one a broadcast constant, one with NaNs made at run time by the
+    square root of negatives): the result is NaN where an operand is, as onnxruntime gives."""
+    generator = rng(10)
+    a, b = (generator.normal(size=SHAPE).astype(np.float32) for _ in range(2))
+    c = generator.normal(size=SHAPE[-1:]).astype(np.float32)
+    model = onnx_model(
+        [
+            helper.make_node("Sqrt", ["b"], ["root"]),  # NaN where b < 0
+            helper.make_node("Min", ["a", "root", "c"], ["y"]),
+        ],
+        {"a": SHAPE, "b": SHAPE},
+        {"y": SHAPE},
+        {"c": c},
+    )
+    binary = assert_matches_onnxruntime(model, {"a": a, "b": b})
+    assert np.isnan(simulate(binary, {"a": a, "b": b})["y"]).sum() == (b < 0).sum() > 0
+    assert mnemonics(binary)[BINARY[ops.Min][0].mnemonic] == 2
