@@ -150,6 +150,7 @@ CASES: dict[str, Case] = {
     "Div": Case(with_const("Div"), (3, 4), lambda b: {"c": weights(4, 4, positive=True)}),
     "Sum": Case(lambda b: [node("Sum", ["x", "c", "x"])], (4,), lambda b: {"c": weights(5, 4)}),
     "Mean": Case(lambda b: [node("Mean", ["x", "c"])], (4,), lambda b: {"c": weights(6, 4)}),
+    "Min": Case(lambda b: [node("Min", ["x", "c", "x"])], (4,), lambda b: {"c": weights(7, 4)}),
     # -- reductions and normalisation
     "ReduceSum": Case(
         lambda b: [node("ReduceSum", ["x", "axes"], keepdims=1)],
