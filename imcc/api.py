@@ -77,7 +77,9 @@ def compile(
       also checked against the float model (see `check_accuracy`).
     - `pipeline` (str | None, default None = the default pipeline): the passes to run, e.g.
       "canonicalize,quantize,bitslice,tile,adc-range,place,acam-map,schedule,emit", options in
-      braces ("place{spread=true}"); it must end in emit and run each pass's prerequisites first.
+      braces ("place{spread=true}", "quantize{weight_bits=16}": a pass option overrides the
+      compile option of its name, and the binary records the value used); it must end in emit
+      (or passes on its program, such as replicate) and run each pass's prerequisites first.
     - `print_after` (callable(pass name, Graph) | None, default None): called after every pass,
       e.g. to print the IR.
     - `timings` (list | None, default None): if given, receives (pass name, seconds) per pass.

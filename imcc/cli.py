@@ -898,7 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pipeline",
         help="pass pipeline, e.g. "
-        "'canonicalize,quantize,bitslice,tile,adc-range,place{spread=true},schedule,emit'",
+        "'canonicalize,quantize{weight_bits=16},bitslice,tile,adc-range,place{spread=true},"
+        "schedule,emit' (a pass option overrides the compile option of its name)",
     )
     p.add_argument("--print-ir-after", metavar="PASS", help="print the IR after PASS (or all)")
     p.add_argument("--timings", action="store_true", help="print the time of each pass")

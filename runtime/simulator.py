@@ -79,8 +79,10 @@ def _as_array(value: Any, name: str, expected: str) -> np.ndarray:
     return array
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class RunResult:
+    """What a run gives: the outputs by name and its report (arrays: not a frozen value)."""
+
     outputs: dict[str, np.ndarray]
     report: RunReport
 
@@ -343,7 +345,7 @@ class Simulator:
         self, inputs: dict[str, Any] | np.ndarray | Any
     ) -> list[tuple[int, int, int, str, str]]:
         """Every instruction of one inference on the cycle-level model, in issue order:
-        (core, start cycle, cycles, unit, node). For timelines (imcc.plots)."""
+        (core, start cycle, cycles, unit, node). For timelines (imcc.tools.plots)."""
         m = self._load_one_sample(inputs, "trace")
         self._park_replicas()
         records: list[tuple[int, int, int, str, str]] = []

@@ -26,8 +26,10 @@ class MissingExtra(Diagnostic):
     """An optional dependency the command needs is not installed."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class DigitsData:
+    """The digits split (arrays: not a frozen value)."""
+
     x_train: np.ndarray
     x_test: np.ndarray
     y_train: np.ndarray

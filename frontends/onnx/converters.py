@@ -300,7 +300,7 @@ def convert_matmul(ctx: NodeContext) -> list[Result]:
 
 
 def _activation_matmul(ctx: NodeContext, a: Value, b: Value) -> Value:
-    """A product the vector unit computes (emit.py's emit_matmul); operands of rank >= 2 and,
+    """A product the vector unit computes (compiler/codegen/matmul.py); operands of rank >= 2 and,
     with a batch axis, of equal rank so that both keep it first."""
     if len(a.shape) < 2 or len(b.shape) < 2:
         raise ctx.error(

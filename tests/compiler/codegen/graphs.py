@@ -37,6 +37,10 @@ SIMD_ATOL = 1e-6
 # ~sqrt(K) max|x| max|w|: ~1/127 of their magnitude. 0.1 is ~10x that; the errors seen are
 # 8e-3 to 1e-2 of the largest output.
 CONV_REL_TOL = 0.1
+# Against the interpreter: both compute y_int * s_x * s_w + b in float64 from the same exact
+# integer product; the simulator's output is then rounded to float32 (2^-24 relative), so
+# 1e-6 of the output's magnitude is ~16 float32 ulp of it.
+EXACT_RTOL = 1e-6
 
 Shape = Sequence[int | str]
 

@@ -15,6 +15,7 @@ from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa import spec
 from tests.compiler.codegen.graphs import (
     CONV_REL_TOL,
+    EXACT_RTOL,
     compile_onnx,
     mnemonics,
     onnx_model,
@@ -22,9 +23,6 @@ from tests.compiler.codegen.graphs import (
     rng,
     simulate,
 )
-
-# Exact against the interpreter up to the float32 output (see test_dense.EXACT_RTOL).
-EXACT_RTOL = 1e-6
 
 
 def conv_model(

@@ -21,6 +21,7 @@ from imcc.isa import spec
 from imcc.isa.numerics import qmax
 from imcc.isa.target import SignEncoding
 from tests.compiler.codegen.graphs import (
+    EXACT_RTOL,
     compile_onnx,
     mnemonics,
     onnx_model,
@@ -29,10 +30,6 @@ from tests.compiler.codegen.graphs import (
     simulate,
 )
 
-# Against the interpreter: both compute y_int * s_x * s_w + b in float64 from the same exact
-# integer product; the simulator's output is then rounded to float32 (2^-24 relative), so
-# 1e-6 of the output's magnitude is ~16 float32 ulp of it.
-EXACT_RTOL = 1e-6
 # Slack on the quantisation bound below for float32 (onnxruntime's sums, the rounded output).
 FLOAT32_SLACK = 1e-5
 
