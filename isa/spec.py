@@ -266,6 +266,13 @@ class InstrSpec:
         """Whether an access is a strided block (its strides in registers STRIDE_FIELD on)."""
         return any(access.strided for access in self.accesses)
 
+    def field(self, name: str) -> Field:
+        """The operand field called `name` (a KeyError names it if the row has none)."""
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.mnemonic} has no operand {name!r}")
+
     def operand_index(self, kind: OperandKind) -> int | None:
         """The index of the first operand of `kind` (a jump target, the array), if any."""
         return next((i for i, f in enumerate(self.fields) if f.kind is kind), None)

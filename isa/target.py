@@ -257,8 +257,8 @@ class Target:
                 {
                     "acam.arrays": (acam.arrays, 1, 1 << spec.WIDTH[spec.OperandKind.CAM]),
                     "acam.rows": (acam.rows, 1, 1 << 16),
-                    # a DAC vector of one array's cells must fit acam.encode's 12-bit count
-                    "acam.cols": (acam.cols, 1, 4095),
+                    # a DAC vector of one array's cells must fit acam.encode's count field n
+                    "acam.cols": (acam.cols, 1, spec.ACAM_ENCODE.field("n").max),
                     "acam.levels": (acam.levels, 2, (1 << 16) - 1),
                     "acam.leaf_words": (acam.leaf_words, 1, 1 << 16),
                 }

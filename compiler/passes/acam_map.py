@@ -39,7 +39,6 @@ from imcc.isa import spec
 from imcc.isa.acam import CamCode, CamImage, cells_for, decode_ranges
 
 # the count fields of `acam.encode`: features read (k) and cells driven (n)
-_ENCODE = {f.name: f for f in spec.ACAM_ENCODE.fields}
 _TWO_128 = 2.0**128  # one float32 ulp above the largest float32: where float32 overflows
 
 
@@ -178,10 +177,9 @@ def map_ensemble(
     levels, cols = acam.levels, acam.cols
     arrays = op.arrays(graph)
     n_inputs = op.inputs[0].shape[1]
-    if n_inputs > _ENCODE["k"].max:
-        raise op.error(
-            f"{n_inputs} input features exceed the {_ENCODE['k'].max} the CAM encoder reads"
-        )
+    readable = spec.ACAM_ENCODE.field("k").max
+    if n_inputs > readable:
+        raise op.error(f"{n_inputs} input features exceed the {readable} the CAM encoder reads")
     compare = op.attrs["compare"]
     per_feature, node_cut = _coding(arrays, compare)
     if not per_feature:  # no splits at all: one don't-care cell keeps the datapath uniform
@@ -195,7 +193,7 @@ def map_ensemble(
     cells = [cells_for(fc.codes, levels) for fc in coded]
     first_cell = np.concatenate([[0], np.cumsum(cells)]).astype(np.int64)
     total_cells = int(first_cell[-1])
-    if total_cells > acam.arrays * cols or total_cells > _ENCODE["n"].max:
+    if total_cells > acam.arrays * cols or total_cells > spec.ACAM_ENCODE.field("n").max:
         widest = sorted(zip(cells, features, strict=True), reverse=True)[:3]
         detail = ", ".join(f"feature {f}: {n} cells" for n, f in widest)
         raise op.error(
