@@ -59,6 +59,9 @@ class ChipSpec:
     mesh_cols: int  # cores sit on a 2-D mesh, row-major, this many per row
     global_memory_words: int
     clock_ghz: float
+    # idle cores are power-gated: leakage is charged only for the cores a program uses (its
+    # code beyond a lone halt, or an array bound to an image); optional, default off
+    power_gating: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +179,8 @@ class Target:
             del data["acam"]
         if self.area is None:  # likewise: targets without an area table keep their fingerprint
             del data["area"]
+        if not self.chip.power_gating:  # an optional key left at its default: likewise
+            del data["chip"]["power_gating"]
         return data
 
     def to_json(self) -> str:
@@ -354,14 +359,24 @@ def _build(kind: type, data: Any, origin: str, table: str, locate: Locate) -> An
                 f"{', '.join(fields)}",
                 locate(table, key),
             )
-    missing = [name for name in fields if name not in data]
+    missing = [
+        name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
+    ]
     if missing:
         raise TargetError(f"{where} is missing {missing}", locate(table, None))
     values: dict[str, Any] = {}
-    kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,)}
+    kinds: dict[str, tuple[type, ...]] = {
+        "int": (int,),
+        "float": (int, float),
+        "str": (str,),
+        "bool": (bool,),
+    }
     for name, field in fields.items():
+        if name not in data:  # an optional key: its default
+            continue
         value: Any = data[name]
-        if isinstance(value, bool) or not isinstance(value, kinds[str(field.type)]):
+        wrong_bool = isinstance(value, bool) != (field.type == "bool")
+        if wrong_bool or not isinstance(value, kinds[str(field.type)]):
             raise TargetError(
                 f"{where}: {name} = {value!r} must be of type {field.type}", locate(table, name)
             )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
 from imcc.isa.numerics import input_steps
+from imcc.isa.program import Program
 from imcc.isa.target import Target
 
 
@@ -207,3 +208,15 @@ class Network:
             self.free[link] = enter + serialise
             head = enter + cost.noc_hop_cycles
         return head + serialise
+
+
+def leaking_cores(program: Program) -> int:
+    """The cores whose leakage a run pays for: every core of the chip, or, on a chip with
+    power gating, the cores the program uses: code beyond the final halt (every core that has
+    code ends with one), or an array (crossbar or CAM) bound to an image at load."""
+    chip = program.target.chip
+    if not chip.power_gating:
+        return chip.cores
+    used = {core for core, code in enumerate(program.code) if len(code) > 1}
+    used |= {b.core for b in (*program.bindings, *program.cam_bindings)}
+    return max(1, len(used))  # core 0 always runs: it halts the program

@@ -57,7 +57,8 @@ class RunReport:
 
     def gops_per_s_per_w(self, ops: float | None = None) -> float | None:
         """PUMA's energy efficiency: operations per second per watt of average power, i.e.
-        operations per joule / 1e9 (leakage of the whole chip included in cycle mode).
+        operations per joule / 1e9 (leakage included in cycle mode: of the whole chip, or of
+        the cores the program uses on a chip with power gating).
 
         `ops` per inference defaults to 2 per crossbar cell MAC, the count behind `tops_per_w`
         (so this is 1000 x that). PUMA and ISAAC count 2 per MAC of a 16-bit weight with a

@@ -34,7 +34,7 @@ from imcc.isa.diagnostics import Diagnostic, InputLoc, OptionLoc, SectionLoc, Si
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program, TensorInfo
 from imcc.runtime.acam import CamDevice
-from imcc.runtime.costs import Price
+from imcc.runtime.costs import Price, leaking_cores
 from imcc.runtime.devices import ArrayState, make_device
 from imcc.runtime.devices.circuit import IR_DROP_MODES
 from imcc.runtime.devices.compensation import (
@@ -388,7 +388,7 @@ class Simulator:
         makespan = max(completions)
         target = self.program.target
         energy = sum(tally.energy.values())
-        energy += makespan * target.chip.cores * target.cost.leakage_pj_per_cycle
+        energy += makespan * leaking_cores(self.program) * target.cost.leakage_pj_per_cycle
         return StreamReport(
             samples=samples,
             replicas=replicas,
@@ -522,7 +522,8 @@ class Simulator:
                 )
             )
         if cycle:
-            energy["leakage"] = cycles * target.chip.cores * target.cost.leakage_pj_per_cycle
+            leaking = leaking_cores(self.program)
+            energy["leakage"] = cycles * leaking * target.cost.leakage_pj_per_cycle
         total_core_cycles = max(cycles, 1) * target.chip.cores
         layers = tuple(
             LayerReport(
