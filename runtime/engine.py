@@ -43,7 +43,14 @@ class Tally:
         default_factory=lambda: defaultdict(lambda: defaultdict(int))
     )
     stall_cycles: int = 0
+    # stall cycles by cause: "message" (a receive before its message arrived), "queue" (a
+    # send while its receiver's queue was full)
+    stalls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     cycles: int = 0
+
+    def stall(self, cause: str, cycles: int) -> None:
+        self.stall_cycles += cycles
+        self.stalls[cause] += cycles
 
     def add(self, node: str, p: Price, macs: int) -> None:
         self.busy[p.unit] += p.cycles
@@ -297,6 +304,10 @@ class Engine:
         self.used = [0] * len(machine.cores)
         # (core, instr, image shape) -> price; static, so a simulator keeps it across runs
         self.prices = {} if prices is None else prices
+        # finite receive queues (cycle mode, core.recv_queue_words > 0): words sent to each
+        # core and not yet received, and the senders waiting for room, by their receiver
+        self.queued = [0] * len(machine.cores)
+        self.room: dict[int, int] = {}  # blocked sender -> its receiver
 
     # -- shared per-instruction work --------------------------------------------------------
     def check(self, c: CoreState, instr: Instr) -> None:
@@ -424,12 +435,22 @@ class Engine:
 
     def deadlock(self, waiting: list[CoreState]) -> Exception:
         c = waiting[0]
-        others = ", ".join(
-            f"core {w.index} pc {w.pc} waits for core {w.code[w.pc].operands[0]} tag "
-            f"{w.code[w.pc].operands[1]}"
-            for w in waiting
+        others = ", ".join(self.waits_for(w) for w in waiting)
+        what = "a message" if all(w.index not in self.room for w in waiting) else "the network"
+        return self.m.trap(c, f"deadlock: every running core waits for {what} ({others})")
+
+    def waits_for(self, w: CoreState) -> str:
+        """What a blocked core waits for: a message, or room in its receiver's queue."""
+        instr = w.code[w.pc]
+        if w.index in self.room:
+            receiver = instr.operand("core")
+            return (
+                f"core {w.index} pc {w.pc} waits for room in core {receiver}'s receive queue "
+                f"({self.queued[receiver]} of {self.m.target.core.recv_queue_words} words held)"
+            )
+        return (
+            f"core {w.index} pc {w.pc} waits for core {instr.operands[0]} tag {instr.operands[1]}"
         )
-        return self.m.trap(c, f"deadlock: every running core waits for a message ({others})")
 
 
 class FunctionalEngine(Engine):
@@ -510,6 +531,8 @@ class CycleEngine(Engine):
                 )
             m.now = c.time
             pc = c.pc
+            if self.full(c):  # back-pressure: wait until the receiver takes a message
+                continue
             outcome = self.step(c)
             if outcome == BLOCKED:
                 self.blocked.add(c.index)
@@ -520,6 +543,7 @@ class CycleEngine(Engine):
             p, macs = self.price_of(c, instr)
             start = self.message(c, instr, tally)
             c.time = start + p.cycles
+            self.queue(c, instr, tally)
             node = m.program.debug.get((c.index, pc), "")
             tally.add(node, p, macs)
             if self.trace is not None:
@@ -549,9 +573,46 @@ class CycleEngine(Engine):
         elif noc is spec.Noc.RECV and c.received is not None:
             arrival = c.received.arrival
             if arrival > start:
-                tally.stall_cycles += arrival - start
+                tally.stall("message", arrival - start)
                 start = arrival
         return start
+
+    def full(self, c: CoreState) -> bool:
+        """Whether c's next instruction is a send whose message does not fit its receiver's
+        queue now; then c waits (leaves the ready heap) until the receiver takes one."""
+        capacity = self.m.target.core.recv_queue_words
+        if not capacity or c.pc >= len(c.code) or c.code[c.pc].spec.noc is not spec.Noc.SEND:
+            return False
+        instr = c.code[c.pc]
+        receiver, n = instr.operand("core"), instr.operand("n")
+        if n > capacity:
+            raise self.m.trap(
+                c,
+                f"a message of {n:,} words cannot fit core {receiver}'s receive queue of "
+                f"{capacity:,} words",
+            )
+        if self.queued[receiver] + n <= capacity:
+            return False
+        self.room[c.index] = receiver
+        return True
+
+    def queue(self, c: CoreState, instr: Instr, tally: Tally) -> None:
+        """A send fills its receiver's queue; a receive empties c's and wakes the senders that
+        wait for room, at the cycle it completes (their stall)."""
+        if not self.m.target.core.recv_queue_words:
+            return
+        noc = instr.spec.noc
+        if noc is spec.Noc.SEND:
+            self.queued[instr.operand("core")] += instr.operand("n")
+        elif noc is spec.Noc.RECV:
+            self.queued[c.index] -= instr.operand("n")
+            for sender in [s for s, r in self.room.items() if r == c.index]:
+                del self.room[sender]
+                waiter = self.m.cores[sender]
+                if waiter.time < c.time:
+                    tally.stall("queue", c.time - waiter.time)
+                    waiter.time = c.time
+                heapq.heappush(self.ready, (waiter.time, sender))
 
     def finish(self, c: CoreState) -> None:
         """At a halt: record its cycle, and start the core's next sample if it has one."""

@@ -12,7 +12,7 @@ import heapq
 import itertools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -36,9 +36,12 @@ class RunReport:
     energy_breakdown_pj: dict[str, float]
     counts: dict[str, int]
     utilisation: dict[str, float]  # unit -> busy fraction of (cycles x cores)
-    stall_cycles: int | None  # cycles cores spent waiting for messages
+    stall_cycles: int | None  # cycles cores spent waiting on the network (all of `stalls`)
     layers: tuple[LayerReport, ...]
     area_mm2: float | None = None  # the chip's, from the target's [area] table when it has one
+    # stall_cycles by cause (cycle mode): "message" (a receive waiting for its message),
+    # "queue" (a send waiting for room in its receiver's queue)
+    stalls: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput_per_s(self) -> float | None:
@@ -122,6 +125,9 @@ class RunReport:
         if self.utilisation:
             busy = ", ".join(f"{u} {100 * f:.1f} %" for u, f in sorted(self.utilisation.items()))
             lines.append(f"  utilisation  {busy}")
+        if any(self.stalls.values()):
+            waits = ", ".join(f"{cause} {n:,}" for cause, n in self.stalls.items() if n)
+            lines.append(f"  stalls       {waits} cycles")
         if self.layers:
             lines.append("  per layer:")
             # the functional simulator has no time: its busy cycles would only mislead

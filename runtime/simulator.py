@@ -550,6 +550,7 @@ class Simulator:
             stall_cycles=tally.stall_cycles if cycle else None,
             layers=layers,
             area_mm2=target.area_mm2,
+            stalls=dict(sorted(tally.stalls.items())) if cycle else {},
         )
 
     def _first_pc(self, node: str) -> tuple[int, int]:
