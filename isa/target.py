@@ -74,6 +74,9 @@ class CoreSpec:
     # words of messages the core's receive queue holds (sent to it, not yet received); a
     # sender stalls while its message does not fit (cycle mode). 0: unbounded (the default)
     recv_queue_words: int = 0
+    # instructions a core's instruction memory holds (PUMA's: 512); code must fit it.
+    # 0: unbounded (the default)
+    instruction_words: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,8 +187,9 @@ class Target:
             del data["area"]
         if not self.chip.power_gating:  # an optional key left at its default: likewise
             del data["chip"]["power_gating"]
-        if not self.core.recv_queue_words:
-            del data["core"]["recv_queue_words"]
+        for key in ("recv_queue_words", "instruction_words"):
+            if not getattr(self.core, key):
+                del data["core"][key]
         return data
 
     def to_json(self) -> str:
@@ -253,6 +257,7 @@ class Target:
             "core.simd_lanes": (self.core.simd_lanes, 1, 1 << 16),
             "core.word_bytes": (self.core.word_bytes, 1, 8),
             "core.recv_queue_words": (self.core.recv_queue_words, 0, 1 << 30),
+            "core.instruction_words": (self.core.instruction_words, 0, 1 << 30),
             "chip.mesh_cols": (self.chip.mesh_cols, 1, self.chip.cores),
             "chip.global_memory_words": (self.chip.global_memory_words, 1, 1 << 40),
             "xbar.rows": (self.xbar.rows, 1, 1 << 16),

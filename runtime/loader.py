@@ -37,6 +37,14 @@ def validate(program: Program, name: str = "<binary>") -> None:
         )
     if not any(program.code):
         raise fail("CODE", "no core has any code")
+    capacity = target.core.instruction_words
+    for core, code in enumerate(program.code):
+        if capacity and len(code) > capacity:
+            raise fail(
+                f"CODE[{core}]",
+                f"core {core} has {len(code):,} instructions but target {target.name!r}'s "
+                f"instruction memory holds {capacity:,}",
+            )
     _check_images(program, fail)
     cam_held = _check_cams(program, fail)
     held = _check_bindings(program, fail)

@@ -456,6 +456,7 @@ class Emitter:
             cc.node = ""
             if cc.code or cc.core == 0:  # core 0 always runs, even when nothing is computed
                 cc.put(make(spec.CTL_HALT))
+        self.check_code_size()
         last = max((c.core for c in self.cores if c.code), default=0)
         code = [cc.code for cc in self.cores[: last + 1]]
         debug = {
@@ -473,6 +474,21 @@ class Emitter:
             meta=meta,
             **{f.name: getattr(self.sections, f.name) for f in dataclasses.fields(Sections)},
         )
+
+    def check_code_size(self) -> None:
+        """Every core's code fits the target's instruction memory (core.instruction_words,
+        0 for unbounded); else a CompileError naming the core and the node with most code."""
+        capacity = self.target.core.instruction_words
+        for cc in self.cores:
+            if capacity and len(cc.code) > capacity:
+                largest, count = Counter(cc.nodes).most_common(1)[0]
+                message = (
+                    f"core {cc.core} needs {len(cc.code):,} instructions but target "
+                    f"{self.target.name!r}'s instruction memory holds {capacity:,}; this "
+                    f"node emits {count:,} of them there"
+                )
+                op = next((op for op in self.graph.ops if op.name == largest), None)
+                raise op.error(message) if op is not None else CompileError(message)
 
     def lowering(self, op: Op) -> Lowering:
         """The lowering that applies to `op`: the first registered for its class (or a base
