@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from imcc.isa.program import Program
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerReport:
@@ -42,6 +44,9 @@ class RunReport:
     # stall_cycles by cause (cycle mode): "message" (a receive waiting for its message),
     # "queue" (a send waiting for room in its receiver's queue)
     stalls: dict[str, int] = field(default_factory=dict)
+    # memory level -> (peak words held, capacity in words): "buffer" (the fullest core's
+    # local buffer) and "global", as the compiler's allocators recorded them in the binary
+    memory: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def throughput_per_s(self) -> float | None:
@@ -125,6 +130,12 @@ class RunReport:
         if self.utilisation:
             busy = ", ".join(f"{u} {100 * f:.1f} %" for u, f in sorted(self.utilisation.items()))
             lines.append(f"  utilisation  {busy}")
+        if self.memory:
+            held = ", ".join(
+                f"{level} {peak:,} of {capacity:,} words ({100 * peak / capacity:.1f} %)"
+                for level, (peak, capacity) in self.memory.items()
+            )
+            lines.append(f"  memory peak  {held}")
         if any(self.stalls.values()):
             waits = ", ".join(f"{cause} {n:,}" for cause, n in self.stalls.items() if n)
             lines.append(f"  stalls       {waits} cycles")
@@ -202,3 +213,18 @@ def in_graph_order(
     return tuple(
         sorted(layers, key=lambda layer: rank.get(layer.node, len(rank)))  # stable sort
     )
+
+
+def memory_peaks(program: Program) -> dict[str, tuple[int, int]]:
+    """(peak words, capacity) per memory level from the binary's `peak.*` meta (the
+    compiler's allocators); empty for a binary without them (hand-written assembly)."""
+    meta, target = program.meta, program.target
+    levels = {
+        "buffer": ("peak.buffer_words", target.core.buffer_words),
+        "global": ("peak.global_words", target.chip.global_memory_words),
+    }
+    found: dict[str, tuple[int, int]] = {}
+    for level, (key, capacity) in levels.items():
+        if meta.get(key, "").isdigit():
+            found[level] = (int(meta[key]), capacity)
+    return found

@@ -464,6 +464,12 @@ class Emitter:
         }
         meta = {**graph.meta, "model": graph.name, "producer": "imcc"}
         meta.update({f"option.{k}": str(v) for k, v in sorted(ctx.options.items())})
+        # the most words the allocators ever held: a core's buffer (the fullest core's) and
+        # the global memory, for the report's occupancy per memory level
+        fullest = max(self.cores, key=lambda cc: cc.buffer.peak)
+        meta["peak.buffer_words"] = str(fullest.buffer.peak)
+        meta["peak.buffer_core"] = str(fullest.core)
+        meta["peak.global_words"] = str(self.next_global)
         return Program(
             target=self.target,
             code=code,
