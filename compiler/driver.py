@@ -107,7 +107,7 @@ def compile_graph(
     merged.update({k: v for k, v in options.items() if v is not None})
     check_options(resolved, merged)
     schedule = merged.pop("schedule", Schedule.PACKED)
-    if schedule not in set(Schedule):
+    if schedule not in tuple(Schedule):
         raise CompileError(
             f"schedule = {schedule!r}; expected one of {', '.join(Schedule)}",
             OptionLoc("schedule"),

@@ -47,7 +47,7 @@ def check_options(target: Target, options: dict[str, Any]) -> None:
             f"cols = {xbar.cols}",
             OptionLoc("weight_bits"),
         )
-    if options.get("calibration", Calibration.MINMAX) not in set(Calibration):
+    if options.get("calibration", Calibration.MINMAX) not in tuple(Calibration):
         raise CompileError(
             f"calibration = {options['calibration']!r}; expected minmax or percentile",
             OptionLoc("calibration"),

@@ -306,6 +306,7 @@ class Engine:
         self.prices = {} if prices is None else prices
         # finite receive queues (cycle mode, core.recv_queue_words > 0): words sent to each
         # core and not yet received, and the senders waiting for room, by their receiver
+        self.capacity = machine.target.core.recv_queue_words  # 0: unbounded, no accounting
         self.queued = [0] * len(machine.cores)
         self.room: dict[int, int] = {}  # blocked sender -> its receiver
 
@@ -446,7 +447,7 @@ class Engine:
             receiver = instr.operand("core")
             return (
                 f"core {w.index} pc {w.pc} waits for room in core {receiver}'s receive queue "
-                f"({self.queued[receiver]} of {self.m.target.core.recv_queue_words} words held)"
+                f"({self.queued[receiver]} of {self.capacity} words held)"
             )
         return (
             f"core {w.index} pc {w.pc} waits for core {instr.operands[0]} tag {instr.operands[1]}"
@@ -580,7 +581,7 @@ class CycleEngine(Engine):
     def full(self, c: CoreState) -> bool:
         """Whether c's next instruction is a send whose message does not fit its receiver's
         queue now; then c waits (leaves the ready heap) until the receiver takes one."""
-        capacity = self.m.target.core.recv_queue_words
+        capacity = self.capacity
         if not capacity or c.pc >= len(c.code) or c.code[c.pc].spec.noc is not spec.Noc.SEND:
             return False
         instr = c.code[c.pc]
@@ -599,7 +600,7 @@ class CycleEngine(Engine):
     def queue(self, c: CoreState, instr: Instr, tally: Tally) -> None:
         """A send fills its receiver's queue; a receive empties c's and wakes the senders that
         wait for room, at the cycle it completes (their stall)."""
-        if not self.m.target.core.recv_queue_words:
+        if not self.capacity:
             return
         noc = instr.spec.noc
         if noc is spec.Noc.SEND:

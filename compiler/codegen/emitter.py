@@ -254,7 +254,7 @@ class Emitter:
     cores, transfers, and the Program's sections. It imports no lowering and no pass."""
 
     def __init__(self, graph: Graph, ctx: Context) -> None:
-        self.graph, self.target = graph, ctx.target
+        self.graph, self.target, self.options = graph, ctx.target, ctx.options
         self.cores = [CoreCode(c, ctx.target) for c in range(ctx.target.chip.cores)]
         self.copies: dict[int, dict[int, Local]] = {}  # id(value) -> core -> location
         self.global_addr: dict[int, int] = {}  # id(value) -> global memory address
@@ -414,7 +414,7 @@ class Emitter:
         self.pinned.update((id(op.inputs[0]), id(op.outputs[0])))
 
     # -- the program ------------------------------------------------------------------------
-    def run(self, ctx: Context) -> Program:
+    def run(self) -> Program:
         graph = self.graph
         for op in graph.ops:
             for value in op.inputs:
@@ -463,7 +463,7 @@ class Emitter:
             (cc.core, pc): node for cc in self.cores for pc, node in enumerate(cc.nodes) if node
         }
         meta = {**graph.meta, "model": graph.name, "producer": "imcc"}
-        meta.update({f"option.{k}": str(v) for k, v in sorted(ctx.options.items())})
+        meta.update({f"option.{k}": str(v) for k, v in sorted(self.options.items())})
         # the most words the allocators ever held: a core's buffer (the fullest core's) and
         # the global memory, for the report's occupancy per memory level
         fullest = max(self.cores, key=lambda cc: cc.buffer.peak)

@@ -396,7 +396,7 @@ class Pool(Op):
         return [TensorType((*x.shape[:2], *window.output(x.shape[2:])), x.type.dtype)]
 
     def check(self, graph: Graph) -> None:
-        if self.attrs.get("mode") not in set(PoolMode):
+        if self.attrs.get("mode") not in tuple(PoolMode):
             raise self.error(f"unknown pooling mode {self.attrs.get('mode')!r}")
         x = self.inputs[0]
         index, _ = window_index(_window(self, x.shape), x.shape[2:])

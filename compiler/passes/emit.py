@@ -27,4 +27,4 @@ class EmitPass(Pass):
         return self.requires
 
     def run(self, graph: Graph, ctx: Context) -> None:
-        ctx.program = Emitter(graph, ctx).run(ctx)
+        ctx.program = Emitter(graph, ctx).run()

@@ -241,3 +241,15 @@ def test_every_file_a_shipped_toml_cites_is_in_the_repository(path: Path) -> Non
         if not any((ROOT / base / cited).exists() for base in ("", path.parent.relative_to(ROOT))):
             missing.append(cited)
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [("schedule", "expected one of packed, latency"), ("calibration", "expected minmax")],
+)
+def test_an_unhashable_closed_set_option_is_a_located_error(option: str, expected: str) -> None:
+    """The closed sets are enums; a value that cannot be hashed (a list) still gets the
+    option's own message, not a TypeError (found by the long fuzz run)."""
+    with pytest.raises(CompileError, match=rf"{option} = \[\]; {expected}") as info:
+        imcc.compile(MODEL, **{option: []})
+    assert info.value.loc == OptionLoc(option)

@@ -12,7 +12,7 @@ import pytest
 import imcc
 from imcc.compiler.target import load_target
 from imcc.isa.container import Binary
-from imcc.isa.diagnostics import BinaryFormatError, CompileError, SectionLoc
+from imcc.isa.diagnostics import BinaryFormatError, CompileError, SectionLoc, TargetError
 from imcc.isa.target import Target
 from tests.conftest import mlp_onnx
 
@@ -50,7 +50,9 @@ def test_code_that_does_not_fit_is_an_error_naming_core_and_node() -> None:
     # the node named is the one with the most code on that core, counted independently
     nodes = [program.debug.get((longest, pc), "") for pc in range(size)]
     top = max(set(nodes), key=nodes.count)
-    assert f"node {top!r}" in message and f"emits {nodes.count(top):,} of them" in message
+    assert f"emits {nodes.count(top):,} of them" in message
+    loc = info.value.loc  # located at that node
+    assert loc is not None and getattr(loc, "node", None) == top
 
 
 def test_the_loader_rejects_a_binary_whose_code_does_not_fit() -> None:
@@ -63,6 +65,13 @@ def test_the_loader_rejects_a_binary_whose_code_does_not_fit() -> None:
         imcc.Simulator(Binary(small, name="small.imcb"))
     assert info.value.loc == SectionLoc("small.imcb", f"CODE[{core}]")
     assert f"core {core} has {size:,} instructions" in str(info.value)
+
+
+def test_a_negative_instruction_memory_is_a_target_error_naming_it() -> None:
+    data = load_target("edge-rram").to_dict()
+    data["core"]["instruction_words"] = -1
+    with pytest.raises(TargetError, match=r"core\.instruction_words = -1"):
+        Target.from_dict(data)
 
 
 def test_the_figure_is_recorded_only_when_set() -> None:

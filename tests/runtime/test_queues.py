@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import imcc
-from imcc.isa.diagnostics import CoreLoc, SimulationError
+from imcc.isa.diagnostics import CoreLoc, SimulationError, TargetError
 from imcc.isa.program import Program
+from imcc.isa.target import Target
 from tests.runtime.programs import IO, program
 
 # Core 0 sends core 1 two 4-word messages; core 1 first works a while (a long vector op),
@@ -132,6 +133,13 @@ def test_a_message_larger_than_the_queue_traps_at_its_send() -> None:
         imcc.Simulator(with_queue(TWO_MESSAGES, 3), mode="cycle").run(X)
     assert info.value.loc == CoreLoc(0, 3, "noc.send")
     assert "a message of 4 words cannot fit core 1's receive queue of 3 words" in str(info.value)
+
+
+def test_a_negative_queue_size_is_a_target_error_naming_it() -> None:
+    data = program(TWO_MESSAGES).target.to_dict()
+    data["core"]["recv_queue_words"] = -4
+    with pytest.raises(TargetError, match=r"core\.recv_queue_words = -4"):
+        Target.from_dict(data)
 
 
 def test_the_queue_size_is_recorded_only_when_set() -> None:
