@@ -98,9 +98,7 @@ HOST_DEVICE = "CPU"
 # uses an op, dtype or feature imcc does not support, or that the chip cannot hold it.
 # Anything else (an "internal error", any other message, any other exception) is a failure.
 _UNSUPPORTED = re.compile(r"\b(un)?supported\b|has element type \S+; expected|is not a tensor")
-_CAPACITY = re.compile(
-    r"cannot hold|crossbar arrays but target|global memory of \d+ words is too small"
-)
+_CAPACITY = re.compile(r"cannot hold|crossbar arrays but target")
 
 
 def _check_choice(

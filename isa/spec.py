@@ -26,6 +26,7 @@ class Unit(enum.Enum):
     ACAM = "acam"
     SIMD = "simd"
     MEM = "mem"
+    TILE = "tile"
     NOC = "noc"
     CTL = "ctl"
 
@@ -74,6 +75,7 @@ class CostClass(enum.Enum):
     SIMD_TRANSCENDENTAL = "simd-transcendental"
     SIMD_REDUCE = "simd-reduce"
     MEM = "mem"
+    TILE = "tile"
     NOC = "noc"
     CTL = "ctl"
     ACAM_ENCODE = "acam-encode"
@@ -158,6 +160,7 @@ class Space(enum.Enum):
 
     BUFFER = "buffer"  # the executing core's local buffer
     GLOBAL = "global"  # the chip's global memory
+    TILE = "tile"  # the memory shared by the cores of the executing core's tile
 
 
 # A CAM match vector is packed MATCH_BITS rows to a buffer word: row r is bit r % MATCH_BITS
@@ -352,13 +355,13 @@ def _row(
     function: str = "",
 ) -> InstrSpec:
     """`access` lists the memory ranges touched, e.g. "d:w:n a:r:n b:r:1 x:rg:n": field,
-    r/w (read/write) plus g for global memory, and the extent. The other keywords are the
-    InstrSpec facts; `shape` defaults to what `array` implies (HELD for READ, PROGRAMMED for
-    PROGRAM)."""
+    r/w (read/write) plus g for global memory or t for the tile's memory, and the extent.
+    The other keywords are the InstrSpec facts; `shape` defaults to what `array` implies
+    (HELD for READ, PROGRAMMED for PROGRAM)."""
     accesses = []
     for item in access.split():
         name, mode, extent = item.split(":")
-        space = Space.GLOBAL if "g" in mode else Space.BUFFER
+        space = Space.GLOBAL if "g" in mode else Space.TILE if "t" in mode else Space.BUFFER
         accesses.append(Access(name, space, extent, "w" in mode))
     return InstrSpec(
         mnemonic=mnemonic,
@@ -735,6 +738,27 @@ MEM_STORE = _row(
     ("n", OperandKind.COUNT),
     access="d:wg:n a:r:n",
 )
+# -- tile: moves between the core's local buffer and the memory its tile's cores share
+TILE_LOAD = _row(
+    "tile.load",
+    0xC0,
+    CostClass.TILE,
+    "buf[d+i] = tile[a+i], from the memory shared by this core's tile",
+    ("d", R),
+    ("a", R),
+    ("n", OperandKind.COUNT),
+    access="d:w:n a:rt:n",
+)
+TILE_STORE = _row(
+    "tile.store",
+    0xC1,
+    CostClass.TILE,
+    "tile[d+i] = buf[a+i], into the memory shared by this core's tile",
+    ("d", R),
+    ("a", R),
+    ("n", OperandKind.COUNT),
+    access="d:wt:n a:r:n",
+)
 # -- noc: messages between cores; recv blocks until the matching send has arrived
 NOC_SEND = _row(
     "noc.send",
@@ -860,6 +884,8 @@ TABLE: tuple[InstrSpec, ...] = (
     SIMD_COPY2D,
     MEM_LOAD,
     MEM_STORE,
+    TILE_LOAD,
+    TILE_STORE,
     NOC_SEND,
     NOC_RECV,
     ACAM_ENCODE,

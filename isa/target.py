@@ -71,12 +71,30 @@ class CoreSpec:
     word_bytes: int  # bytes per buffer word, for memory and network traffic costs
     simd_lanes: int
     arrays: int
-    # words of messages the core's receive queue holds (sent to it, not yet received); a
-    # sender stalls while its message does not fit (cycle mode). 0: unbounded (the default)
+    # words of messages each of the core's receive queues holds, one queue per sending core
+    # (sent to it, not yet received); a sender stalls while its message does not fit its own
+    # queue (cycle mode), and the loader rejects a program that would then deadlock
+    # (isa/protocol.py). 0: unbounded (the default)
     recv_queue_words: int = 0
     # instructions a core's instruction memory holds (PUMA's: 512); code must fit it.
     # 0: unbounded (the default)
     instruction_words: int = 0
+    # units of a core work at once: per-unit issue with a scoreboard on buffer ranges (cycle
+    # mode; runtime/engine.py). Off (the default): one instruction at a time
+    overlap: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TileSpec:
+    """Cores grouped into tiles, each with a memory its cores share (ISAAC's and PUMA's 64 KB
+    eDRAM), reached with `tile.load` / `tile.store`: the level between a core's buffer and the
+    chip's global memory. Core c belongs to tile c // cores."""
+
+    cores: int  # cores per tile
+    memory_words: int  # the shared memory, in words of core.word_bytes
+    memory_cycles: int  # fixed latency of one access
+    memory_words_per_cycle: int  # the tile bus: words moved per cycle after that latency
+    memory_pj_per_word: float  # per word read or written
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +194,7 @@ class Target:
     cost: CostTable
     defaults: tuple[tuple[str, Any], ...] = ()  # compile option defaults (weight_bits, ...)
     acam: AcamSpec | None = None  # the analog-CAM tree unit, on targets that have one
+    tile: TileSpec | None = None  # tiles and their shared memories, on targets that have them
     area: AreaTable | None = None  # silicon area per component, on targets that cite one
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,9 +204,11 @@ class Target:
             del data["acam"]
         if self.area is None:  # likewise: targets without an area table keep their fingerprint
             del data["area"]
+        if self.tile is None:  # likewise: targets without tiles
+            del data["tile"]
         if not self.chip.power_gating:  # an optional key left at its default: likewise
             del data["chip"]["power_gating"]
-        for key in ("recv_queue_words", "instruction_words"):
+        for key in ("recv_queue_words", "instruction_words", "overlap"):
             if not getattr(self.core, key):
                 del data["core"][key]
         return data
@@ -211,7 +232,7 @@ class Target:
         if not isinstance(data, dict):
             raise TargetError(f"{origin}: a target must be a table, not {type(data).__name__}")
         tables = {"chip": ChipSpec, "core": CoreSpec, "xbar": XbarSpec, "cost": CostTable,
-                  "acam": AcamSpec, "area": AreaTable}  # fmt: skip
+                  "acam": AcamSpec, "area": AreaTable, "tile": TileSpec}  # fmt: skip
         known = ("name", "description", "defaults", *tables)
         for key in data:
             if key not in known:
@@ -222,7 +243,7 @@ class Target:
                 )
         parts: dict[str, Any] = {}
         for key, kind in tables.items():
-            if key in data or key in ("chip", "core", "xbar", "cost"):  # acam, area optional
+            if key in data or key in ("chip", "core", "xbar", "cost"):  # the rest optional
                 parts[key] = _build(kind, data.get(key), origin, key, locate)
         for key in ("name", "description"):
             if not isinstance(data.get(key), str):
@@ -267,25 +288,7 @@ class Target:
             "xbar.adc_bits": (self.xbar.adc_bits, 1, 32),
             "xbar.cols_per_adc": (self.xbar.cols_per_adc, 1, self.xbar.cols),
         }
-        if self.acam is not None:
-            acam = self.acam
-            limits.update(
-                {
-                    "acam.arrays": (acam.arrays, 1, 1 << spec.WIDTH[spec.OperandKind.CAM]),
-                    "acam.rows": (acam.rows, 1, 1 << 16),
-                    # a DAC vector of one array's cells must fit acam.encode's count field n
-                    "acam.cols": (acam.cols, 1, spec.ACAM_ENCODE.field("n").max),
-                    "acam.levels": (acam.levels, 2, (1 << 16) - 1),
-                    "acam.leaf_words": (acam.leaf_words, 1, 1 << 16),
-                }
-            )
-            for field in dataclasses.fields(AcamSpec):
-                value = getattr(acam, field.name)
-                if field.type in ("int", "float") and value < 0:
-                    raise TargetError(
-                        f"{origin}: acam.{field.name} must not be negative",
-                        locate("acam", field.name),
-                    )
+        limits.update(self._unit_limits(origin, locate))
         for name, (value, lo, hi) in limits.items():
             if not lo <= value <= hi:
                 raise TargetError(
@@ -321,6 +324,46 @@ class Target:
                         locate("area", field.name),
                     )
 
+    def _unit_limits(self, origin: str, locate: Locate) -> dict[str, tuple[int, int, int]]:
+        """validate's ranges for the optional units, [acam] and [tile]; negative figures
+        among their costs are errors at once."""
+        limits: dict[str, tuple[int, int, int]] = {}
+        if self.acam is not None:
+            acam = self.acam
+            limits.update(
+                {
+                    "acam.arrays": (acam.arrays, 1, 1 << spec.WIDTH[spec.OperandKind.CAM]),
+                    "acam.rows": (acam.rows, 1, 1 << 16),
+                    # a DAC vector of one array's cells must fit acam.encode's count field n
+                    "acam.cols": (acam.cols, 1, spec.ACAM_ENCODE.field("n").max),
+                    "acam.levels": (acam.levels, 2, (1 << 16) - 1),
+                    "acam.leaf_words": (acam.leaf_words, 1, 1 << 16),
+                }
+            )
+            for field in dataclasses.fields(AcamSpec):
+                value = getattr(acam, field.name)
+                if field.type in ("int", "float") and value < 0:
+                    raise TargetError(
+                        f"{origin}: acam.{field.name} must not be negative",
+                        locate("acam", field.name),
+                    )
+        if self.tile is not None:
+            tile = self.tile
+            limits.update(
+                {
+                    "tile.cores": (tile.cores, 1, self.chip.cores),
+                    "tile.memory_words": (tile.memory_words, 16, 1 << 30),
+                    "tile.memory_cycles": (tile.memory_cycles, 0, 1 << 20),
+                    "tile.memory_words_per_cycle": (tile.memory_words_per_cycle, 1, 1 << 16),
+                }
+            )
+            if tile.memory_pj_per_word < 0:
+                raise TargetError(
+                    f"{origin}: tile.memory_pj_per_word must not be negative",
+                    locate("tile", "memory_pj_per_word"),
+                )
+        return limits
+
     @property
     def area_mm2(self) -> float | None:
         """Chip area from the [area] table (None without one): every core with all its arrays,
@@ -342,10 +385,22 @@ class Target:
         return self.chip.cores * core + area.memory_mm2 + area.chip_other_mm2
 
     def words(self, space: spec.Space) -> int:
-        """Size of an address space: a core's buffer or the global memory."""
+        """Size of an address space: a core's buffer, its tile's memory (0 on a target
+        without tiles) or the global memory."""
         if space is spec.Space.GLOBAL:
             return self.chip.global_memory_words
+        if space is spec.Space.TILE:
+            return self.tile.memory_words if self.tile is not None else 0
         return self.core.buffer_words
+
+    def tile_of(self, core: int) -> int:
+        """The tile a core belongs to (each core is a tile of its own without [tile])."""
+        return core // self.tile.cores if self.tile is not None else core
+
+    @property
+    def tiles(self) -> int:
+        """How many tiles the chip has (the last may be partly filled)."""
+        return -(-self.chip.cores // self.tile.cores) if self.tile is not None else 0
 
     def mesh_position(self, core: int) -> tuple[int, int]:
         return divmod(core, self.chip.mesh_cols)

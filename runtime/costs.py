@@ -91,6 +91,11 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         cycles = cost.mem_cycles + math.ceil(n / cost.mem_words_per_cycle)
         counts.update(memory_words=n, buffer_words=n)
         energy.update(memory=n * cost.mem_pj_per_word, buffer=n * cost.buffer_pj_per_word)
+    elif row.cost is spec.CostClass.TILE and target.tile is not None:
+        n, tile = ops["n"], target.tile
+        cycles = tile.memory_cycles + math.ceil(n / tile.memory_words_per_cycle)
+        counts.update(tile_words=n, buffer_words=n)
+        energy.update(tile_memory=n * tile.memory_pj_per_word, buffer=n * cost.buffer_pj_per_word)
     elif row.cost is spec.CostClass.NOC:
         n = ops["n"]
         hops = target.hops(core, ops["core"])
@@ -102,7 +107,7 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
             energy["noc"] = n * hops * cost.noc_pj_per_word_hop
     elif row.unit is spec.Unit.ACAM and target.acam is not None:
         cycles = _acam_price(target, instr, ops, rows, cols, energy, counts)
-    else:  # control, and CAM work on a target without CAMs (the loader rejects that binary)
+    else:  # control, and CAM or tile work on a target without them (the loader rejects it)
         cycles = cost.ctl_cycles
         energy["control"] = cost.ctl_pj
     return Price(

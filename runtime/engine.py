@@ -3,8 +3,10 @@ named by `Mode`.
 
 Both step cores through the same `SEMANTICS`; the cycle-level engine keeps a clock per core,
 always advancing the core that is earliest, so a message's arrival time is known before any
-receive that could consume it; a receive waits until its message has crossed the mesh. Before
-each instruction the address ranges it touches are bounds-checked (a trap names core and pc).
+receive that could consume it; a receive waits until its message has crossed the mesh. On a
+target with core.overlap a core's units work at once, timed by a `Scoreboard` of the ranges
+in flight (see CycleEngine). Before each instruction the address ranges it touches are
+bounds-checked (a trap names core and pc).
 
 A budget stops programs that never halt. By default it is derived from the program
 (`work_budget`): per core, the most work a halting program can do, in work units (an
@@ -44,7 +46,9 @@ class Tally:
     )
     stall_cycles: int = 0
     # stall cycles by cause: "message" (a receive before its message arrived), "queue" (a
-    # send while its receiver's queue was full)
+    # send while its receiver's queue was full); with core.overlap also "dependence" (an
+    # instruction waiting for a range or register an earlier one uses) and "unit" (waiting
+    # for its unit, or a halt for every unit, to finish earlier work)
     stalls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     cycles: int = 0
 
@@ -85,7 +89,12 @@ class _Plan:
     image: int  # operand index of the image it programs its array with, or -1
     coding: int  # operand index of its coding table, or -1
     strided: bool  # a strided block copy: its strides are in registers (spec.STRIDE_FIELD)
+    registers: tuple[int, ...]  # operand indices of its register fields (it reads them)
+    written: int  # operand index of the register its spec.Scalar effect writes, or -1
 
+
+# The operand a row's spec.Scalar effect writes (ctl.set and ctl.add: d; ctl.loop: c).
+_WRITTEN = {spec.Scalar.SET: "d", spec.Scalar.ADD: "d", spec.Scalar.COUNT: "c"}
 
 _PLANS: dict[str, _Plan] = {}  # by mnemonic
 
@@ -107,6 +116,8 @@ def _plan(row: spec.InstrSpec) -> _Plan:
         image=-1 if row.image_index is None else row.image_index,
         coding=-1 if coding is None else coding,
         strided=row.strided,
+        registers=tuple(i for i, f in enumerate(row.fields) if f.kind is spec.OperandKind.REG),
+        written=names.index(_WRITTEN[row.scalar]) if row.scalar in _WRITTEN else -1,
     )
     return plan
 
@@ -288,7 +299,13 @@ def _runs(length: int, loops: list[tuple[int, int, int | None]], cap: int) -> li
     return runs if nested else None
 
 
+# What `Engine.check` found an instruction touches: (access, first word, words) per access.
+Ranges = tuple[tuple[spec.Access, int, int], ...]
+
+
 class Engine:
+    touched: Ranges = ()  # the ranges of the instruction `step` ran last (its `check`)
+
     def __init__(
         self,
         machine: Machine,
@@ -304,19 +321,24 @@ class Engine:
         self.used = [0] * len(machine.cores)
         # (core, instr, image shape) -> price; static, so a simulator keeps it across runs
         self.prices = {} if prices is None else prices
-        # finite receive queues (cycle mode, core.recv_queue_words > 0): words sent to each
-        # core and not yet received, and the senders waiting for room, by their receiver
+        # finite receive queues (cycle mode, core.recv_queue_words > 0), one per (sender,
+        # receiver) pair as PUMA's receive buffer has FIFO entries per sender: words sent on
+        # each pair and not yet received, and the senders waiting for room, by their receiver.
+        # Per pair, only the sender fills a queue and only the receiver drains it, so whether
+        # a program deadlocks does not depend on timing (isa/protocol.py checks it at load).
         self.capacity = machine.target.core.recv_queue_words  # 0: unbounded, no accounting
-        self.queued = [0] * len(machine.cores)
+        self.queued: dict[tuple[int, int], int] = defaultdict(int)  # (sender, receiver) -> words
         self.room: dict[int, int] = {}  # blocked sender -> its receiver
 
     # -- shared per-instruction work --------------------------------------------------------
-    def check(self, c: CoreState, instr: Instr) -> None:
-        """Bounds of every range the instruction touches, and arrays that must hold images."""
+    def check(self, c: CoreState, instr: Instr) -> Ranges:
+        """Bounds of every range the instruction touches, and arrays that must hold images;
+        returns those ranges (a strided copy's: its whole span), for the cycle engine's
+        scoreboard."""
         row = instr.spec
         plan = _PLANS.get(row.mnemonic) or _plan(row)
         if not plan.accesses:
-            return
+            return ()
         operands = instr.operands
         rows, cols = 0, 0
         strides = None
@@ -329,6 +351,7 @@ class Engine:
             rows, cols = held.rows, held.cols
         if plan.strided:
             strides = self.strides(c, instr)
+        ranges = []
         for access, reg_index, count_index in plan.accesses:
             start = int(c.regs[operands[reg_index]])
             if count_index >= 0:
@@ -339,6 +362,8 @@ class Engine:
                 names = (f.name for f in row.fields)
                 length = access.length(dict(zip(names, operands, strict=True)), rows, cols, strides)
             self.touch(c, access, operands[reg_index], start, length)
+            ranges.append((access, start, length))
+        return tuple(ranges)
 
     def touch(self, c: CoreState, access: spec.Access, reg: int, start: int, length: int) -> None:
         """Trap if [start, start + length) of register r`reg` is outside its memory; else
@@ -351,7 +376,14 @@ class Engine:
                 f"[{start}, {start + length}) is outside the {size}-word {access.space.value}",
             )
         if not access.strided and length > 0:
-            store = c.buffer if access.space is spec.Space.BUFFER else self.m.memory
+            space = access.space
+            store = (
+                c.buffer
+                if space is spec.Space.BUFFER
+                else self.m.memory
+                if space is spec.Space.GLOBAL
+                else self.m.tile_store(c.index)
+            )
             try:
                 store.touch(start, start + length)
             except MemoryLimit as exc:
@@ -408,7 +440,7 @@ class Engine:
         if c.pc >= len(c.code):
             raise self.m.trap(c, f"ran past the end of its code without {spec.CTL_HALT.mnemonic}")
         instr = c.code[c.pc]
-        self.check(c, instr)
+        self.touched = self.check(c, instr)
         try:
             return SEMANTICS[instr.mnemonic](self.m, c, instr)
         except MemoryLimit as exc:  # a strided copy touches its pages as it runs
@@ -441,13 +473,13 @@ class Engine:
         return self.m.trap(c, f"deadlock: every running core waits for {what} ({others})")
 
     def waits_for(self, w: CoreState) -> str:
-        """What a blocked core waits for: a message, or room in its receiver's queue."""
+        """What a blocked core waits for: a message, or room in its queue to its receiver."""
         instr = w.code[w.pc]
         if w.index in self.room:
             receiver = instr.operand("core")
             return (
-                f"core {w.index} pc {w.pc} waits for room in core {receiver}'s receive queue "
-                f"({self.queued[receiver]} of {self.capacity} words held)"
+                f"core {w.index} pc {w.pc} waits for room in its queue to core {receiver} "
+                f"({self.queued[(w.index, receiver)]} of {self.capacity} words held)"
             )
         return (
             f"core {w.index} pc {w.pc} waits for core {instr.operands[0]} tag {instr.operands[1]}"
@@ -491,13 +523,75 @@ class FunctionalEngine(Engine):
             running = [c for c in running if not c.halted]
 
 
+# A unit of a core for the scoreboard: (unit, array operand); -1 for a unit without arrays.
+UnitKey = tuple[spec.Unit, int]
+
+
+@dataclass
+class Scoreboard:
+    """What a core's units are doing, for a core whose units work at once (core.overlap).
+
+    An instruction starts once its unit is free, every range it reads has been written (RAW),
+    every range it writes has been read and written (WAR, WAW), and the registers it reads
+    have been written by the control unit. Ranges are intervals, not words: an entry that
+    completes before the core's front end has reached it can delay nothing and is pruned, so
+    the lists hold only the work in flight (at most a few entries per unit)."""
+
+    free: dict[UnitKey, int] = field(default_factory=dict)  # unit -> first cycle it is free
+    # (space, first word, end word, cycle the access completes)
+    reads: list[tuple[spec.Space, int, int, int]] = field(default_factory=list)
+    writes: list[tuple[spec.Space, int, int, int]] = field(default_factory=list)
+    registers: dict[int, int] = field(default_factory=dict)  # register -> cycle it is written
+
+    def prune(self, now: int) -> None:
+        """Forget the accesses complete by `now`: nothing that starts at `now` waits for them."""
+        if self.reads:
+            self.reads = [entry for entry in self.reads if entry[3] > now]
+        if self.writes:
+            self.writes = [entry for entry in self.writes if entry[3] > now]
+
+    def dependence(self, ranges: Ranges, registers: list[int]) -> int:
+        """The first cycle `ranges` and `registers` are free to use (0: no dependence)."""
+        ready = max((self.registers.get(r, 0) for r in registers), default=0)
+        for access, start, length in ranges:
+            end = start + length
+            earlier = (*self.writes, *self.reads) if access.writes else self.writes
+            for space, first, last, until in earlier:
+                if until > ready and first < end and start < last and space is access.space:
+                    ready = until
+        return ready
+
+    def record(self, unit: UnitKey, ranges: Ranges, written: int, end: int) -> None:
+        """An instruction runs on `unit` until `end`, using `ranges`, writing register
+        `written` (-1: none)."""
+        self.free[unit] = end
+        for access, start, length in ranges:
+            entries = self.writes if access.writes else self.reads
+            entries.append((access.space, start, start + length, end))
+        if written >= 0:
+            self.registers[written] = end
+
+    def drained(self) -> int:
+        """The first cycle every unit is free."""
+        return max(self.free.values(), default=0)
+
+
 class CycleEngine(Engine):
     """Advances the earliest core one instruction at a time, adding latency and energy.
 
     `iterations[core]` (default 1) runs a core's program that many times back to back, as for
     a stream of samples: at its halt the core starts over (pc 0, registers cleared), so
     layers on different cores overlap consecutive samples. `finished[core]` lists the cycle of
-    each halt; `trace`, if given, receives every instruction's interval (for timelines)."""
+    each halt; `trace`, if given, receives every instruction's interval (for timelines).
+
+    On a target with core.overlap the units of a core work at once (ISAAC's and PUMA's cores
+    keep several arrays, the vector unit and the memory busy together): the front end issues
+    in program order, one instruction per ctl_cycles, each to its unit (every crossbar and CAM
+    array its own), where it starts once its unit is free and its operands are ready (a
+    `Scoreboard`); an instruction that must wait holds the front end, as in an in-order
+    pipeline, and its wait is a stall ("unit" or "dependence"). `c.time` is then the cycle
+    the front end issues the core's next instruction, and a halt waits for every unit to
+    drain. The semantics still run at issue, in program order: only the times change."""
 
     def __init__(
         self,
@@ -516,10 +610,13 @@ class CycleEngine(Engine):
         # Ready cores in a heap by (time, index); a blocked core leaves it until a send to it.
         self.ready: list[tuple[int, int]] = []
         self.blocked: set[int] = set()
+        self.overlap = machine.target.core.overlap
+        self.boards = [Scoreboard() for _ in machine.cores]
 
     def run(self, tally: Tally) -> None:
         m = self.m
         self.network = Network(m.target)
+        self.boards = [Scoreboard() for _ in m.cores]
         self.ready = [(c.time, c.index) for c in m.cores if not c.halted]
         heapq.heapify(self.ready)
         self.blocked = set()
@@ -534,6 +631,8 @@ class CycleEngine(Engine):
             pc = c.pc
             if self.full(c):  # back-pressure: wait until the receiver takes a message
                 continue
+            if self.overlap and self.hold(c, tally):  # back in the heap at its start cycle
+                continue
             outcome = self.step(c)
             if outcome == BLOCKED:
                 self.blocked.add(c.index)
@@ -542,9 +641,12 @@ class CycleEngine(Engine):
                 self.spend(c, pc, max(1, self.iterations[c.index]))
             instr = c.code[pc]
             p, macs = self.price_of(c, instr)
-            start = self.message(c, instr, tally)
-            c.time = start + p.cycles
-            self.queue(c, instr, tally)
+            if self.overlap:
+                start = self.overlapped(c, instr, p, outcome, tally)
+            else:
+                start = self.message(c, instr, tally, c.time)
+                c.time = start + p.cycles
+                self.queue(c, instr, tally)
             node = m.program.debug.get((c.index, pc), "")
             tally.add(node, p, macs)
             if self.trace is not None:
@@ -559,10 +661,70 @@ class CycleEngine(Engine):
             raise self.deadlock(waiting)
         tally.cycles = max((c.time for c in m.cores), default=0)
 
-    def message(self, c: CoreState, instr: Instr, tally: Tally) -> int:
-        """The cycle the instruction starts on core c (spec.Noc): a send times its message on
-        the network and wakes its receiver; a receive waits (stalls) for its arrival."""
+    def unit_of(self, instr: Instr) -> UnitKey:
+        """The unit `instr` runs on: its row's, and its array operand's if it has one."""
+        row = instr.spec
+        plan = _PLANS.get(row.mnemonic) or _plan(row)
+        return (row.unit, instr.operands[plan.array] if plan.array >= 0 else -1)
+
+    def registers_read(self, c: CoreState, instr: Instr) -> list[int]:
+        """The registers `instr` reads: its register operands, and a strided copy's strides."""
+        row = instr.spec
+        plan = _PLANS.get(row.mnemonic) or _plan(row)
+        registers = [instr.operands[i] for i in plan.registers]
+        if plan.strided:
+            first = instr.operand(spec.STRIDE_FIELD)
+            registers += range(first + 1, first + spec.STRIDE_REGS)
+        return registers
+
+    def hold(self, c: CoreState, tally: Tally) -> bool:
+        """(core.overlap) Whether c's next instruction must wait for its unit or its operands:
+        then the front end waits with it, c goes back in the heap at the cycle it can start
+        (so cores still step in time order, and messages take the network in the order they
+        are sent) and the wait is a stall, "dependence" if its operands are the later."""
+        if c.pc >= len(c.code):
+            return False  # `step` traps
+        instr = c.code[c.pc]
+        board = self.boards[c.index]
+        board.prune(c.time)
+        ready = board.dependence(self.check(c, instr), self.registers_read(c, instr))
+        free = board.free.get(self.unit_of(instr), 0)
+        start = max(ready, free)
+        if start <= c.time:
+            return False
+        tally.stall("dependence" if ready >= free else "unit", start - c.time)
+        c.time = start
+        heapq.heappush(self.ready, (c.time, c.index))
+        return True
+
+    def overlapped(
+        self, c: CoreState, instr: Instr, p: Price, outcome: int | None, tally: Tally
+    ) -> int:
+        """(core.overlap) Time an instruction that `hold` let issue at c.time: a halt first
+        waits for the core's units to drain, a receive for its message. Returns its start;
+        c.time becomes the cycle the front end issues the next one."""
+        board = self.boards[c.index]
         start = c.time
+        if outcome == HALTED:
+            drained = board.drained()
+            if drained > start:
+                tally.stall("unit", drained - start)
+                start = drained
+        start = self.message(c, instr, tally, start)
+        end = start + p.cycles
+        plan = _PLANS[instr.mnemonic]
+        written = instr.operands[plan.written] if plan.written >= 0 else -1
+        board.record(self.unit_of(instr), self.touched, written, end)
+        c.time = end  # `queue` wakes the senders waiting on a receive when it completes
+        self.queue(c, instr, tally)
+        if outcome != HALTED:  # a halt's end is the core's finish (`finish`)
+            c.time = start + self.m.target.cost.ctl_cycles
+        return start
+
+    def message(self, c: CoreState, instr: Instr, tally: Tally, start: int) -> int:
+        """The cycle the instruction starts on core c (spec.Noc), were it to start at `start`
+        otherwise: a send times its message on the network and wakes its receiver; a receive
+        waits (stalls) for its arrival."""
         noc = instr.spec.noc
         if noc is spec.Noc.SEND:
             receiver, tag = instr.operand("core"), instr.operand("tag")
@@ -579,8 +741,9 @@ class CycleEngine(Engine):
         return start
 
     def full(self, c: CoreState) -> bool:
-        """Whether c's next instruction is a send whose message does not fit its receiver's
-        queue now; then c waits (leaves the ready heap) until the receiver takes one."""
+        """Whether c's next instruction is a send whose message does not fit its queue to its
+        receiver now; then c waits (leaves the ready heap) until the receiver takes one of
+        its messages. Other senders' queues to that receiver do not matter."""
         capacity = self.capacity
         if not capacity or c.pc >= len(c.code) or c.code[c.pc].spec.noc is not spec.Noc.SEND:
             return False
@@ -589,25 +752,27 @@ class CycleEngine(Engine):
         if n > capacity:
             raise self.m.trap(
                 c,
-                f"a message of {n:,} words cannot fit core {receiver}'s receive queue of "
+                f"a message of {n:,} words cannot fit its queue to core {receiver} of "
                 f"{capacity:,} words",
             )
-        if self.queued[receiver] + n <= capacity:
+        if self.queued[(c.index, receiver)] + n <= capacity:
             return False
         self.room[c.index] = receiver
         return True
 
     def queue(self, c: CoreState, instr: Instr, tally: Tally) -> None:
-        """A send fills its receiver's queue; a receive empties c's and wakes the senders that
-        wait for room, at the cycle it completes (their stall)."""
+        """A send fills its queue to its receiver; a receive empties the queue from the sender
+        it names and wakes that sender if it waits for room there, at the cycle the receive
+        completes (the sender's stall)."""
         if not self.capacity:
             return
         noc = instr.spec.noc
         if noc is spec.Noc.SEND:
-            self.queued[instr.operand("core")] += instr.operand("n")
+            self.queued[(c.index, instr.operand("core"))] += instr.operand("n")
         elif noc is spec.Noc.RECV:
-            self.queued[c.index] -= instr.operand("n")
-            for sender in [s for s, r in self.room.items() if r == c.index]:
+            sender = instr.operand("core")
+            self.queued[(sender, c.index)] -= instr.operand("n")
+            if self.room.get(sender) == c.index:
                 del self.room[sender]
                 waiter = self.m.cores[sender]
                 if waiter.time < c.time:

@@ -3,8 +3,9 @@
 The container already checked the bytes (isa/container.py); here every reference is checked
 against the hardware the binary names: cores, arrays, registers, images, branch targets, memory
 ranges of constants and I/O, and, where a straight-line pass can know a register's value, the
-address range of every buffer and memory access. What depends on values only known at run time
-is checked again by the simulator before each instruction.
+address range of every buffer and memory access; then that the cores' messages let every core
+reach its halt (isa/protocol.py). What depends on values only known at run time is checked
+again by the simulator before each instruction.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from imcc.isa import spec
-from imcc.isa.diagnostics import BinaryFormatError, SectionLoc
+from imcc.isa.diagnostics import BinaryFormatError, CoreLoc, SectionLoc
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
+from imcc.isa.protocol import ProtocolError, check_protocol
 from imcc.isa.target import AcamSpec
 
 TENSOR_DTYPES = ("float32", "float64", "int64", "int32")
@@ -51,6 +53,14 @@ def validate(program: Program, name: str = "<binary>") -> None:
     _check_memory(program, fail)
     for core, code in enumerate(program.code):
         _check_code(program, core, code, held, cam_held, fail)
+    # every operand is known good now: prove the cores can all reach their halt; a program
+    # that would deadlock is rejected here, in the code section of the first waiting core,
+    # naming each waiting core, its pc and what it waits for (the ProtocolError is the cause)
+    try:
+        check_protocol(program)
+    except ProtocolError as exc:
+        core = exc.loc.core if isinstance(exc.loc, CoreLoc) else 0
+        raise fail(f"CODE[{core}]", exc.message) from exc
 
 
 def _check_images(program: Program, fail: Callable[[str, str], BinaryFormatError]) -> None:
@@ -124,6 +134,14 @@ def _check_memory(program: Program, fail: Callable[[str, str], BinaryFormatError
             )
     if not program.outputs:
         raise fail("IO", "the binary declares no outputs")
+    if program.target.tile is None:
+        for core, code in enumerate(program.code):
+            pc = next((pc for pc, i in enumerate(code) if i.spec.unit is spec.Unit.TILE), None)
+            if pc is not None:
+                raise fail(
+                    f"CODE[{core}]",
+                    f"pc {pc} uses a tile memory but target {program.target.name!r} has no [tile]",
+                )
 
 
 def _check_cams(

@@ -264,6 +264,7 @@ class Machine:
         self.adcs: dict[int, tuple[Adc, bool]] = {}  # image -> (its ADC, lossless for it)
         self.usage = Usage()
         self.memory = Store("global memory", self.target.chip.global_memory_words, 0, self.usage)
+        self.tiles = self.tile_memories(0)  # one per tile, on a target with tiles
         self.mailboxes: dict[tuple[int, int, int], deque[Message]] = {}
         self.now = 0
         for binding in program.bindings:
@@ -307,8 +308,25 @@ class Machine:
                             self.usage)  # fmt: skip
         for addr, values in self.program.constants:
             self.memory[addr : addr + len(values)] = values[:, None]
+        for store in self.tiles:
+            store.release()
+        self.tiles = self.tile_memories(batch)
         self.mailboxes.clear()
         self.now = 0
+
+    def tile_memories(self, batch: int) -> list[Store]:
+        tile = self.target.tile
+        words = tile.memory_words if tile is not None else 0
+        return [Store(f"memory of tile {t}", words, batch, self.usage)
+                for t in range(self.target.tiles)]  # fmt: skip
+
+    def tile_store(self, core: int) -> Store:
+        """The memory of the tile `core` belongs to (the target has tiles: the loader says)."""
+        return self.tiles[self.target.tile_of(core)]
+
+    def tile_range(self, core: int, start: int, n: int) -> np.ndarray:
+        """A view of the memory of `core`'s tile (bounds checked by the caller)."""
+        return self.tile_store(core).view(start, start + n)
 
     def global_range(self, start: int, n: int) -> np.ndarray:
         """A view of global memory (allocated on first touch; bounds checked by the caller)."""

@@ -47,6 +47,10 @@ class RunReport:
     # memory level -> (peak words held, capacity in words): "buffer" (the fullest core's
     # local buffer) and "global", as the compiler's allocators recorded them in the binary
     memory: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # memory level -> bytes moved there per inference (`traffic_bytes`): "buffer" (every
+    # core's local buffer, read or written), "tile" (the tiles' shared memories), "global"
+    # and "network" (words sent over the mesh)
+    traffic: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput_per_s(self) -> float | None:
@@ -136,6 +140,9 @@ class RunReport:
                 for level, (peak, capacity) in self.memory.items()
             )
             lines.append(f"  memory peak  {held}")
+        if any(self.traffic.values()):
+            moved = ", ".join(f"{level} {_bytes(n)}" for level, n in self.traffic.items() if n)
+            lines.append(f"  traffic      {moved} per inference")
         if any(self.stalls.values()):
             waits = ", ".join(f"{cause} {n:,}" for cause, n in self.stalls.items() if n)
             lines.append(f"  stalls       {waits} cycles")
@@ -215,6 +222,27 @@ def in_graph_order(
     )
 
 
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} B"
+
+
+# level of the report's `traffic` -> the event count of the words moved there (runtime/costs.py)
+TRAFFIC_COUNTS = {
+    "buffer": "buffer_words",
+    "tile": "tile_words",
+    "global": "memory_words",
+    "network": "noc_words",
+}
+
+
+def traffic_bytes(counts: Mapping[str, int], word_bytes: int) -> dict[str, int]:
+    """Bytes moved at each memory level, from a run's event counts."""
+    return {level: counts.get(key, 0) * word_bytes for level, key in TRAFFIC_COUNTS.items()}
+
+
 def memory_peaks(program: Program) -> dict[str, tuple[int, int]]:
     """(peak words, capacity) per memory level from the binary's `peak.*` meta (the
     compiler's allocators); empty for a binary without them (hand-written assembly)."""
@@ -223,6 +251,8 @@ def memory_peaks(program: Program) -> dict[str, tuple[int, int]]:
         "buffer": ("peak.buffer_words", target.core.buffer_words),
         "global": ("peak.global_words", target.chip.global_memory_words),
     }
+    if target.tile is not None:
+        levels["tile"] = ("peak.tile_words", target.tile.memory_words)
     found: dict[str, tuple[int, int]] = {}
     for level, (key, capacity) in levels.items():
         if meta.get(key, "").isdigit():

@@ -48,7 +48,7 @@ from imcc.runtime.devices.units import parse_time
 from imcc.runtime.engine import CycleEngine, FunctionalEngine, Mode, Tally, work_budget
 from imcc.runtime.loader import validate
 from imcc.runtime.machine import Machine, MemoryLimit
-from imcc.runtime.report import LayerReport, RunReport, memory_peaks
+from imcc.runtime.report import LayerReport, RunReport, memory_peaks, traffic_bytes
 
 MODES = tuple(mode.value for mode in Mode)  # ("functional", "cycle")
 T = TypeVar("T")
@@ -552,6 +552,7 @@ class Simulator:
             area_mm2=target.area_mm2,
             stalls=dict(sorted(tally.stalls.items())) if cycle else {},
             memory=memory_peaks(self.program),
+            traffic=traffic_bytes(counts, target.core.word_bytes),
         )
 
     def _first_pc(self, node: str) -> tuple[int, int]:

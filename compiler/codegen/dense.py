@@ -55,13 +55,19 @@ def program_tiles(em: Emitter, op: ops.QDense) -> None:
         if op.adc_ranges is not None:
             sections.adc_ranges[image] = np.array(op.adc_ranges[index], dtype=np.float64)
         images.append(image)
+    most = spec.WIDTH[spec.OperandKind.IMAGE]
+    if len(sections.images) > 1 << most:
+        raise op.error(
+            f"the binary's image operands cannot hold {len(sections.images):,} crossbar images "
+            f"({1 << most:,} at most); use a target with more arrays or fewer weight bits"
+        )
     for copy in op.copies:  # schedule = balanced: the same images again
         sections.bindings += [Binding(c, a, i) for (c, a), i in zip(copy, images, strict=True)]
 
 
 def input_core(em: Emitter, op: ops.QDense, source: Value) -> int:
     """Where to quantise: where `source` already is (the home core for a model input)."""
-    here = em.copies.get(id(source))
+    here = em.copies.get(em.root(id(source)))
     return op.core if not here or op.core in here else next(iter(here))
 
 

@@ -39,10 +39,11 @@ _IO_DTYPES = ("int64", "int32", "float64")
 
 
 class Buffer:
-    """First-fit allocator over one core's local buffer."""
+    """First-fit allocator over one memory: a core's local buffer, a tile's shared memory or
+    the global memory (`owner` names it in errors)."""
 
-    def __init__(self, words: int, core: int) -> None:
-        self.words, self.core = words, core
+    def __init__(self, words: int, owner: str, word_bytes: int = 0) -> None:
+        self.words, self.owner, self.word_bytes = words, owner, word_bytes
         self.free: list[tuple[int, int]] = [(0, words)]  # (start, size), sorted
         self.peak = 0
 
@@ -56,16 +57,22 @@ class Buffer:
                     del self.free[i]
                 self.peak = max(self.peak, start + size)
                 return start
+        in_bytes = f" = {size * self.word_bytes:,} bytes" if self.word_bytes else ""
         raise CompileError(
-            f"core {self.core}'s {self.words}-word buffer cannot hold {size} more words for "
-            f"{what}; use a target with a larger buffer or more cores"
+            f"{self.owner} cannot hold {size:,} more words{in_bytes} for {what} (the largest "
+            f"free run is {self.largest():,} words); use a target with more memory there, or "
+            "more cores"
         )
+
+    def largest(self) -> int:
+        """The largest run of free words."""
+        return max((n for _, n in self.free), default=0)
 
     def release(self, start: int, size: int) -> None:
         if size == 0:
             return
         assert all(start + size <= s or s + n <= start for s, n in self.free), (
-            f"core {self.core}: words [{start}, {start + size}) released twice"
+            f"{self.owner}: words [{start}, {start + size}) released twice"
         )
         self.free.append((start, size))
         self.free.sort()
@@ -85,7 +92,11 @@ class CoreCode:
         self.core = core
         self.code: list[Instr] = []
         self.nodes: list[str] = []
-        self.buffer = Buffer(target.core.buffer_words, core)
+        self.buffer = Buffer(
+            target.core.buffer_words,
+            f"core {core}'s {target.core.buffer_words:,}-word buffer",
+            target.core.word_bytes,
+        )
         self.registers: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
         self.holding: dict[int, int] = {}  # address -> the register holding it
         self.register_count = target.core.registers
@@ -191,6 +202,56 @@ class Local:
     size: int
 
 
+@dataclass(eq=False, slots=True)
+class Resident:
+    """Where a value rests outside the core buffers: a tile's shared memory (space TILE,
+    reached by that tile's cores) or the global memory (space GLOBAL, tile -1). A value rests
+    there when it is too large to keep in a buffer; lowerings move the parts they work on.
+
+    Cores reach memory without messages, so the emitter orders them with tokens (one-word
+    messages, Emitter.move): a core reads only after every other core that wrote the value
+    has sent it a token, and writes only after every core that used the words before (a
+    freed value's readers and writers, `waits`) has."""
+
+    space: spec.Space
+    tile: int
+    addr: int
+    size: int
+    writers: set[int] = dataclass_field(default_factory=set)
+    users: set[int] = dataclass_field(default_factory=set)  # cores that read or wrote it
+    waits: set[int] = dataclass_field(default_factory=set)  # users of the words before
+    can_read: set[int] = dataclass_field(default_factory=set)  # cores past their tokens
+    can_write: set[int] = dataclass_field(default_factory=set)
+
+
+# Where a lowering reads a value's words from: memory (where it rests), or a core's buffer
+# (core, address), for lowerings that take a value in parts either way (Emitter.fetch).
+Source = Resident | tuple[int, int]
+
+
+class Memory(Buffer):
+    """A Buffer shared by cores (a tile's memory, values resting in global memory): it
+    remembers who used freed words, so the next value there waits for them."""
+
+    def __init__(self, words: int, owner: str, word_bytes: int = 0) -> None:
+        super().__init__(words, owner, word_bytes)
+        self.used: list[tuple[int, int, set[int]]] = []  # freed (start, size, its users)
+
+    def take(self, size: int, what: str) -> tuple[int, set[int]]:
+        """(start, the cores that used those words before)."""
+        start = self.alloc(size, what)
+        waits = set()
+        for s, n, users in self.used:
+            if s < start + size and start < s + n:
+                waits |= users
+        return start, waits
+
+    def give_back(self, start: int, size: int, users: set[int]) -> None:
+        self.release(start, size)
+        if users:
+            self.used.append((start, size, users))
+
+
 @dataclass
 class Sections:
     """The parts of the Program that lowerings add to, beside the code: crossbar images and
@@ -260,7 +321,23 @@ class Emitter:
         self.global_addr: dict[int, int] = {}  # id(value) -> global memory address
         self.const_blocks: list[tuple[int, np.ndarray]] = []
         self.const_index: dict[bytes, int] = {}
-        self.next_global = 0
+        words = ctx.target.chip.global_memory_words
+        # Global memory holds constants and the model's inputs and outputs from the bottom up
+        # (never freed: the loader writes the constants before the run) and values resting
+        # there from the top down (freed after their last use), so the two never meet.
+        size = ctx.target.core.word_bytes
+        self.globals = Buffer(words, f"the {words:,}-word global memory", size)
+        self.spills = Memory(words, f"the {words:,}-word global memory", size)
+        tile = ctx.target.tile
+        self.tile_memory = [
+            Memory(tile.memory_words, f"tile {t}'s {tile.memory_words:,}-word shared memory", size)
+            for t in range(ctx.target.tiles)
+            if tile is not None
+        ]
+        self.resident: dict[int, Resident] = {}  # id(value) -> where it rests in memory
+        self.token_words: dict[int, int] = {}  # core -> the buffer word tokens arrive in
+        # id(value) -> the value whose words it names (Emitter.alias), for shared liveness
+        self.alias_of: dict[int, int] = {}
         self.tags: dict[tuple[int, int], int] = {}
         self.sections = Sections()
         self.remaining_uses: dict[int, int] = {}
@@ -282,14 +359,133 @@ class Emitter:
         self.channel_major: set[int] = set()
 
     # -- global memory ----------------------------------------------------------------------
-    def global_alloc(self, size: int) -> int:
-        addr = self.next_global
-        self.next_global += size
-        if self.next_global > self.target.chip.global_memory_words:
-            raise CompileError(
-                f"global memory of {self.target.chip.global_memory_words} words is too small"
-            )
+    def global_alloc(self, size: int, what: str = "constants") -> int:
+        addr = self.globals.alloc(size, what)
+        self.check_global(what)
         return addr
+
+    def check_global(self, what: str) -> None:
+        words = self.target.chip.global_memory_words
+        if self.globals.peak + self.spills.peak > words:
+            need = (self.globals.peak + self.spills.peak) * self.target.core.word_bytes
+            raise CompileError(
+                f"the {words:,}-word global memory cannot hold {what}: constants and model I/O "
+                f"take {self.globals.peak:,} words and values resting there "
+                f"{self.spills.peak:,} at the most ({need:,} bytes in all)"
+            )
+
+    # -- memory levels beyond the buffers ---------------------------------------------------
+    def large(self, value: Value, core: int | None = None) -> bool:
+        """Whether `value` is too large to keep in a core's buffer while a layer works on
+        it: more than a quarter of the buffer, or, made on `core`, more than half of what
+        that buffer has free in one run. Lowerings that move parts of values rest such
+        values in memory (Emitter.rest)."""
+        size = value.type.size
+        if size > self.target.core.buffer_words // 4:
+            return True
+        return core is not None and size > self.cores[core].buffer.largest() // 2
+
+    def rest(self, value: Value, cores: set[int]) -> Resident:
+        """Room for `value` in memory, read and written by `cores`: the shared memory of
+        their tile when they all sit in one and it has room, else the global memory."""
+        size = value.type.size
+        tiles = {self.target.tile_of(c) for c in cores}
+        res = None
+        if self.tile_memory and len(tiles) == 1:
+            (tile,) = tiles
+            memory = self.tile_memory[tile]
+            if memory.largest() >= size:
+                start, waits = memory.take(size, value.name)
+                res = Resident(spec.Space.TILE, tile, start, size, waits=waits)
+        if res is None:
+            what = f"{value.name!r} (too large for a buffer)"
+            start, waits = self.spills.take(size, what)
+            self.check_global(what)
+            words = self.target.chip.global_memory_words
+            res = Resident(spec.Space.GLOBAL, -1, words - start - size, size, waits=waits)
+        self.resident[id(value)] = res
+        return res
+
+    def resting(self, value: Value) -> Resident | None:
+        """Where `value` rests in memory: a rested value's place, or a model input's."""
+        key = self.root(id(value))
+        if key in self.resident:
+            return self.resident[key]
+        if key in self.global_addr:
+            return Resident(spec.Space.GLOBAL, -1, self.global_addr[key], value.type.size)
+        return None
+
+    def readers(self, value: Value) -> set[int]:
+        """The cores whose code reads `value`: its users' cores, through the ops that only
+        rename its words (Reshape, a convolution's Transpose), and the first cores of the
+        weights' copies of a crossbar layer that reads it."""
+        cores: set[int] = set()
+        for user in self.graph.users(value):
+            if isinstance(user, ops.Reshape | ops.Transpose | ops.Im2Col):
+                cores |= self.readers(user.outputs[0])
+            cores.add(user.core)
+            if isinstance(user, ops.QDense):
+                cores |= {core for core, _ in user.placement}
+                cores |= {core for copy in user.copies for core, _ in copy}
+        return cores
+
+    def move(self, core: int, res: Resident, offset: int, addr: int, n: int, *, load: bool) -> None:
+        """Words [offset, offset + n) of a resting value to (load) or from core's buffer at
+        `addr`: a tile access for a value in the core's tile, else a global one."""
+        if res.space is spec.Space.TILE:
+            assert self.target.tile_of(core) == res.tile, (core, res)
+            row = spec.TILE_LOAD if load else spec.TILE_STORE
+        else:
+            row = spec.MEM_LOAD if load else spec.MEM_STORE
+        ready = res.can_read if load else res.can_write
+        if core not in ready:  # tokens from the cores this one must follow, once
+            for other in sorted((res.writers if load else res.waits) - {core}):
+                self.token(other, core)
+            ready.add(core)
+        res.users.add(core)
+        if not load:
+            res.writers.add(core)
+        if load:
+            self.cores[core].emit(row, addr, res.addr + offset, n)
+        else:
+            self.cores[core].emit(row, res.addr + offset, addr, n)
+
+    def holder(self, value: Value) -> int:
+        """A core whose buffer holds `value` (the lowest), or the core of its producer."""
+        here = self.copies.get(self.root(id(value)))
+        if here:
+            return min(here)
+        return value.producer.core if value.producer is not None else 0
+
+    def source(self, value: Value, core: int) -> Source:
+        """Where `core` reads `value` in parts: where it rests, if `core` reaches that
+        memory, else its own buffer (loading or receiving the value whole)."""
+        res = self.resting(value)
+        if res is not None and (res.space is spec.Space.GLOBAL or res.tile == self.tile(core)):
+            return res
+        return (core, self.local(value, core))
+
+    def fetch(self, core: int, source: Source, offset: int, dst: int, n: int) -> None:
+        """Words [offset, offset + n) of a value into core's buffer at dst."""
+        if isinstance(source, Resident):
+            self.move(core, source, offset, dst, n, load=True)
+        else:
+            holder, addr = source
+            assert holder == core, (holder, core)
+            self.cores[core].emit(spec.SIMD_COPY, dst, addr + offset, n)
+
+    def token(self, src: int, dst: int) -> None:
+        """A one-word message from src to dst: dst's later code runs after src's earlier."""
+        word = self.token_words.get(dst)
+        if word is None:
+            word = self.token_words[dst] = self.cores[dst].buffer.alloc(1, "tokens")
+        self.transfer(src, self.const_local(src, 0.0), dst, word, 1)
+
+    def root(self, key: int) -> int:
+        """The value (by id) whose words `key` names: itself, or what it aliases."""
+        while key in self.alias_of:
+            key = self.alias_of[key]
+        return key
 
     def constant_addr(self, values: np.ndarray) -> int:
         flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
@@ -303,21 +499,29 @@ class Emitter:
     # -- values -----------------------------------------------------------------------------
     def local(self, value: Value, core: int) -> int:
         """Address of `value` in `core`'s buffer, loading or receiving it if needed."""
-        here = self.copies.setdefault(id(value), {})
+        key = self.root(id(value))
+        here = self.copies.setdefault(key, {})
         if core in here:
             return here[core].addr
         size = value.type.size
         cc = self.cores[core]
         addr = cc.buffer.alloc(size, f"{value.name!r}")
         constant = self.graph.constant(value)
+        res = self.resting(value)
         if constant is not None:
             cc.emit(spec.MEM_LOAD, addr, self.constant_addr(constant), size)
-        elif id(value) in self.global_addr:
-            cc.emit(spec.MEM_LOAD, addr, self.global_addr[id(value)], size)
+        elif res is not None and (res.space is spec.Space.GLOBAL or res.tile == self.tile(core)):
+            self.move(core, res, 0, addr, size, load=True)
+        elif res is not None:  # in another tile's memory: a core of that tile fetches it
+            proxy = min(c for c in range(len(self.cores)) if self.tile(c) == res.tile)
+            staged = self.cores[proxy].buffer.alloc(size, f"{value.name!r}")
+            self.move(proxy, res, 0, staged, size, load=True)
+            self.transfer(proxy, staged, core, addr, size)
+            self.cores[proxy].buffer.release(staged, size)
         else:
             # Copies fan out as a tree: the sender is the holder that is free first, counting
             # in transfers of this value (each copy forwards too: 1, 2, 4, ... holders).
-            busy = self.fanout.setdefault(id(value), {})
+            busy = self.fanout.setdefault(key, {})
             src = min(here, key=lambda c: (busy.get(c, 0), c))
             self.transfer(src, here[src].addr, core, addr, size)
             busy[src] = busy[core] = busy.get(src, 0) + 1
@@ -333,14 +537,24 @@ class Emitter:
     def define(self, value: Value, core: int, addr: int) -> None:
         self.copies[id(value)] = {core: Local(addr, value.type.size)}
 
+    def tile(self, core: int) -> int:
+        return self.target.tile_of(core)
+
     def release_dead(self, op: Op) -> None:
-        """Free buffers of operands whose last user was `op` (outputs stay until stored)."""
+        """Free buffers and memory of operands whose last user was `op` (outputs stay until
+        stored); names of one value's words (Emitter.alias) share one count of uses."""
         for value in op.inputs:
-            key = id(value)
+            key = self.root(id(value))
             self.remaining_uses[key] -= 1
             if self.remaining_uses[key] == 0 and key not in self.pinned:
                 for core, loc in self.copies.pop(key, {}).items():
                     self.cores[core].buffer.release(loc.addr, loc.size)
+                res = self.resident.pop(key, None)
+                if res is not None and res.tile >= 0:
+                    self.tile_memory[res.tile].give_back(res.addr, res.size, res.users)
+                elif res is not None:  # spills count from the top of global memory
+                    words = self.target.chip.global_memory_words
+                    self.spills.give_back(words - res.addr - res.size, res.size, res.users)
 
     # -- services for lowerings ---------------------------------------------------------
     def broadcast(
@@ -404,14 +618,16 @@ class Emitter:
         return cache[key]
 
     def alias(self, op: Op) -> None:
-        """`op`'s result is its input's words under another shape: no code, one buffer."""
-        here = self.copies.get(id(op.inputs[0]))
-        if here is None:
+        """`op`'s result is its input's words under another shape: no code, one buffer (or
+        one place in memory). Both names share the copies and one count of uses, so the
+        words are freed after the last use of either."""
+        key, out = self.root(id(op.inputs[0])), id(op.outputs[0])
+        if key not in self.copies and key not in self.resident and key not in self.global_addr:
             self.local(op.inputs[0], op.core)
-            here = self.copies[id(op.inputs[0])]
-        self.copies[id(op.outputs[0])] = dict(here)
-        # Both names share one buffer: keep it for the rest of the program.
-        self.pinned.update((id(op.inputs[0]), id(op.outputs[0])))
+        self.alias_of[out] = key  # copies, residence and uses are all kept under `key`
+        self.remaining_uses[key] += self.remaining_uses.pop(out, 0)
+        if out in self.pinned:
+            self.pinned.add(key)
 
     # -- the program ------------------------------------------------------------------------
     def run(self) -> Program:
@@ -438,15 +654,10 @@ class Emitter:
         for op in graph.ops:
             for cc in self.cores:
                 cc.node = op.name
-            lowering = self.lowering(op)
-            if lowering.defer is not None and lowering.defer(graph, op):
-                self.deferred[id(op.outputs[0])] = op
-                continue
-            lowering.emit(self, op)
-            self.release_dead(op)
+            self.lower(op)
 
         for value, info in zip(graph.outputs, outputs, strict=True):
-            here = self.copies.get(id(value)) or {}
+            here = self.copies.get(self.root(id(value))) or {}
             core = next(iter(here)) if here else 0
             for cc in self.cores:
                 cc.node = value.name
@@ -462,14 +673,7 @@ class Emitter:
         debug = {
             (cc.core, pc): node for cc in self.cores for pc, node in enumerate(cc.nodes) if node
         }
-        meta = {**graph.meta, "model": graph.name, "producer": "imcc"}
-        meta.update({f"option.{k}": str(v) for k, v in sorted(self.options.items())})
-        # the most words the allocators ever held: a core's buffer (the fullest core's) and
-        # the global memory, for the report's occupancy per memory level
-        fullest = max(self.cores, key=lambda cc: cc.buffer.peak)
-        meta["peak.buffer_words"] = str(fullest.buffer.peak)
-        meta["peak.buffer_core"] = str(fullest.core)
-        meta["peak.global_words"] = str(self.next_global)
+        meta = self.meta()
         return Program(
             target=self.target,
             code=code,
@@ -480,6 +684,21 @@ class Emitter:
             meta=meta,
             **{f.name: getattr(self.sections, f.name) for f in dataclasses.fields(Sections)},
         )
+
+    def meta(self) -> dict[str, str]:
+        """The binary's meta: the model, the options, and the most words the allocators ever
+        held: a core's buffer (the fullest core's), a tile's memory and the global memory,
+        for the report's occupancy per memory level."""
+        graph = self.graph
+        meta = {**graph.meta, "model": graph.name, "producer": "imcc"}
+        meta.update({f"option.{k}": str(v) for k, v in sorted(self.options.items())})
+        fullest = max(self.cores, key=lambda cc: cc.buffer.peak)
+        meta["peak.buffer_words"] = str(fullest.buffer.peak)
+        meta["peak.buffer_core"] = str(fullest.core)
+        meta["peak.global_words"] = str(self.globals.peak + self.spills.peak)
+        if self.tile_memory:
+            meta["peak.tile_words"] = str(max(memory.peak for memory in self.tile_memory))
+        return meta
 
     def check_code_size(self) -> None:
         """Every core's code fits the target's instruction memory (core.instruction_words,
@@ -495,6 +714,20 @@ class Emitter:
                 )
                 op = next((op for op in self.graph.ops if op.name == largest), None)
                 raise op.error(message) if op is not None else CompileError(message)
+
+    def lower(self, op: Op) -> None:
+        """Emit `op` by its lowering (or defer it to its user's), then free what died."""
+        lowering = self.lowering(op)
+        if lowering.defer is not None and lowering.defer(self.graph, op):
+            self.deferred[id(op.outputs[0])] = op
+            return
+        try:
+            lowering.emit(self, op)
+        except CompileError as exc:  # a memory that cannot hold it: say which layer
+            if exc.loc is not None:
+                raise
+            raise op.error(exc.message) from None
+        self.release_dead(op)
 
     def lowering(self, op: Op) -> Lowering:
         """The lowering that applies to `op`: the first registered for its class (or a base

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from imcc.compiler.codegen.emitter import Emitter, lowers
+from imcc.compiler.codegen.emitter import Emitter, Source, lowers
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op
 from imcc.compiler.ir.windows import Window, im2col_index, window_index
@@ -114,7 +114,114 @@ def lower_select(em: Emitter, op: ops.Select) -> None:
 
 @lowers(ops.Pool)
 def lower_pool(em: Emitter, op: ops.Pool) -> None:
-    _copy(em, op, lambda core, dst, src: _emit_pool(em, op, core, src, dst))
+    x = op.inputs[0]
+    window = Window.of(op.attrs, len(x.shape) - 2)
+    spatial = x.shape[2:]
+    planes = x.shape[0] * x.shape[1]
+    res = em.resting(x)
+    resting = res is not None and (em.large(x) or em.root(id(x)) in em.resident)
+    if (resting or em.large(op.outputs[0], op.core)) and len(spatial) == 2:
+        _pool_in_bands(em, op, window)
+        return
+    _copy(
+        em, op, lambda core, dst, src: _emit_pool(em, op, core, src, dst, window, spatial, planes)
+    )
+
+
+def _pool_in_bands(em: Emitter, op: ops.Pool, window: Window) -> None:
+    """A 2-D pool over a map resting in memory (or with a large result), in bands: for a
+    group of planes and a band of output rows, the input rows they read are loaded (one
+    move per plane), pooled as a map of their own whose pads are the real ones at the map's
+    edges, and the rows written to the result. A pool whose window covers each plane whole
+    (GlobalAveragePool) reduces every plane in chunks instead."""
+    x, out = op.inputs[0], op.outputs[0]
+    core = op.core
+    cc = em.cores[core]
+    planes = x.shape[0] * x.shape[1]
+    height, width = x.shape[2:]
+    source = em.source(x, core)
+    out_h, out_w = window.output((height, width))
+    if (out_h, out_w) == (1, 1) and window.kernel == (height, width) and not any(window.pads):
+        _global_pool(em, op, source, planes, height * width)
+        return
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    top, left, _, right = window.pads
+    is_max = op.attrs["mode"] == ops.PoolMode.MAX
+    if window.ceil_mode:  # the right pad a last, partial window needs, counted as no input
+        if not is_max and op.attrs.get("count_include_pad"):
+            raise op.error("an average pool with ceil_mode and count_include_pad over a map "
+                           "too large for a buffer is not supported")  # fmt: skip
+        right = max(right, (out_w - 1) * sw + (kw - 1) * dw + 1 - width - left)
+    target = em.rest(out, em.readers(out) | {core}) if em.large(out, core) else None
+    dst = -1 if target is not None else cc.buffer.alloc(out.type.size, op.name)
+    group, band = _pool_band_shape(cc.buffer.largest() // 2, planes, out_h, out_w, window,
+                                   width + left + right)  # fmt: skip
+    out_plane = out_h * out_w
+    for p0 in range(0, planes, group):
+        count = min(group, planes - p0)
+        for r0 in range(0, out_h, band):
+            rows = min(band, out_h - r0)
+            lo = r0 * sh - top
+            hi = lo + (rows - 1) * sh + (kh - 1) * dh + 1
+            a, b = max(0, lo), min(height, hi)
+            sub = Window(window.kernel, window.strides, (a - lo, left, hi - b, right),
+                         window.dilations)  # fmt: skip
+            loaded = cc.buffer.alloc(count * (b - a) * width, f"{op.name} band")
+            for j in range(count):
+                em.fetch(core, source, (p0 + j) * height * width + a * width,
+                         loaded + j * (b - a) * width, (b - a) * width)  # fmt: skip
+            pooled = cc.buffer.alloc(count * rows * out_w, f"{op.name} rows")
+            _emit_pool(em, op, core, loaded, pooled, sub, (b - a, width), count)
+            cc.buffer.release(loaded, count * (b - a) * width)
+            for j in range(count):
+                at = (p0 + j) * out_plane + r0 * out_w
+                if target is not None:
+                    em.move(core, target, at, pooled + j * rows * out_w, rows * out_w, load=False)
+                else:
+                    cc.emit(spec.SIMD_COPY, dst + at, pooled + j * rows * out_w, rows * out_w)
+            cc.buffer.release(pooled, count * rows * out_w)
+    if target is None:
+        em.define(out, core, dst)
+
+
+def _pool_band_shape(
+    budget: int, planes: int, out_h: int, out_w: int, window: Window, padded_w: int
+) -> tuple[int, int]:
+    """(planes, output rows) per band whose words (the loaded rows, their padded copy, one
+    view per kernel offset and the result) fit `budget`; at least (1, 1)."""
+    (kh, kw), (sh, _), (dh, _) = window.kernel, window.strides, window.dilations
+    rows, group = out_h, planes
+    while True:
+        span = (rows - 1) * sh + (kh - 1) * dh + 1
+        words = group * (2 * span * padded_w + rows * out_w * (kh * kw + 1))
+        if words <= budget or (rows, group) == (1, 1):
+            return group, rows
+        if rows > 1:
+            rows = max(1, rows // 2)
+        else:
+            group = max(1, group // 2)
+
+
+def _global_pool(em: Emitter, op: ops.Pool, source: Source, planes: int, size: int) -> None:
+    """One window over each plane of a resting map: a reduction per plane, in chunks."""
+    core, out = op.core, op.outputs[0]
+    cc = em.cores[core]
+    is_max = op.attrs["mode"] == ops.PoolMode.MAX
+    row = spec.SIMD_RMAX if is_max else spec.SIMD_RSUM
+    chunk = max(1, min(size, spec.MAX_COUNT, cc.buffer.largest() // 4))
+    parts = -(-size // chunk)
+    dst = cc.buffer.alloc(planes, op.name)
+    scratch = cc.buffer.alloc(chunk + parts, f"{op.name} chunks")
+    for p in range(planes):
+        for i in range(parts):
+            n = min(chunk, size - i * chunk)
+            em.fetch(core, source, p * size + i * chunk, scratch, n)
+            cc.emit(row, scratch + chunk + i, scratch, n)
+        cc.emit(row, dst + p, scratch + chunk, parts)
+    cc.buffer.release(scratch, chunk + parts)
+    if not is_max:
+        cc.emit(spec.SIMD_DIV_S, dst, dst, em.const_local(core, float(size)), planes)
+    em.define(out, core, dst)
 
 
 @lowers(ops.Reshape)
@@ -144,14 +251,21 @@ def lower_concat(em: Emitter, op: ops.Concat) -> None:
     em.define(result, core, dst)
 
 
-def _emit_pool(em: Emitter, op: Op, core: int, src: int, dst: int) -> None:
-    x = op.inputs[0]
+def _emit_pool(
+    em: Emitter,
+    op: Op,
+    core: int,
+    src: int,
+    dst: int,
+    window: Window,
+    spatial: tuple[int, ...],
+    planes: int,
+) -> None:
+    """The pool of `planes` (n, c) planes of `spatial` shape at src (each a contiguous block)
+    into dst, by `window`."""
     cc = em.cores[core]
-    window = Window.of(op.attrs, len(x.shape) - 2)
-    spatial = x.shape[2:]
     index, in_pads = window_index(window, spatial)
     positions, offsets = index.shape
-    planes = x.shape[0] * x.shape[1]  # (n, c) pairs, each a contiguous block of the input
     size = int(np.prod(spatial, dtype=np.int64))
     is_max = op.attrs["mode"] == ops.PoolMode.MAX
     if positions == 1 and offsets == size and np.array_equal(index[0], np.arange(size)):

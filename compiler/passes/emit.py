@@ -1,4 +1,5 @@
-"""emit: the scheduled graph -> isa.Program, by the code generator (compiler/codegen/)."""
+"""emit: the scheduled graph -> isa.Program, by the code generator (compiler/codegen/), whose
+messages are then proven to let every core reach its halt (isa/protocol.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from imcc.compiler import codegen  # noqa: F401  (registers the lowerings)
 from imcc.compiler.codegen.emitter import Emitter
 from imcc.compiler.ir.core import Graph
 from imcc.compiler.passes.manager import Context, Pass, register
+from imcc.isa.diagnostics import CompileError, CoreLoc
+from imcc.isa.protocol import ProtocolError, check_protocol
 from imcc.isa.target import AdcRange
 
 
 @register
 @dataclass(frozen=True, slots=True)
 class EmitPass(Pass):
-    """After: ctx.program is the isa.Program for the graph."""
+    """After: ctx.program is the isa.Program for the graph, whose cores can all reach their
+    halt with the target's receive queues (a schedule that deadlocks is a CompileError)."""
 
     name = "emit"
     requires = ("schedule",)  # reads `core` (and, through it, tiles and placement)
@@ -28,3 +32,9 @@ class EmitPass(Pass):
 
     def run(self, graph: Graph, ctx: Context) -> None:
         ctx.program = Emitter(graph, ctx).run()
+        try:  # the schedule's messages must let every core halt with the target's queues
+            check_protocol(ctx.program)
+        except ProtocolError as exc:
+            node = exc.loc.node if isinstance(exc.loc, CoreLoc) else ""
+            op = next((op for op in graph.ops if node and op.name == node), None)
+            raise (op.error(exc.message) if op is not None else CompileError(exc.message)) from None

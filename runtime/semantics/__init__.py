@@ -294,6 +294,21 @@ def mem_store(m: Machine, c: CoreState, i: Instr) -> int | None:
     return None
 
 
+# -- tile -----------------------------------------------------------------------------------
+@semantics(spec.TILE_LOAD)
+def tile_load(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, n = i.operands
+    _vec(c, d, n)[:] = m.tile_range(c.index, int(c.regs[a]), n)
+    return None
+
+
+@semantics(spec.TILE_STORE)
+def tile_store(m: Machine, c: CoreState, i: Instr) -> int | None:
+    d, a, n = i.operands
+    m.tile_range(c.index, int(c.regs[d]), n)[:] = _vec(c, a, n)
+    return None
+
+
 # -- noc ------------------------------------------------------------------------------------
 @semantics(spec.NOC_SEND)
 def noc_send(m: Machine, c: CoreState, i: Instr) -> int | None:

@@ -229,15 +229,17 @@ class TestFunctional:
 
     mode = Mode.FUNCTIONAL
 
-    def test_a_receive_without_send_is_a_deadlock(self) -> None:
+    def test_a_receive_without_send_is_a_deadlock_rejected_at_load(self) -> None:
+        # the loader's protocol check (isa/protocol.py); the run-time trap for a program that
+        # skips the loader is tested in tests/runtime/test_queues.py
         program = with_io(
             ".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
         )
-        with pytest.raises(SimulationError) as info:
-            imcc.Simulator(program, mode=self.mode).run(np.zeros(4))
+        with pytest.raises(BinaryFormatError) as info:
+            imcc.Simulator(program, mode=self.mode)
         assert str(info.value) == (
-            "core 0 pc 1 (noc.recv): deadlock: every running core waits for a message "
-            "(core 0 pc 1 waits for core 1 tag 5)"
+            "test.imcb: section CODE[0]: deadlock: no core can go on: core 0 pc 1 (noc.recv) "
+            "waits for a message from core 1 tag 5 (core 0 waits for core 1, which has halted)"
         )
 
     def test_a_dynamic_address_out_of_range_traps_with_core_and_pc(self) -> None:
