@@ -1,12 +1,14 @@
-"""A 2-D convolution (Im2Col -> QDense -> Transpose) in blocks of pixels.
+"""A 2-D convolution (Im2Col -> QDense -> Transpose) in blocks of pixels, and a crossbar
+layer whose input rests in memory (as a 1x1 convolution).
 
-The input map is quantised once (one scale per sample, QDense scale_over "map") into a
-zero-padded copy; for a block of output rows the windows are laid out transposed, one strided
-`simd.copy2d` per kernel row (c, ky, kx), and every tile streams the whole block through its
-array with one `xbar.mvmb`. The code is O(k + tiles + O) per block, independent of the pixel
-count: a 224x224 ResNet-18 is 235k instructions. The result is channel-major, so the conv's
-Transpose costs nothing. Windows are copied, not reused: X^T holds every input about
-kh * kw / (sh * sw) times, which the copies pay for. The tiles, their products and the
+The input map is read where it rests (a tile's memory, the global memory, or the buffer of
+the one core that holds the map and every tile). Every core that holds tiles keeps a line
+buffer of the zero-padded, quantised input rows its tiles read, for its channels: rows that
+neighbouring blocks share stay, so each input is loaded once. From it the core lays out its
+own part of the windows transposed, X^T, with one strided `simd.copy2d` per kernel offset
+and output row over its whole channels, and each tile streams the block through its array
+with one `xbar.mvmb`. The result is channel-major, so the conv's Transpose costs nothing; a
+large result rests in memory, stored block by block. The tiles, their products and the
 epilogue are the crossbar layer's (codegen/dense.py).
 """
 

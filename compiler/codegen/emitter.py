@@ -4,11 +4,14 @@ Before: every op has `core`; every QDense has tiles and placement. After: the em
 (compiler/passes/emit.py) holds the Program. Global memory holds the constants the SIMD code needs,
 then the model inputs, then the outputs. Values live in the local buffers of the cores that
 compute them; a value needed on another core is sent over the network once and cached there,
-copies fanning out as a tree (each holder forwards). Every send is emitted before its receive
-in one global order, so the code cannot deadlock. Registers hold buffer and memory addresses;
-an LRU cache avoids re-setting the same address (the top three registers hold the strides of
-`simd.copy2d` once a core uses it). Arrays are bound to their images at load, or, when the
-model runs in phases, programmed in the code before each use.
+copies fanning out as a tree (each holder forwards). A value too large for a buffer rests in
+a tile's shared memory or in global memory instead (`rest`, `Resident`), and the lowerings
+that read it take it in parts; cores that share a memory are ordered by one-word tokens.
+Every send is emitted before its receive in one global order, so the code cannot deadlock.
+Registers hold buffer and memory addresses; an LRU cache avoids re-setting the same address
+(the top three registers hold the strides of `simd.copy2d` once a core uses it). Arrays are
+bound to their images at load, or, when the model runs in phases, programmed in the code
+before each use.
 """
 
 from __future__ import annotations
