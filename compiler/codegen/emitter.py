@@ -699,6 +699,9 @@ class Emitter:
         meta["peak.buffer_words"] = str(fullest.buffer.peak)
         meta["peak.buffer_core"] = str(fullest.core)
         meta["peak.global_words"] = str(self.globals.peak + self.spills.peak)
+        resting = self.spills.peak + sum(memory.peak for memory in self.tile_memory)
+        if resting:  # words of values resting in shared memories, which replicas would share
+            meta["peak.resting_words"] = str(resting)
         if self.tile_memory:
             meta["peak.tile_words"] = str(max(memory.peak for memory in self.tile_memory))
         return meta

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from imcc.compiler.ir.core import Graph
 from imcc.compiler.passes.manager import Context, Pass, register, require_program
 from imcc.isa import spec
+from imcc.isa.diagnostics import CompileError, OptionLoc
 from imcc.isa.encoding import Instr, make
 from imcc.isa.program import Binding, Program
 
@@ -37,7 +38,16 @@ class ReplicatePass(Pass):
     provides = ("program",)
 
     def run(self, graph: Graph, ctx: Context) -> None:
-        ctx.program = replicate(require_program(ctx))
+        program = require_program(ctx)
+        if program.meta.get("peak.resting_words"):
+            raise CompileError(
+                "schedule = throughput replicates the program, but values of this model rest "
+                f"in shared memory ({int(program.meta['peak.resting_words']):,} words in tile "
+                "or global memory), which every replica would use at the same addresses; use "
+                "schedule = packed, or a target with larger core buffers",
+                OptionLoc("schedule"),
+            )
+        ctx.program = replicate(program)
 
 
 def replicate(program: Program) -> Program:

@@ -166,3 +166,13 @@ def test_a_model_that_cannot_fit_names_the_layer_the_level_and_the_bytes() -> No
     message = str(caught.value)
     assert "node '#2 Conv'" in message
     assert "2,000-word global memory cannot hold 1,024 more words = 4,096 bytes" in message
+
+
+def test_replicas_would_share_resting_values_so_throughput_refuses() -> None:
+    """schedule = throughput copies the code onto other cores with the same memory
+    addresses; values resting in tile or global memory would collide, so it is an error
+    naming the option, not a silent race."""
+    model, _ = conv_net()
+    with pytest.raises(CompileError, match=r"schedule = throughput replicates.*rest"):
+        compile_onnx(model, target=small(1024), weight_bits=16, input_bits=16,
+                     schedule="throughput")  # fmt: skip
