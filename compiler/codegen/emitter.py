@@ -660,12 +660,9 @@ class Emitter:
             self.lower(op)
 
         for value, info in zip(graph.outputs, outputs, strict=True):
-            here = self.copies.get(self.root(id(value))) or {}
-            core = next(iter(here)) if here else 0
             for cc in self.cores:
                 cc.node = value.name
-            src = self.local(value, core)
-            self.cores[core].emit(spec.MEM_STORE, info.addr, src, info.size)
+            self.store_output(value, info)
         for cc in self.cores:
             cc.node = ""
             if cc.code or cc.core == 0:  # core 0 always runs, even when nothing is computed
@@ -705,6 +702,27 @@ class Emitter:
         if self.tile_memory:
             meta["peak.tile_words"] = str(max(memory.peak for memory in self.tile_memory))
         return meta
+
+    def store_output(self, value: Value, info: TensorInfo) -> None:
+        """A model output into its place in global memory: from a buffer that holds it, or,
+        for a value resting in memory, through a core's buffer in chunks."""
+        here = self.copies.get(self.root(id(value))) or {}
+        res = self.resting(value)
+        if here or res is None:
+            core = next(iter(here)) if here else 0
+            self.cores[core].emit(spec.MEM_STORE, info.addr, self.local(value, core), info.size)
+            return
+        core = value.producer.core if value.producer is not None else 0
+        if res.space is spec.Space.TILE and self.tile(core) != res.tile:
+            core = min(c for c in range(len(self.cores)) if self.tile(c) == res.tile)
+        cc = self.cores[core]
+        chunk = max(1, min(info.size, spec.MAX_COUNT, cc.buffer.largest() // 2))
+        scratch = cc.buffer.alloc(chunk, f"{value.name!r} chunks")
+        for start in range(0, info.size, chunk):
+            n = min(chunk, info.size - start)
+            self.move(core, res, start, scratch, n, load=True)
+            cc.emit(spec.MEM_STORE, info.addr + start, scratch, n)
+        cc.buffer.release(scratch, chunk)
 
     def check_code_size(self) -> None:
         """Every core's code fits the target's instruction memory (core.instruction_words,

@@ -176,3 +176,39 @@ def test_replicas_would_share_resting_values_so_throughput_refuses() -> None:
     with pytest.raises(CompileError, match=r"schedule = throughput replicates.*rest"):
         compile_onnx(model, target=small(1024), weight_bits=16, input_bits=16,
                      schedule="throughput")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"pads": [1, 1, 1, 1]},
+        {"pads": [2, 1, 0, 2], "strides": [2, 2]},
+        {"pads": [2, 2, 2, 2], "dilations": [2, 2]},
+    ],
+    ids=["same", "strided", "dilated"],
+)
+def test_a_line_buffer_of_part_of_a_row_when_a_row_is_too_wide(attrs: dict[str, list[int]]) -> None:
+    """A 4 x 6 x 160 map on 1,024-word buffers: one padded row of its 4 channels' window rows
+    (4 x 3 x 162 words) is more than half a buffer, so the line buffer covers only the
+    columns of a block, which goes down its column of blocks first. Exact, with the map loaded
+    in row segments shorter than a row."""
+    g = rng(7)
+    w = g.normal(size=(4, 4, 3, 3)).astype(np.float32)
+    b = g.normal(size=4).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)]
+    model = onnx_model(nodes, {"x": ["N", 4, 6, 160]}, {"y": None}, {"w": w, "b": b})
+    x = g.normal(size=(2, 4, 6, 160)).astype(np.float32)
+    binary, graph = compile_onnx(model, target=small(1024), weight_bits=16, input_bits=16)
+    exact(binary, graph, x)
+    (info,) = binary.program.inputs
+    code = binary.program.code[0]
+    regs: dict[int, int] = {}
+    segments = []
+    for instr in code:
+        if instr.spec is spec.CTL_SET:
+            regs[instr.operand("d")] = instr.operand("imm")
+        elif instr.spec is spec.MEM_LOAD and regs[instr.operand("a")] < info.addr + info.size:
+            segments.append(instr.operand("n"))
+    # the line buffer loads row segments, never a whole row (longer loads are the scale's
+    # chunks of max |x|)
+    assert 160 not in segments and min(segments) < 160
