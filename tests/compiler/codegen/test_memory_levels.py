@@ -212,3 +212,21 @@ def test_a_line_buffer_of_part_of_a_row_when_a_row_is_too_wide(attrs: dict[str, 
     # the line buffer loads row segments, never a whole row (longer loads are the scale's
     # chunks of max |x|)
     assert 160 not in segments and min(segments) < 160
+
+
+def test_a_crossbar_layer_whose_input_rests_loads_only_its_rows() -> None:
+    """With 8 channels the pooled map (8 x 8 x 8 = 512 words) is more than a quarter of a
+    1,024-word buffer, so it rests in memory and the Gemm runs as a 1x1 convolution over it:
+    each core that holds the Gemm's tiles loads only the rows of x its tiles read. Exact."""
+    model, x = conv_net(channels=8)
+    binary, graph = compile_onnx(model, target=small(1024), weight_bits=16, input_bits=16)
+    exact(binary, graph, x)
+    gemm = {core for (core, _), node in binary.program.debug.items() if "Gemm" in node}
+    loads = [
+        i.operand("n")
+        for core in gemm
+        for pc, i in enumerate(binary.program.code[core])
+        if i.spec is spec.MEM_LOAD and "Gemm" in binary.program.debug.get((core, pc), "")
+    ]
+    assert 512 not in loads  # never the whole input row on one core
+    assert sum(n for n in loads if n > 16) >= 512  # its rows, from memory
