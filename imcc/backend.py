@@ -159,7 +159,8 @@ def high_precision_target(
     """The default chip widened for exact ONNX semantics: 4-bit cells, a lossless 12-bit ADC,
     64 arrays and a `buffer_words` buffer per core, `cores` cores (a square-ish mesh), and
     xtime's analog-CAM arrays for tree ensembles.
-    (A 224x224 ResNet-18 keeps a whole 64x112x112 map on one core: 2^23 words.)"""
+    (Maps larger than a quarter of a buffer rest in global memory and are read in parts, so
+    the buffer bounds how large a block of pixels a layer works on, not the model.)"""
     data = load_target().to_dict()
     data["name"] = "onnx-backend"
     data["description"] = "edge-rram widened for exact ONNX semantics (the ONNX backend)"
