@@ -219,34 +219,33 @@ def tile_products(
     bits, signed = op.attrs["input_bits"], int(op.attrs["input_signed"])
     slicing: Slicing = op.slicing
     tiles: tuple[Tile, ...] = op.tiles
-    partial: dict[tuple[int, int], int] = {}  # (core, out0) -> address of its partial sum
-    temps: list[tuple[int, int, int]] = []
-    for index, (tile, (core, array)) in enumerate(zip(tiles, placement, strict=True)):
+    sums = _Partials(em, op, home, y, vectors)
+    partial = sums.partial
+    # A core's MVMs go out together, each into its own columns, then their recombinations:
+    # the arrays can work at once (core.overlap); a batch ends when the buffer has no room
+    # for another tile's columns beside the partial sums.
+    by_core: dict[int, list[int]] = {}
+    for index, (core, _) in enumerate(placement):
+        by_core.setdefault(core, []).append(index)
+    for core, indices in by_core.items():
         cc = em.cores[core]
-        nb, cols = tile.outputs * vectors, tile.outputs * slicing.cols_per_output * vectors
-        x_in = x_at(core, tile)
-        raw = cc.buffer.alloc(cols, f"{op.name} columns")
-        image = em.program_before_mvm.get((id(op), index))
-        if image is not None:
-            cc.emit(spec.XBAR_PROGRAM, array, image)
-        if vectors == 1:
-            cc.emit(spec.XBAR_MVM, array, x_in, raw, bits, signed)
-        else:
-            cc.emit(spec.XBAR_MVM_BLOCK, array, x_in, raw, bits, signed, vectors)
-        key = (core, tile.out0)
-        first = key not in partial
-        if first:
-            if core == home:
-                partial[key] = y + tile.out0 * vectors
+        batch: list[tuple[int, int, int]] = []
+        for index in indices:
+            tile, array = tiles[index], placement[index][1]
+            nb, cols = tile.outputs * vectors, tile.outputs * slicing.cols_per_output * vectors
+            if batch and cols + 2 * nb > cc.buffer.largest() // 2:
+                sums.finish(core, batch)
+                batch = []
+            raw = cc.buffer.alloc(cols, f"{op.name} columns")
+            image = em.program_before_mvm.get((id(op), index))
+            if image is not None:
+                cc.emit(spec.XBAR_PROGRAM, array, image)
+            if vectors == 1:
+                cc.emit(spec.XBAR_MVM, array, x_at(core, tile), raw, bits, signed)
             else:
-                partial[key] = cc.buffer.alloc(nb, f"{op.name} partial")
-                temps.append((core, partial[key], nb))
-        acc = partial[key] if first else cc.buffer.alloc(nb, f"{op.name} partial")
-        recombine(cc, raw, acc, nb, slicing)
-        if not first:
-            cc.emit(spec.SIMD_ADD, partial[key], partial[key], acc, nb)
-            cc.buffer.release(acc, nb)
-        cc.buffer.release(raw, cols)
+                cc.emit(spec.XBAR_MVM_BLOCK, array, x_at(core, tile), raw, bits, signed, vectors)
+            batch.append((index, raw, cols))
+        sums.finish(core, batch)
     hc = em.cores[home]
     home_blocks = {out0 for core, out0 in partial if core == home}
     for (core, out0), addr in sorted(partial.items()):
@@ -262,8 +261,40 @@ def tile_products(
         else:
             em.transfer(core, addr, home, at, nb)
             home_blocks.add(out0)
-    for core, addr, size in temps:
+    for core, addr, size in sums.temps:
         em.cores[core].buffer.release(addr, size)
+
+
+class _Partials:
+    """The partial sums of tile_products: one per (core, first output) of the tiles, on the
+    home core in y itself, elsewhere in a buffer of their own (`temps`, freed after)."""
+
+    def __init__(self, em: Emitter, op: ops.QDense, home: int, y: int, vectors: int) -> None:
+        self.em, self.op, self.home, self.y, self.vectors = em, op, home, y, vectors
+        self.partial: dict[tuple[int, int], int] = {}  # (core, out0) -> its partial sum
+        self.temps: list[tuple[int, int, int]] = []
+
+    def finish(self, core: int, batch: list[tuple[int, int, int]]) -> None:
+        """Recombine a batch of the core's MVM outputs (index, raw, cols) into partials."""
+        em, op, vectors = self.em, self.op, self.vectors
+        cc = em.cores[core]
+        for index, raw, cols in batch:
+            tile = op.tiles[index]
+            nb = tile.outputs * vectors
+            key = (core, tile.out0)
+            first = key not in self.partial
+            if first:
+                if core == self.home:
+                    self.partial[key] = self.y + tile.out0 * vectors
+                else:
+                    self.partial[key] = cc.buffer.alloc(nb, f"{op.name} partial")
+                    self.temps.append((core, self.partial[key], nb))
+            acc = self.partial[key] if first else cc.buffer.alloc(nb, f"{op.name} partial")
+            recombine(cc, raw, acc, nb, op.slicing)
+            if not first:
+                cc.emit(spec.SIMD_ADD, self.partial[key], self.partial[key], acc, nb)
+                cc.buffer.release(acc, nb)
+            cc.buffer.release(raw, cols)
 
 
 def recombine(cc: CoreCode, raw: int, acc: int, nb: int, slicing: Slicing) -> None:
