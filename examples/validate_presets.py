@@ -4,8 +4,8 @@
 
 Two kinds of figures, for each preset:
 - the design point from the cost and area tables alone: peak operations per second with every
-  array of the chip busy (what the papers assume), and with one array per core at a time (what
-  imcc's cores do: one instruction at a time), the chip's area, and peak power;
+  array of the chip busy (what the papers assume), and with one array per core at a time (a
+  core without `overlap`, one instruction at a time), the chip's area, and peak power;
 - a simulated workload: a four-layer MLP of 1024-1024-512-256-10 (the scale of PUMA's
   mlp_l4/mlp_l5 benchmarks; their exact widths are not in our references) with random weights,
   16-bit weights and inputs as in PUMA and ISAAC, compiled layer by layer (and with `spread`
@@ -80,7 +80,7 @@ def mlp(widths: tuple[int, ...], seed: int = 0) -> onnx.ModelProto:
 
 def design_point(target: Target, weight_bits: int, input_bits: int) -> dict[str, float]:
     """Peak figures from the cost and area tables: one MVM per array, every array busy (the
-    papers' peak) or one array per core at a time (imcc's cores)."""
+    papers' peak) or one array per core at a time (a core without `overlap`)."""
     xbar, cost = target.xbar, target.cost
     slices = math.ceil((weight_bits - (xbar.sign_encoding == "differential")) / xbar.cell_bits)
     per_weight = slices * (2 if xbar.sign_encoding == "differential" else 1)
