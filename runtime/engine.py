@@ -305,6 +305,8 @@ Ranges = tuple[tuple[spec.Access, int, int], ...]
 
 class Engine:
     touched: Ranges = ()  # the ranges of the instruction `step` ran last (its `check`)
+    # the ranges `hold` checked for the instruction `step` runs next, so it checks them once
+    checked: Ranges | None = None
 
     def __init__(
         self,
@@ -440,7 +442,10 @@ class Engine:
         if c.pc >= len(c.code):
             raise self.m.trap(c, f"ran past the end of its code without {spec.CTL_HALT.mnemonic}")
         instr = c.code[c.pc]
-        self.touched = self.check(c, instr)
+        if self.checked is None:
+            self.touched = self.check(c, instr)
+        else:
+            self.touched, self.checked = self.checked, None
         try:
             return SEMANTICS[instr.mnemonic](self.m, c, instr)
         except MemoryLimit as exc:  # a strided copy touches its pages as it runs
@@ -687,10 +692,12 @@ class CycleEngine(Engine):
         instr = c.code[c.pc]
         board = self.boards[c.index]
         board.prune(c.time)
-        ready = board.dependence(self.check(c, instr), self.registers_read(c, instr))
+        ranges = self.check(c, instr)
+        ready = board.dependence(ranges, self.registers_read(c, instr))
         free = board.free.get(self.unit_of(instr), 0)
         start = max(ready, free)
         if start <= c.time:
+            self.checked = ranges  # `step` runs it now, on the same registers
             return False
         tally.stall("dependence" if ready >= free else "unit", start - c.time)
         c.time = start
