@@ -222,6 +222,15 @@ def test_modes_are_a_str_enum_that_strings_name(mode: str) -> None:
     assert (report.cycles is None) == (mode == "functional")
 
 
+def test_tile_memory_on_a_target_without_tiles_is_rejected_at_load() -> None:
+    program = with_io(".core 0\nctl.set r0, 0\ntile.load r0, r0, 4\nctl.halt\n")
+    with pytest.raises(BinaryFormatError) as info:
+        imcc.Simulator(program)
+    assert str(info.value) == (
+        "test.imcb: section CODE[0]: pc 1 uses a tile memory but target 'edge-rram' has no [tile]"
+    )
+
+
 # -- what both engines do: the cycle-level engine inherits every functional test -------------
 class TestFunctional:
     """Behaviour the two engines share, on the functional engine; TestCycle runs each test

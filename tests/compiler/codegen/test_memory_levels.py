@@ -16,7 +16,7 @@ from onnx import helper
 import imcc
 from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa import spec
-from imcc.isa.diagnostics import CompileError
+from imcc.isa.diagnostics import CompileError, OptionLoc
 from imcc.isa.target import Target, TileSpec
 from tests.compiler.codegen.graphs import EXACT_RTOL, compile_onnx, onnx_model, rng, simulate
 from tests.conftest import big_target
@@ -173,9 +173,10 @@ def test_replicas_would_share_resting_values_so_throughput_refuses() -> None:
     addresses; values resting in tile or global memory would collide, so it is an error
     naming the option, not a silent race."""
     model, _ = conv_net()
-    with pytest.raises(CompileError, match=r"schedule = throughput replicates.*rest"):
+    with pytest.raises(CompileError, match=r"schedule = throughput replicates.*rest") as info:
         compile_onnx(model, target=small(1024), weight_bits=16, input_bits=16,
                      schedule="throughput")  # fmt: skip
+    assert info.value.loc == OptionLoc("schedule")
 
 
 @pytest.mark.parametrize(
