@@ -36,6 +36,8 @@ OPTIONS = {
     "spare arrays hold copies of the slowest convolutions, which take turns by block)",
     "phases": "run a model larger than the chip in phases, reprogramming arrays (true/false, "
     "default true)",
+    "loops": "roll code that repeats into loops, so code size follows layers, not pixels "
+    "(true/false, default true)",
 }
 # Options that change the hardware: the binary records the target with them applied.
 HARDWARE_OPTIONS = {
@@ -114,6 +116,7 @@ def compile_graph(
         )
     spread = bool(merged.pop("spread", False))
     phases = bool(merged.pop("phases", True))
+    loops = bool(merged.pop("loops", True))
     if pipeline is None:
         settings = ["spread=true"] if spread else []
         if schedule == Schedule.LATENCY:
@@ -124,6 +127,8 @@ def compile_graph(
             settings.append("phases=false")
         place = f"place{{{','.join(settings)}}}" if settings else "place"
         pipeline = DEFAULT_PIPELINE.replace("place", place)
+        if not loops:
+            pipeline = pipeline.replace("emit", "emit{loops=false}")
         if schedule == Schedule.THROUGHPUT:
             pipeline += ",replicate"
     passes = parse_pipeline(pipeline)

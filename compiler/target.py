@@ -31,6 +31,7 @@ DEFAULTABLE: dict[str, tuple[type, ...]] = {
     "spread": (bool,),
     "schedule": (str,),
     "phases": (bool,),
+    "loops": (bool,),
 }
 
 

@@ -105,6 +105,9 @@ def compile(
       or "balanced" (spare arrays hold copies of the slowest convolutions).
     - `phases` (bool, default True): run a model larger than the chip in phases, reprogramming
       arrays; False makes that an error.
+    - `loops` (bool, default True): roll code that repeats into counted loops, so code size
+      follows a layer's structure rather than its pixels; False writes every instruction out
+      (the outputs are the same).
 
     Hardware options (recorded in the binary's target; default: the target's [xbar] value):
 

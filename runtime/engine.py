@@ -18,6 +18,7 @@ it: cycles for the cycle-level engine, instructions for the functional one.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 from collections import defaultdict
@@ -128,12 +129,16 @@ def _plan(row: spec.InstrSpec) -> _Plan:
 # its loop or computed by ctl.add) may repeat UNBOUNDED_TRIPS times, and a core with such a
 # loop gets at most UNBOUNDED_WORK units in all; a core whose loops all have static counts gets
 # what they add up to, at most BOUNDED_WORK (a 48-bit loop count halts, but not in a
-# lifetime). Straight-line code (all the compiler emits) gets exactly its own work. At about
+# lifetime). Straight-line code, and code whose loops each run the count a ctl.set fixed just
+# before them (what the compiler emits), gets exactly its own work. At about
 # 2-4 us per instruction in functional mode, either cap is seconds of host time.
+# Code whose loops each run a count fixed just before them gets exactly its work up to
+# EXACT_WORK (hours of host time: a 224x224 CNN, not a hand-made 2^40-trip loop).
 INSTRUCTION_WORK = 16
 UNBOUNDED_TRIPS = 4096
 UNBOUNDED_WORK = 1 << 24
 BOUNDED_WORK = 1 << 25
+EXACT_WORK = 1 << 34
 
 
 WorkPlan = tuple[tuple[int, tuple[int, ...]], ...]
@@ -230,6 +235,44 @@ class _Registers:
             return None
         return max(1, self.set_max.get(counter, 0))
 
+    def exact_trips(self, code: list[Instr], loops: list[tuple[int, int]]) -> list[int] | None:
+        """Every loop's trip count when the code fixes each: its counter's last write before
+        the loop is a SET in the same loops as the loop's start (so it runs before every
+        entry), and nothing in the body writes the counter but its closing ctl.loop; None if
+        one is not so fixed or two loops cross."""
+        order = sorted(range(len(loops)), key=lambda k: (loops[k][0], -loops[k][1]))
+        innermost = [-1] * len(code)  # the innermost loop around each pc
+        parent = [-1] * len(loops)
+        stack: list[int] = []
+        j = 0
+        for pc in range(len(code)):
+            while stack and loops[stack[-1]][1] < pc:
+                stack.pop()
+            while j < len(order) and loops[order[j]][0] == pc:
+                k = order[j]
+                if stack and loops[k][1] > loops[stack[-1]][1]:
+                    return None  # crossing loops
+                parent[k] = stack[-1] if stack else -1
+                stack.append(k)
+                j += 1
+            innermost[pc] = stack[-1] if stack else -1
+        writes: dict[int, list[int]] = defaultdict(list)  # register -> pcs writing it
+        for pc, r in self.writes:
+            writes[r].append(pc)
+        trips = []
+        for k, (start, end) in enumerate(loops):
+            instr = code[end]
+            if instr.spec.scalar is not spec.Scalar.COUNT:
+                return None
+            pcs = writes[instr.operand("c")]
+            i = bisect.bisect_left(pcs, start)
+            if i == 0 or pcs[i] != end or code[pcs[i - 1]].spec.scalar is not spec.Scalar.SET:
+                return None  # not set before, or written in the body
+            if innermost[pcs[i - 1]] != parent[k]:
+                return None
+            trips.append(max(1, code[pcs[i - 1]].operand("imm")))
+        return trips
+
 
 def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
     plans: dict[str, WorkPlan] = {}
@@ -250,6 +293,17 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
     if not loops:
         return CoreBudget(work, total, "its code has no loop: every instruction at most once")
     # (start, end, trips or None: no static count)
+    counts = registers.exact_trips(code, loops)
+    if counts is not None:  # as for straight code: exactly its work, if not past EXACT_WORK
+        exact: list[tuple[int, int, int | None]] = sorted(
+            ((s, e, t) for (s, e), t in zip(loops, counts, strict=True)),
+            key=lambda loop: (loop[0], -loop[1]),
+        )
+        runs = _runs(len(code), exact, EXACT_WORK)
+        assert runs is not None  # exact_trips found no crossing loops
+        derived = sum(w * r for w, r in zip(work, runs, strict=True))
+        if derived <= EXACT_WORK:
+            return CoreBudget(work, derived, "its loops run the counts set before them")
     bounded = [(start, end, registers.trips(code, start, end)) for start, end in loops]
     bounded.sort(key=lambda loop: (loop[0], -loop[1]))  # outer loops first
     static = all(t is not None for _, _, t in bounded)

@@ -220,14 +220,59 @@ def _check_code(
     checker.images[spec.OperandKind.CAM].update(
         (array, program.cam_images[i]) for (c, array), i in cam_held.items() if c == core
     )
+    loops = _counted_loops(code)
+    if loops is None:  # other control flow: a straight-line pass, forgetting at each target
+        for pc, instr in enumerate(code):
+            checker.check(pc, instr)
+    else:
+        checker.targets = set()
+        checker.walk(0, len(code), loops)
+
+
+def _counted_loops(code: list[Instr]) -> dict[int, int] | None:
+    """{first pc of the body: pc of its ctl.loop} when the only control flow is counted
+    loops (ctl.loop back to a pc no other instruction jumps to) that nest properly, and in
+    their bodies registers are only set or stepped; else None."""
+    loops: dict[int, int] = {}
+    open_ends: list[int] = []  # ends of the loops whose bodies enclose the pc reached
     for pc, instr in enumerate(code):
-        checker.check(pc, instr)
+        row = instr.spec
+        if row.operand_index(spec.OperandKind.TARGET) is None:
+            continue
+        target = instr.operand("target")
+        if row.scalar is not spec.Scalar.COUNT or target > pc or target in loops:
+            return None
+        loops[target] = pc
+    starts = sorted(loops)
+    for start in starts:  # bodies nest: each one ends before any body enclosing it
+        while open_ends and open_ends[-1] < start:
+            open_ends.pop()
+        if open_ends and loops[start] > open_ends[-1]:
+            return None
+        open_ends.append(loops[start])
+    # in a body, a register may only be set or stepped by itself, so every trip moves it
+    # alike (a copy between registers could make it alternate)
+    depth = np.zeros(len(code) + 1, dtype=np.int64)
+    for start, close in loops.items():
+        depth[start] += 1
+        depth[close + 1] -= 1
+    inside = np.cumsum(depth) > 0
+    for pc, instr in enumerate(code):
+        row = instr.spec
+        if (
+            row.scalar is spec.Scalar.ADD
+            and instr.operand("d") != instr.operand("a")
+            and inside[pc]
+        ):
+            return None
+    return loops
 
 
 class _CodeCheck:
-    """One core's code, instruction by instruction in pc order: operands that exist, arrays
-    that hold an image when they are read, and the address ranges of accesses whose start
-    registers a straight-line pass knows (reset at every jump target)."""
+    """One core's code, instruction by instruction: operands that exist, arrays that hold an
+    image when they are read, and the address ranges of accesses whose start registers are
+    known. Code whose only control flow is counted loops is walked through them (`walk`);
+    other code in pc order, forgetting every register at a jump target."""
 
     def __init__(
         self,
@@ -237,7 +282,7 @@ class _CodeCheck:
         fail: Callable[[str, str], BinaryFormatError],
     ) -> None:
         target = program.target
-        self.program, self.core, self.fail = program, core, fail
+        self.program, self.core, self.fail, self.code = program, core, fail, code
         self.section = f"CODE[{core}]"
         self.limits = {
             spec.OperandKind.REG: (target.core.registers, "registers", "r"),
@@ -360,6 +405,50 @@ class _CodeCheck:
                     f"[{start}, {start + length}) outside the {size}-word "
                     f"{access.space.value}"
                 )
+
+    def walk(self, start: int, end: int, loops: dict[int, int], body: bool = False) -> None:
+        """Check pcs [start, end) (the body of the loop starting at `start` if `body`), each
+        counted loop through its first, second and last trips: a register stepped by the
+        same amount every trip is affine in the trip from the second on, so every access's
+        range is widest at one of these three."""
+        pc = start
+        while pc < end:
+            close = None if body and pc == start else loops.get(pc)
+            if close is None:
+                self.check(pc, self.code[pc])
+                pc += 1
+                continue
+            self.trips(pc, close, loops)
+            pc = close + 1
+
+    def trips(self, start: int, close: int, loops: dict[int, int]) -> None:
+        """The loop of body [start, close), closed by the counted jump back at `close`."""
+        counter = self.code[close].operand("c")
+        count = self.known.get(counter)
+        if count is None:  # the trips are unknown: check one with nothing known
+            self.known.clear()
+            self.walk(start, close, loops, body=True)
+            self.check(close, self.code[close])
+            self.known.clear()
+            return
+        trips = max(count, 1)  # the body runs once before the count is tested
+
+        def run(state: dict[int, int], trip: int) -> dict[int, int]:
+            """The registers at the end of trip `trip`'s body, from those at its start."""
+            self.known = {**state, counter: count - trip}
+            self.walk(start, close, loops, body=True)
+            return dict(self.known)
+
+        end = first = run(self.known, 0)
+        if trips >= 2:
+            end = second = run(first, 1)
+            if trips >= 3:  # trip j starts with first + (j - 1) * (second - first)
+                moved = {r: first[r] + (trips - 2) * (second[r] - first[r])
+                         for r in first.keys() & second.keys()}  # fmt: skip
+                end = run(moved, trips - 1)
+        self.known = end
+        self.check(close, self.code[close])
+        self.known[counter] = count - trips
 
     def follow(self, row: spec.InstrSpec, ops: dict[str, int]) -> None:
         """The registers' known values after the instruction (spec.Scalar)."""

@@ -8,8 +8,8 @@ copies fanning out as a tree (each holder forwards). A value too large for a buf
 a tile's shared memory or in global memory instead (`rest`, `Resident`), and the lowerings
 that read it take it in parts; cores that share a memory are ordered by one-word tokens.
 Every send is emitted before its receive in one global order, so the code cannot deadlock.
-Registers hold buffer and memory addresses; an LRU cache avoids re-setting the same address
-(the top three registers hold the strides of `simd.copy2d` once a core uses it). Arrays are
+Each core's instructions are recorded with addresses for operands; compiler/codegen/loops.py
+rolls what repeats into loops and allocates the registers. Arrays are
 bound to their images at load, or, when the model runs in phases, programmed in the code
 before each use.
 """
@@ -17,7 +17,7 @@ before each use.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -25,19 +25,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from imcc.compiler.codegen.loops import Record, assemble
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, Op, Value
 from imcc.isa import spec
 from imcc.isa.acam import CamCode, CamImage
 from imcc.isa.diagnostics import CompileError
-from imcc.isa.encoding import Instr, make
+from imcc.isa.encoding import Instr
 from imcc.isa.program import Binding, Program, TensorInfo, XbarImage
 from imcc.isa.target import Target
 
 if TYPE_CHECKING:  # the emit pass passes its Context; the emitter imports no pass
     from imcc.compiler.passes.manager import Context
 
-_TAGS = 1 << spec.WIDTH[spec.OperandKind.TAG]
 _IO_DTYPES = ("int64", "int32", "float64")
 
 
@@ -89,89 +89,38 @@ class Buffer:
 
 
 class CoreCode:
-    """One core's program under construction."""
+    """One core's program under construction: its buffer and its instruction records, which
+    compiler/codegen/loops.py turns into code (loops rolled, registers allocated)."""
 
     def __init__(self, core: int, target: Target) -> None:
         self.core = core
-        self.code: list[Instr] = []
-        self.nodes: list[str] = []
+        self.records: list[Record] = []
         self.buffer = Buffer(
             target.core.buffer_words,
             f"core {core}'s {target.core.buffer_words:,}-word buffer",
             target.core.word_bytes,
         )
-        self.registers: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
-        self.holding: dict[int, int] = {}  # address -> the register holding it
-        self.register_count = target.core.registers
-        self.strides: tuple[int, ...] | None = None  # the stride registers' values, once used
         self.node = ""
-
-    def register_for(self, address: int, pinned: set[int]) -> int:
-        reg = self.holding.get(address)
-        if reg is not None:
-            self.registers.move_to_end(reg)
-            return reg
-        if len(self.registers) < self.register_count:
-            reg = len(self.registers)
-        else:
-            reg = next(r for r in self.registers if r not in pinned)
-            del self.holding[self.registers.pop(reg)]
-        self.registers[reg] = address
-        self.holding[address] = reg
-        self.put(make(spec.CTL_SET, reg, address))
-        return reg
-
-    def set_strides(self, inner: int, outer: int, outer_dst: int) -> int:
-        """The first of three consecutive registers holding the strides of `simd.copy2d`;
-        the top three registers leave the address cache on first use."""
-        if self.strides is None:
-            self.register_count -= 3
-            for reg in range(self.register_count, self.register_count + 3):
-                if reg in self.registers:
-                    del self.holding[self.registers.pop(reg)]
-            self.strides = (-1, -1, -1)
-        base = self.register_count
-        wanted = (inner, outer, outer_dst)
-        for i, value in enumerate(wanted):
-            if self.strides[i] != value:
-                self.put(make(spec.CTL_SET, base + i, value))
-        self.strides = wanted
-        return base
 
     def copy2d(self, dst: int, src: int, n: int, m: int, strides: tuple[int, int, int]) -> None:
         """buf[dst + j*strides[2] + i] = buf[src + j*strides[1] + i*strides[0]], i < n, j < m."""
         if n and m:
-            base = self.set_strides(*strides)
-            self.emit(spec.SIMD_COPY2D, dst, src, 0, n, m, stride_register=base)
+            self.emit(spec.SIMD_COPY2D, dst, src, 0, n, m, strides=strides)
 
-    def put(self, instr: Instr) -> None:
-        self.code.append(instr)
-        self.nodes.append(self.node)
-
-    def emit(self, row: spec.InstrSpec, *operands: int, stride_register: int = -1) -> None:
+    def emit(
+        self, row: spec.InstrSpec, *operands: int, strides: tuple[int, int, int] | None = None
+    ) -> None:
         """Append `row` with its operands; REG operands are given as addresses, but for the
-        stride operand `s` of a strided copy, which is `stride_register` itself. An
+        stride operand `s` of a strided copy, whose `strides` are given instead. An
         instruction over zero elements does nothing and is left out; an elementwise one over
         more elements than a count field holds becomes several over consecutive chunks."""
         counts = [i for i, f in enumerate(row.fields) if f.kind is spec.OperandKind.COUNT]
-        if counts and operands[counts[-1]] > spec.MAX_COUNT and stride_register < 0:
+        if counts and operands[counts[-1]] > spec.MAX_COUNT and strides is None:
             self.emit_chunked(row, operands, counts[-1])
             return
-        pinned: set[int] = set()
-        values = []
-        for field, value in zip(row.fields, operands, strict=True):
-            kind = field.kind
-            if stride_register >= 0 and field.name == "s":
-                values.append(stride_register)
-            elif kind is spec.OperandKind.REG:
-                reg = self.register_for(value, pinned)
-                pinned.add(reg)
-                values.append(reg)
-            elif kind is spec.OperandKind.COUNT and value == 0:
-                return  # nothing to do; registers set above stay valid
-            else:
-                values.append(value)
-        self.put(make(row, *values))
+        if any(operands[i] == 0 for i in counts):
+            return
+        self.records.append(Record(row, tuple(int(v) for v in operands), strides, self.node))
 
     def emit_chunked(self, row: spec.InstrSpec, operands: tuple[int, ...], count: int) -> None:
         """`row` over n > spec.MAX_COUNT elements as instructions over chunks: every n-long range
@@ -317,8 +266,9 @@ class Emitter:
     core's code and buffer, global memory and its constants, values and their copies on
     cores, transfers, and the Program's sections. It imports no lowering and no pass."""
 
-    def __init__(self, graph: Graph, ctx: Context) -> None:
+    def __init__(self, graph: Graph, ctx: Context, *, loops: bool = True) -> None:
         self.graph, self.target, self.options = graph, ctx.target, ctx.options
+        self.loops = loops
         self.cores = [CoreCode(c, ctx.target) for c in range(ctx.target.chip.cores)]
         self.copies: dict[int, dict[int, Local]] = {}  # id(value) -> core -> location
         self.global_addr: dict[int, int] = {}  # id(value) -> global memory address
@@ -341,7 +291,6 @@ class Emitter:
         self.token_words: dict[int, int] = {}  # core -> the buffer word tokens arrive in
         # id(value) -> the value whose words it names (Emitter.alias), for shared liveness
         self.alias_of: dict[int, int] = {}
-        self.tags: dict[tuple[int, int], int] = {}
         self.sections = Sections()
         self.remaining_uses: dict[int, int] = {}
         self.pinned: set[int] = {id(v) for v in graph.outputs}  # never released
@@ -532,10 +481,11 @@ class Emitter:
         return addr
 
     def transfer(self, src: int, src_addr: int, dst: int, dst_addr: int, size: int) -> None:
-        tag = self.tags.get((src, dst), 0)
-        self.tags[(src, dst)] = (tag + 1) % _TAGS  # FIFO per tag keeps reuse safe
-        self.cores[src].emit(spec.NOC_SEND, dst, tag, src_addr, size)
-        self.cores[dst].emit(spec.NOC_RECV, src, tag, dst_addr, size)
+        # One tag serves every message: a (sender, receiver, tag) mailbox is first in, first
+        # out, and a pair's receives are emitted in the order of its sends. So a loop of
+        # transfers repeats the same instructions (compiler/codegen/loops.py).
+        self.cores[src].emit(spec.NOC_SEND, dst, 0, src_addr, size)
+        self.cores[dst].emit(spec.NOC_RECV, src, 0, dst_addr, size)
 
     def define(self, value: Value, core: int, addr: int) -> None:
         self.copies[id(value)] = {core: Local(addr, value.type.size)}
@@ -663,16 +613,19 @@ class Emitter:
             for cc in self.cores:
                 cc.node = value.name
             self.store_output(value, info)
+        registers = self.target.core.registers
+        code: list[list[Instr]] = []
+        debug: dict[tuple[int, int], str] = {}
         for cc in self.cores:
             cc.node = ""
-            if cc.code or cc.core == 0:  # core 0 always runs, even when nothing is computed
-                cc.put(make(spec.CTL_HALT))
-        self.check_code_size()
-        last = max((c.core for c in self.cores if c.code), default=0)
-        code = [cc.code for cc in self.cores[: last + 1]]
-        debug = {
-            (cc.core, pc): node for cc in self.cores for pc, node in enumerate(cc.nodes) if node
-        }
+            if cc.records or cc.core == 0:  # core 0 always runs, even when nothing is computed
+                cc.emit(spec.CTL_HALT)
+            instrs, nodes = assemble(cc.records, registers, loops=self.loops)
+            code.append(instrs)
+            debug.update(((cc.core, pc), node) for pc, node in enumerate(nodes) if node)
+            self.check_code_size(cc.core, nodes)
+        last = max((core for core, instrs in enumerate(code) if instrs), default=0)
+        code = code[: last + 1]
         meta = self.meta()
         return Program(
             target=self.target,
@@ -724,20 +677,20 @@ class Emitter:
             cc.emit(spec.MEM_STORE, info.addr + start, scratch, n)
         cc.buffer.release(scratch, chunk)
 
-    def check_code_size(self) -> None:
-        """Every core's code fits the target's instruction memory (core.instruction_words,
-        0 for unbounded); else a CompileError naming the core and the node with most code."""
+    def check_code_size(self, core: int, nodes: list[str]) -> None:
+        """A core's code (the node of each instruction) fits the target's instruction memory
+        (core.instruction_words, 0 for unbounded); else a CompileError naming the core and
+        the node with most code there."""
         capacity = self.target.core.instruction_words
-        for cc in self.cores:
-            if capacity and len(cc.code) > capacity:
-                largest, count = Counter(cc.nodes).most_common(1)[0]
-                message = (
-                    f"core {cc.core} needs {len(cc.code):,} instructions but target "
-                    f"{self.target.name!r}'s instruction memory holds {capacity:,}; this "
-                    f"node emits {count:,} of them there"
-                )
-                op = next((op for op in self.graph.ops if op.name == largest), None)
-                raise op.error(message) if op is not None else CompileError(message)
+        if capacity and len(nodes) > capacity:
+            largest, count = Counter(nodes).most_common(1)[0]
+            message = (
+                f"core {core} needs {len(nodes):,} instructions but target "
+                f"{self.target.name!r}'s instruction memory holds {capacity:,}; this "
+                f"node emits {count:,} of them there"
+            )
+            op = next((op for op in self.graph.ops if op.name == largest), None)
+            raise op.error(message) if op is not None else CompileError(message)
 
     def lower(self, op: Op) -> None:
         """Emit `op` by its lowering (or defer it to its user's), then free what died."""

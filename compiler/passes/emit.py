@@ -18,11 +18,13 @@ from imcc.isa.target import AdcRange
 @dataclass(frozen=True, slots=True)
 class EmitPass(Pass):
     """After: ctx.program is the isa.Program for the graph, whose cores can all reach their
-    halt with the target's receive queues (a schedule that deadlocks is a CompileError)."""
+    halt with the target's receive queues (a schedule that deadlocks is a CompileError).
+    `loops`: code that repeats is rolled into loops (else every instruction is written out)."""
 
     name = "emit"
     requires = ("schedule",)  # reads `core` (and, through it, tiles and placement)
     provides = ("program",)
+    loops: bool = True
 
     def needs(self, graph: Graph, ctx: Context) -> tuple[str, ...]:
         """Also `adc-range` when the target's ADC ranges are per column or per slice."""
@@ -31,7 +33,7 @@ class EmitPass(Pass):
         return self.requires
 
     def run(self, graph: Graph, ctx: Context) -> None:
-        ctx.program = Emitter(graph, ctx).run()
+        ctx.program = Emitter(graph, ctx, loops=self.loops).run()
         try:  # the schedule's messages must let every core halt with the target's queues
             check_protocol(ctx.program)
         except ProtocolError as exc:

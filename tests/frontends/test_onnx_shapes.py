@@ -14,6 +14,7 @@ from imcc.compiler.ir import ops
 from imcc.frontends.onnx import import_onnx
 from imcc.isa.diagnostics import FrontendError
 from imcc.runtime.simulator import Simulator
+from tests.compiler.codegen.graphs import executed
 from tests.conftest import onnxruntime_run
 
 
@@ -143,7 +144,12 @@ def test_select_copies_runs_not_elements() -> None:
     (select,) = graph.ops
     assert isinstance(select, ops.Select)
     binary = imcc.compile(model)
-    copies = [i for code in binary.program.code for i in code if i.mnemonic.endswith(".copy")]
+    copies = [
+        i
+        for code in binary.program.code
+        for _, i, _ in executed(code)
+        if i.mnemonic.endswith(".copy")
+    ]
     assert len(copies) == 6 and all(i.operands[-1] == 3 for i in copies)
 
 

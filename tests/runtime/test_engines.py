@@ -198,7 +198,7 @@ def test_a_strided_copy_out_of_range_traps(strides: str, message: str) -> None:
         ".core 0\n"
         f"    ctl.set r5, {inner}\n    ctl.set r6, {outer}\n    ctl.set r7, {dst}\n"
         "    ctl.set r3, 1\nagain:\n    ctl.set r1, 32\n    ctl.set r2, 48\n"
-        "    simd.copy2d r2, r1, r5, 2, 5\n    ctl.loop r3, again\n    ctl.halt\n"
-    )
+        "    simd.copy2d r2, r1, r5, 2, 5\n    ctl.branch.ne r3, r3, again\n    ctl.halt\n"
+    )  # a branch target, where the loader forgets the registers: the run checks them
     with pytest.raises(SimulationError, match=message):
         imcc.Simulator(program).run(np.zeros((1, 4)))

@@ -8,7 +8,7 @@ what the functional simulator computes with an independent reference.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -18,6 +18,8 @@ import imcc
 from imcc.compiler.driver import compile_graph
 from imcc.compiler.ir.core import Graph
 from imcc.frontends.onnx import import_onnx
+from imcc.isa import spec
+from imcc.isa.encoding import Instr
 
 TARGET = "edge-rram"
 OPSET = 17  # LayerNormalization needs 17; every other op here exists at 13 or earlier
@@ -125,9 +127,40 @@ def assert_matches_onnxruntime(
     return binary
 
 
+def executed(code: Sequence[Instr], registers: int = 32) -> Iterator[tuple[int, Instr, list[int]]]:
+    """Each instruction of one core's code as it runs (pc, instruction, the registers as it
+    runs), its control followed: ctl.set, ctl.add, ctl.loop, jumps and branches, an
+    independent reading of the ISA's scalar part (registers never depend on data)."""
+    regs = [0] * registers
+    compare = {spec.CTL_BRANCH_EQ: int.__eq__, spec.CTL_BRANCH_NE: int.__ne__,
+               spec.CTL_BRANCH_LT: int.__lt__}  # fmt: skip
+    pc, steps = 0, 0
+    while pc < len(code):
+        steps += 1
+        assert steps < 10_000_000, "the code does not halt"
+        instr = code[pc]
+        row = instr.spec
+        yield pc, instr, regs
+        pc += 1
+        if row is spec.CTL_HALT:
+            return
+        if row is spec.CTL_SET:
+            regs[instr.operand("d")] = instr.operand("imm")
+        elif row is spec.CTL_ADD:
+            regs[instr.operand("d")] = regs[instr.operand("a")] + instr.operand("imm")
+        elif row is spec.CTL_LOOP:
+            regs[instr.operand("c")] -= 1
+            if regs[instr.operand("c")] > 0:
+                pc = instr.operand("target")
+        elif row is spec.CTL_JUMP or (
+            row in compare and compare[row](regs[instr.operand("a")], regs[instr.operand("b")])
+        ):
+            pc = instr.operand("target")
+
+
 def mnemonics(binary: imcc.Binary) -> Counter[str]:
-    """How often each mnemonic occurs in the code of all cores."""
-    return Counter(instr.mnemonic for code in binary.program.code for instr in code)
+    """How often each mnemonic runs on all cores (an instruction in a loop once a trip)."""
+    return Counter(instr.mnemonic for code in binary.program.code for _, instr, _ in executed(code))
 
 
 def rng(seed: int = 0) -> np.random.Generator:

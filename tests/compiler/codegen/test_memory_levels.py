@@ -18,7 +18,14 @@ from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa import spec
 from imcc.isa.diagnostics import CompileError, OptionLoc
 from imcc.isa.target import Target, TileSpec
-from tests.compiler.codegen.graphs import EXACT_RTOL, compile_onnx, onnx_model, rng, simulate
+from tests.compiler.codegen.graphs import (
+    EXACT_RTOL,
+    compile_onnx,
+    executed,
+    onnx_model,
+    rng,
+    simulate,
+)
 from tests.conftest import big_target
 
 TILE = TileSpec(
@@ -68,18 +75,13 @@ def exact(binary: imcc.Binary, graph, x: np.ndarray) -> None:  # type: ignore[no
 
 def moved(binary: imcc.Binary, row: spec.InstrSpec, lo: int = 0, hi: int = 1 << 62) -> int:
     """Words the code moves with `row` (a load or store) from or to addresses in [lo, hi) of
-    its memory operand: registers followed through ctl.set (the code is straight-line)."""
+    its memory operand, as it runs (registers and loops followed)."""
     memory = next(a.field for a in row.accesses if a.space is not spec.Space.BUFFER)
     total = 0
     for code in binary.program.code:
-        regs: dict[int, int] = {}
-        for instr in code:
-            if instr.spec is spec.CTL_SET:
-                regs[instr.operand("d")] = instr.operand("imm")
-            elif instr.spec is row:
-                start = regs[instr.operand(memory)]
-                if lo <= start < hi:
-                    total += instr.operand("n")
+        for _, instr, regs in executed(code):
+            if instr.spec is row and lo <= regs[instr.operand(memory)] < hi:
+                total += instr.operand("n")
     return total
 
 

@@ -1,0 +1,595 @@
+"""Code generation's last step: one core's instruction records -> its code.
+
+The lowerings emit straight-line records whose register operands are the addresses themselves.
+Here a run of records that repeats, every address moving by the same step on each repeat,
+becomes a counted loop (`ctl.loop`; the moving registers are stepped by `ctl.add`), and a run
+of such loops that repeats becomes a loop around them. So a core's code grows with a layer's
+structure, not with its pixels, and fits instruction memories of PUMA's size. Then registers
+are allocated: fixed ones for each loop nest, an LRU cache of addresses for straight code.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcc.isa import spec
+from imcc.isa.encoding import Instr, make
+
+# Loops are looked for over bodies of at most MAX_BODY items, at the next MAX_TRIES repeats
+# of the first item's shape, in MAX_DEPTH rounds; nests go COUNTERS deep, each depth's loop
+# counting in a register of its own that holds nothing else (so the runtime's default budget
+# and the loader read every trip count from the ctl.set before the loop).
+MAX_BODY = 512
+MAX_TRIES = 6
+MAX_DEPTH = 4
+COUNTERS = 4
+_STEP_LIMIT = 1 << (spec.CTL_ADD.field("imm").width - 1)  # a step ctl.add's immediate holds
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One instruction as a lowering emits it: register operands hold the address itself (a
+    strided row's stride operand holds 0, its strides are `strides`)."""
+
+    row: spec.InstrSpec
+    operands: tuple[int, ...]
+    strides: tuple[int, int, int] | None
+    node: str
+
+
+_ADDRESSES: dict[str, tuple[int, ...]] = {}
+
+
+def addresses(row: spec.InstrSpec) -> tuple[int, ...]:
+    """Indices of the operands of `row` that hold addresses (registers, but for the strides)."""
+    found = _ADDRESSES.get(row.mnemonic)
+    if found is None:
+        found = _ADDRESSES[row.mnemonic] = tuple(
+            i
+            for i, f in enumerate(row.fields)
+            if f.kind is spec.OperandKind.REG and not (row.strided and f.name == spec.STRIDE_FIELD)
+        )
+    return found
+
+
+@dataclass(eq=False, slots=True)
+class Loop:
+    """`trips` runs of `body`. Per address position of the body (its records' addresses in
+    order, an inner loop's in its first trip): `bases` in the first trip, `steps` per trip, and
+    `groups`: positions with one group share a register. `counters`: how deep the nest is;
+    `size`: instructions it becomes, besides setting its registers' first values;
+    `widths`: each body item's positions; `level`: the round of rolling that made it, and
+    `span`: the positions of that round's items it covers."""
+
+    body: tuple[int | Loop, ...]
+    trips: int
+    bases: np.ndarray
+    steps: np.ndarray
+    groups: np.ndarray
+    counters: int
+    size: int
+    widths: tuple[int, ...]
+    level: int
+    span: int
+    key: int = -1  # its shape among the items of the next round
+
+    @property
+    def group_count(self) -> int:
+        return int(self.groups.max()) + 1 if self.groups.size else 0
+
+
+Item = int | Loop  # an int is the index of a record
+
+
+def roll(records: Sequence[Record], registers: int) -> list[Item]:
+    """The records as items, runs that repeat rolled into loops; no nest needs more than
+    `registers` address registers, or more than COUNTERS counters.
+
+    Rolling goes in rounds, inner loops first: each round rolls runs of the items the last
+    one left (records and loops), and the runs inside each new loop's body in turn."""
+    keys: dict[object, int] = {}
+    shape = [
+        keys.setdefault(
+            (
+                r.row.mnemonic,
+                tuple(v for i, v in enumerate(r.operands) if i not in addresses(r.row)),
+                r.strides,
+                r.node,
+            ),
+            len(keys),
+        )
+        for r in records
+    ]
+    widths = [len(addresses(r.row)) for r in records]
+    flat = np.fromiter(
+        (r.operands[i] for r in records for i in addresses(r.row)), np.int64, sum(widths)
+    )
+    run = _Run(list(range(len(records))), shape, flat, widths, [1] * len(records), shape)
+    for level in range(1, MAX_DEPTH + 1):
+        rolled = run.roll(registers, level)
+        if len(rolled) == len(run.items):
+            break
+        run = run.next_round(rolled, keys)
+    return run.items
+
+
+class _Run:
+    """Items of one round in order: a shape key each (equal keys: the same code but for its
+    addresses), their addresses end to end, positions and code size each."""
+
+    def __init__(
+        self, items: list[Item], keys: list[int], flat: np.ndarray, widths: list[int],
+        sizes: list[int], shapes: list[int],
+    ) -> None:  # fmt: skip
+        self.shapes = shapes  # every record's shape key
+        self.items, self.key_list, self.flat = items, keys, flat
+        self.widths, self.sizes = widths, sizes
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(widths, out=self.offsets[1:])
+        self.next = _next_same(keys)
+        self.size_before = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.size_before[1:])
+        # per position: its item, and its group there if that is a loop (-1: a record's)
+        self.owner = np.repeat(np.arange(len(items), dtype=np.int64), widths)
+        self.inner = np.full(int(self.offsets[-1]), -1, dtype=np.int64)
+        self.counters = np.zeros(len(items), dtype=np.int64)  # counters each item needs
+        for k, item in enumerate(items):
+            if isinstance(item, Loop):
+                self.inner[self.offsets[k] : self.offsets[k + 1]] = item.groups
+                self.counters[k] = item.counters
+
+    def part(self, i: int, p: int) -> _Run:
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + p])
+        return _Run(self.items[i : i + p], self.key_list[i : i + p], self.flat[lo:hi],
+                    self.widths[i : i + p], self.sizes[i : i + p], self.shapes)  # fmt: skip
+
+    def next_round(self, rolled: list[tuple[Item, int]], keys: dict[object, int]) -> _Run:
+        """The run of this round's result (each item with the index of the item it starts
+        at here) for the next round."""
+        items, new_keys, flats, widths, sizes = [], [], [], [], []
+        for item, k in rolled:
+            items.append(item)
+            if not (isinstance(item, Loop) and item.key < 0):  # an item of this round
+                new_keys.append(self.key_list[k])
+                flats.append(self.flat[self.offsets[k] : self.offsets[k + 1]])
+                widths.append(self.widths[k])
+                sizes.append(self.sizes[k])
+                continue
+            new_keys.append(self.shape_of(item, keys))
+            flats.append(item.bases)
+            widths.append(item.bases.size)
+            sizes.append(item.size)
+        flat = np.concatenate(flats) if flats else np.zeros(0, np.int64)
+        return _Run(items, new_keys, flat, widths, sizes, self.shapes)
+
+    def shape_of(self, loop: Loop, keys: dict[object, int]) -> int:
+        """A new loop's shape key: equal for loops alike but for their first addresses."""
+        body = []
+        for item in loop.body:
+            if isinstance(item, Loop):
+                body.append(item.key if item.key >= 0 else self.shape_of(item, keys))
+            else:
+                body.append(self.shapes[item])
+        key = ("loop", loop.trips, tuple(body), loop.steps.tobytes(), loop.groups.tobytes())
+        loop.key = keys.setdefault(key, len(keys))
+        return loop.key
+
+    def roll(self, registers: int, level: int) -> list[tuple[Item, int]]:
+        """The items with every run that repeats rolled (greedily from the front, the loop
+        that saves most first), and the runs inside each new loop's body rolled in turn;
+        each with the index of the item it starts at."""
+        n = len(self.items)
+        out: list[tuple[Item, int]] = []
+        i = 0
+        while i < n:
+            best = self.best_loop(i, registers, level)
+            if best is None:
+                out.append((self.items[i], i))
+                i += 1
+                continue
+            loop, period = best
+            out.append((self.nested(loop, i, period, registers, level), i))
+            i += loop.trips * period
+        return out
+
+    def best_loop(self, i: int, registers: int, level: int) -> tuple[Loop, int] | None:
+        """The loop starting at item i that saves the most instructions, with its period;
+        the next MAX_TRIES items of the same shape as item i are tried as its second trip."""
+        best: tuple[Loop, int] | None = None
+        saving = 0
+        j = self.next[i]
+        for _ in range(MAX_TRIES):
+            if j < 0 or j - i > MAX_BODY:
+                break
+            p = j - i
+            run = self.run_at(i, p)
+            j = self.next[j]
+            if run is None:
+                continue
+            trips, first, steps = run
+            # written out, each trip is its body plus a ctl.set per moving address; rolled,
+            # the body once, a step per moving register, the counter and the jump back
+            body = int(self.size_before[i + p] - self.size_before[i])
+            moving = int(np.count_nonzero(steps))
+            if trips * (body + moving) - (body + 3) <= saving:
+                continue  # cannot beat the best so far
+            found = _loop(self.body(i, p), trips, first, steps, registers, level)
+            if found is not None:
+                gain = trips * (body + moving) - found.size - found.group_count
+                if gain > saving:
+                    best, saving = (found, p), gain
+        return best
+
+    def run_at(self, i: int, p: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """How often items [i, i + p) recur with addresses moving by one step each time
+        (if twice or more): the trips, the first trip's addresses and the steps."""
+        keys, flat, offsets = self.keys, self.flat, self.offsets
+        n = len(self.items)
+        if i + 2 * p > n or not np.array_equal(keys[i + p : i + 2 * p], keys[i : i + p]):
+            return None
+        lo, width = int(offsets[i]), int(offsets[i + p] - offsets[i])
+        first = flat[lo : lo + width]
+        steps = flat[lo + width : lo + 2 * width] - first
+        if steps.size and int(np.abs(steps).max()) >= _STEP_LIMIT:
+            return None
+        trips = 2
+        chunk = 1
+        while i + (trips + 1) * p <= n:  # extend in doubling chunks while all of one agrees
+            count = min(chunk, (n - i) // p - trips)
+            block_keys = keys[i + trips * p : i + (trips + count) * p].reshape(count, p)
+            good_keys = np.all(block_keys == keys[i : i + p], axis=1)
+            if not good_keys.all():  # only blocks of the same shape have aligned addresses
+                count = int(np.argmin(good_keys))
+                if count == 0:
+                    break
+            start = lo + trips * width
+            block = flat[start : start + count * width].reshape(count, width)
+            expected = first + np.arange(trips, trips + count)[:, None] * steps
+            good = np.all(block == expected, axis=1)
+            if good.all() and count == good_keys.size:
+                trips += count
+                chunk *= 2
+                continue
+            trips += int(np.argmin(good)) if not good.all() else count
+            break
+        return trips, first, steps
+
+    def nested(self, loop: Loop, i: int, p: int, registers: int, level: int) -> Loop:
+        """`loop` (of items i..i+p) with the runs in its body rolled, if the outer steps
+        agree over every inner loop's trips and the registers fit; else `loop` itself."""
+        body = self.part(i, p).roll(registers, level)
+        if len(body) == p:
+            return loop
+        first, steps, widths, sizes, covers = [], [], [], [], []
+        at = 0
+        for item, k in body:
+            if isinstance(item, Loop) and item.key < 0:  # a loop made here: lift its steps
+                lifted = _lift(item, loop.steps[at : at + item.span], level)
+                if lifted is None:
+                    return loop
+                first.append(item.bases)
+                steps.append(lifted)
+                widths.append(item.bases.size)
+                sizes.append(item.size)
+                covers.append(item.span)
+            else:
+                width = self.widths[i + k]
+                first.append(loop.bases[at : at + width])
+                steps.append(loop.steps[at : at + width])
+                widths.append(width)
+                sizes.append(self.sizes[i + k])
+                covers.append(width)
+            at += covers[-1]
+        items = tuple(item for item, _ in body)
+        inner = [item.groups if isinstance(item, Loop) else np.full(w, -1, np.int64)
+                 for item, w in zip(items, widths, strict=True)]  # fmt: skip
+        shaped = _Body(
+            items,
+            tuple(widths),
+            np.repeat(np.arange(len(items), dtype=np.int64), widths),
+            np.concatenate(inner),
+            max((item.counters for item in items if isinstance(item, Loop)), default=0),
+            sum(sizes),
+            sum(covers),
+        )
+        nest = _loop(shaped, loop.trips, np.concatenate(first), np.concatenate(steps),
+                     registers, level)  # fmt: skip
+        return loop if nest is None else nest
+
+    def body(self, i: int, p: int) -> _Body:
+        """Items [i, i + p) as a loop body (its items are all of this round)."""
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + p])
+        return _Body(
+            tuple(self.items[i : i + p]),
+            tuple(self.widths[i : i + p]),
+            self.owner[lo:hi] - i,
+            self.inner[lo:hi],
+            int(self.counters[i : i + p].max()),
+            int(self.size_before[i + p] - self.size_before[i]),
+            hi - lo,
+        )
+
+
+def _lift(inner: Loop, steps: np.ndarray, level: int) -> np.ndarray | None:
+    """An outer loop's steps over the positions `inner` covers (`steps`, inner.span long) as
+    steps of inner's own positions: None unless every trip of inner moves alike (one
+    register per position then serves all its trips)."""
+    trips = steps.reshape(inner.trips, -1)
+    if not np.all(trips == trips[0]):
+        return None
+    once, parts, at = trips[0], [], 0
+    for item, width in zip(inner.body, inner.widths, strict=True):
+        if isinstance(item, Loop) and item.level == level:
+            lifted = _lift(item, once[at : at + item.span], level)
+            if lifted is None:
+                return None
+            parts.append(lifted)
+            at += item.span
+        else:
+            parts.append(once[at : at + width])
+            at += width
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A candidate loop body: its items, each one's own address positions (`widths`), per
+    position the item it belongs to (`owner`) and, for an inner loop's, its group there
+    (`inner`, -1 for a record's); the most counters an inner loop needs, the items' code
+    size and the positions of this round they cover."""
+
+    items: tuple[Item, ...]
+    widths: tuple[int, ...]
+    owner: np.ndarray
+    inner: np.ndarray
+    counters: int
+    size: int
+    cover: int
+
+
+def _loop(
+    body: _Body, trips: int, first: np.ndarray, steps: np.ndarray, registers: int, level: int
+) -> Loop | None:
+    """The loop of `trips` runs of `body`, made in round `level`, if its registers fit.
+
+    Positions share a register when they are of one record (or loop of an earlier round) and
+    have the same first value and step, or are of one group of an inner loop, whose steps
+    must then agree."""
+    nested = body.inner >= 0
+    # a record's positions are told apart by (first value, step), a loop's by (its item, its
+    # group); addresses are >= 0, so a loop's (-1 - item) never meets a record's
+    groups, index = _groups(np.where(nested, -1 - body.owner, first),
+                            np.where(nested, body.inner, steps))  # fmt: skip
+    count = index.size
+    counters = 1 + body.counters
+    if count > registers or counters > COUNTERS:
+        return None
+    if body.counters:
+        low = np.full(count, np.iinfo(np.int64).max)
+        high = np.full(count, np.iinfo(np.int64).min)
+        np.minimum.at(low, groups, steps)
+        np.maximum.at(high, groups, steps)
+        if np.any(low != high):  # one register cannot move two ways
+            return None
+    moving = count if body.counters else int(np.count_nonzero(steps[index]))
+    size = 2 + body.size + moving  # counter set, body, steps, ctl.loop
+    return Loop(body.items, trips, first, steps, groups, counters, size, body.widths, level,
+                trips * body.cover)  # fmt: skip
+
+
+def _groups(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions numbered by their (a, b) pair, in order of first appearance, and each
+    number's first position."""
+    if a.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    new = np.ones(a.size, dtype=bool)
+    new[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    sorted_id = np.cumsum(new) - 1
+    firsts = np.minimum.reduceat(order, np.flatnonzero(new))  # first position of each pair
+    rank = np.empty(firsts.size, dtype=np.int64)
+    rank[np.argsort(firsts)] = np.arange(firsts.size)
+    groups = np.empty(a.size, dtype=np.int64)
+    groups[order] = rank[sorted_id]
+    return groups, np.sort(firsts)
+
+
+def _next_same(keys: list[int]) -> list[int]:
+    """For each position, the next one with the same key (-1 if none)."""
+    seen: dict[int, int] = {}
+    nxt = [-1] * len(keys)
+    for pos in range(len(keys) - 1, -1, -1):
+        nxt[pos] = seen.get(keys[pos], -1)
+        seen[keys[pos]] = pos
+    return nxt
+
+
+class Assembler:
+    """A core's items -> its code: loop nests with fixed registers, straight records through
+    an LRU cache of the addresses registers hold. From the top, STRIDE_REGS registers hold
+    the strides of `simd.copy2d` when the core has one, and `counters` registers the loops'
+    counters, one per depth; the rest hold addresses."""
+
+    def __init__(self, records: Sequence[Record], registers: int, counters: int) -> None:
+        self.records = records
+        self.code: list[Instr] = []
+        self.nodes: list[str] = []
+        self.node = ""
+        self.strided = any(r.strides is not None for r in records)
+        self.stride_base = registers - spec.STRIDE_REGS
+        self.counter_base = registers - (spec.STRIDE_REGS if self.strided else 0) - counters
+        self.register_count = self.counter_base  # registers that hold addresses
+        self.cache: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
+        self.holding: dict[int, int] = {}  # address -> the register holding it
+        self.strides: tuple[int, int, int] | None = None  # the stride registers' values
+
+    def put(self, row: spec.InstrSpec, *operands: int) -> None:
+        self.code.append(make(row, *operands))
+        self.nodes.append(self.node)
+
+    def assemble(self, items: Sequence[Item]) -> None:
+        for item in items:
+            if isinstance(item, Loop):
+                self.nest(item)
+            else:
+                self.straight(self.records[item])
+
+    # -- straight code ----------------------------------------------------------------------
+    def register_for(self, address: int, pinned: set[int]) -> int:
+        reg = self.holding.get(address)
+        if reg is not None:
+            self.cache.move_to_end(reg)
+            return reg
+        if len(self.cache) < self.register_count:
+            reg = next(r for r in range(self.register_count) if r not in self.cache)
+        else:
+            reg = next(r for r in self.cache if r not in pinned)
+            self.forget(reg)
+        self.remember(reg, address)
+        self.put(spec.CTL_SET, reg, address)
+        return reg
+
+    def remember(self, reg: int, address: int) -> None:
+        self.forget(reg)
+        old = self.holding.get(address)
+        if old is not None:
+            self.forget(old)
+        self.cache[reg] = address
+        self.holding[address] = reg
+
+    def forget(self, reg: int) -> None:
+        address = self.cache.pop(reg, None)
+        if address is not None:
+            del self.holding[address]
+
+    def set_strides(self, strides: tuple[int, int, int]) -> int:
+        base = self.stride_base
+        for k, value in enumerate(strides):
+            if self.strides is None or self.strides[k] != value:
+                self.put(spec.CTL_SET, base + k, value)
+        self.strides = strides
+        return base
+
+    def straight(self, record: Record) -> None:
+        self.node = record.node
+        values = list(record.operands)
+        pinned: set[int] = set()
+        for i in addresses(record.row):
+            reg = self.register_for(values[i], pinned)
+            pinned.add(reg)
+            values[i] = reg
+        if record.strides is not None:
+            values[_stride_index(record.row)] = self.set_strides(record.strides)
+        self.put(record.row, *values)
+
+    # -- loop nests -------------------------------------------------------------------------
+    def nest(self, loop: Loop) -> None:
+        """A loop nest: its registers' first values, then the loops."""
+        self.node = self.first_node(loop)
+        first: dict[int, int] = {}  # group -> its first value
+        for pos, group in enumerate(loop.groups.tolist()):
+            first.setdefault(group, int(loop.bases[pos]))
+        regs = self.take(loop, first)
+        for group, value in first.items():
+            if self.holding.get(value) != regs[group]:
+                self.put(spec.CTL_SET, regs[group], value)
+        counters = list(range(self.counter_base, self.counter_base + loop.counters))
+        self.emit_loop(loop, np.asarray([regs[g] for g in loop.groups.tolist()]), counters)
+        for group, value in first.items():  # each register ends one step past the last trip
+            step = int(loop.steps[int(np.argmax(loop.groups == group))])
+            self.remember(regs[group], value + loop.trips * step)
+
+    def take(self, loop: Loop, first: dict[int, int]) -> list[int]:
+        """Registers for the nest's groups (given their first values): a register already
+        holding a group's first value keeps it, the others come from the unused registers
+        and then the least recently used."""
+        regs = [-1] * loop.group_count
+        for group, value in first.items():
+            held = self.holding.get(value)
+            if held is not None and held not in regs:
+                regs[group] = held
+        taken = set(regs)
+        spare = [r for r in range(self.register_count) if r not in self.cache and r not in taken]
+        spare += [r for r in self.cache if r not in taken]  # least recently used first
+        free = iter(spare)
+        for k in range(loop.group_count):
+            if regs[k] < 0:
+                regs[k] = next(free)
+        for k, reg in enumerate(regs):
+            if self.cache.get(reg) != first[k]:
+                self.forget(reg)
+        return regs
+
+    def emit_loop(self, loop: Loop, regs: np.ndarray, counters: list[int]) -> None:
+        """One loop: its counter, its body, its registers' steps, the jump back; `regs` is
+        the register of each address position of its body."""
+        self.put(spec.CTL_SET, counters[0], loop.trips)
+        end = _last_strides(loop, self.records)
+        if end is not None and self.strides != end:
+            self.set_strides(end)  # every trip then starts with the strides it ends with
+        start = len(self.code)
+        moved: dict[int, int] = {}  # register -> how far inner loops move it in one trip
+        at = 0
+        for item in loop.body:
+            if isinstance(item, Loop):
+                width = item.bases.size
+                inner = regs[at : at + width]
+                self.emit_loop(item, inner, counters[1:])
+                for q, reg in enumerate(inner.tolist()):
+                    moved[reg] = item.trips * int(item.steps[q])
+                at += width
+                continue
+            record = self.records[item]
+            self.node = record.node
+            values = list(record.operands)
+            for i in addresses(record.row):
+                values[i] = int(regs[at])
+                at += 1
+            if record.strides is not None:
+                values[_stride_index(record.row)] = self.set_strides(record.strides)
+            self.put(record.row, *values)
+        stepped: dict[int, int] = {}
+        for pos, reg in enumerate(regs.tolist()):
+            stepped.setdefault(reg, int(loop.steps[pos]) - moved.get(reg, 0))
+        for reg, step in stepped.items():
+            if step:
+                self.put(spec.CTL_ADD, reg, reg, step)
+        self.put(spec.CTL_LOOP, counters[0], start)
+
+    def first_node(self, loop: Loop) -> str:
+        item: Item = loop
+        while isinstance(item, Loop):
+            item = item.body[0]
+        return self.records[item].node
+
+
+def _stride_index(row: spec.InstrSpec) -> int:
+    return next(i for i, f in enumerate(row.fields) if f.name == spec.STRIDE_FIELD)
+
+
+def _last_strides(loop: Loop, records: Sequence[Record]) -> tuple[int, int, int] | None:
+    """The strides of the last strided record in a loop's body, if any."""
+    for item in reversed(loop.body):
+        found = _last_strides(item, records) if isinstance(item, Loop) else records[item].strides
+        if found is not None:
+            return found
+    return None
+
+
+def assemble(
+    records: Sequence[Record], registers: int, *, loops: bool = True
+) -> tuple[list[Instr], list[str]]:
+    """A core's code and the node of each instruction, from its records."""
+    strided = any(r.strides is not None for r in records)
+    addresses = registers - (spec.STRIDE_REGS if strided else 0) - COUNTERS
+    items: list[Item] = roll(records, addresses) if loops else list(range(len(records)))
+    deepest = max((loop.counters for loop in items if isinstance(loop, Loop)), default=0)
+    assembler = Assembler(records, registers, deepest)
+    assembler.assemble(items)
+    return assembler.code, assembler.nodes
