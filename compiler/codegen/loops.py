@@ -27,6 +27,7 @@ MAX_BODY = 512
 MAX_TRIES = 6
 MAX_DEPTH = 4
 COUNTERS = 4
+SCRATCH = 4  # registers a loop body sets its fixed addresses in, when it cannot hold them
 _STEP_LIMIT = 1 << (spec.CTL_ADD.field("imm").width - 1)  # a step ctl.add's immediate holds
 
 
@@ -61,9 +62,10 @@ class Loop:
     """`trips` runs of `body`. Per address position of the body (its records' addresses in
     order, an inner loop's in its first trip): `bases` in the first trip, `steps` per trip, and
     `groups`: positions with one group share a register. `counters`: how deep the nest is;
-    `size`: instructions it becomes, besides setting its registers' first values;
-    `widths`: each body item's positions; `level`: the round of rolling that made it, and
-    `span`: the positions of that round's items it covers."""
+    `need`: the most address registers live while it runs (see Assembler); `size`: the
+    instructions it becomes, besides setting the registers it holds; `widths`: each body
+    item's positions; `level`: the round of rolling that made it, and `span`: the positions
+    of that round's items it covers."""
 
     body: tuple[int | Loop, ...]
     trips: int
@@ -71,10 +73,13 @@ class Loop:
     steps: np.ndarray
     groups: np.ndarray
     counters: int
+    need: int
     size: int
     widths: tuple[int, ...]
     level: int
     span: int
+    held: int  # the groups it holds itself when outermost (set before it)
+    scratch: np.ndarray  # per group: set where it is used (it never moves)
     key: int = -1  # its shape among the items of the next round
 
     @property
@@ -137,11 +142,15 @@ class _Run:
         # per position: its item, and its group there if that is a loop (-1: a record's)
         self.owner = np.repeat(np.arange(len(items), dtype=np.int64), widths)
         self.inner = np.full(int(self.offsets[-1]), -1, dtype=np.int64)
+        self.scratch = np.zeros(int(self.offsets[-1]), dtype=bool)
         self.counters = np.zeros(len(items), dtype=np.int64)  # counters each item needs
+        self.needs = np.zeros(len(items), dtype=np.int64)  # registers each item needs
         for k, item in enumerate(items):
             if isinstance(item, Loop):
                 self.inner[self.offsets[k] : self.offsets[k + 1]] = item.groups
+                self.scratch[self.offsets[k] : self.offsets[k + 1]] = item.scratch[item.groups]
                 self.counters[k] = item.counters
+                self.needs[k] = item.need
 
     def part(self, i: int, p: int) -> _Run:
         lo, hi = int(self.offsets[i]), int(self.offsets[i + p])
@@ -220,7 +229,7 @@ class _Run:
                 continue  # cannot beat the best so far
             found = _loop(self.body(i, p), trips, first, steps, registers, level)
             if found is not None:
-                gain = trips * (body + moving) - found.size - found.group_count
+                gain = trips * (body + moving) - found.size - found.held
                 if gain > saving:
                     best, saving = (found, p), gain
         return best
@@ -293,7 +302,14 @@ class _Run:
             tuple(widths),
             np.repeat(np.arange(len(items), dtype=np.int64), widths),
             np.concatenate(inner),
+            np.concatenate(
+                [
+                    item.scratch[item.groups] if isinstance(item, Loop) else np.zeros(w, bool)
+                    for item, w in zip(items, widths, strict=True)
+                ]
+            ),
             max((item.counters for item in items if isinstance(item, Loop)), default=0),
+            max((item.need for item in items if isinstance(item, Loop)), default=0),
             sum(sizes),
             sum(covers),
         )
@@ -309,7 +325,9 @@ class _Run:
             tuple(self.widths[i : i + p]),
             self.owner[lo:hi] - i,
             self.inner[lo:hi],
+            self.scratch[lo:hi],
             int(self.counters[i : i + p].max()),
+            int(self.needs[i : i + p].max()),
             int(self.size_before[i + p] - self.size_before[i]),
             hi - lo,
         )
@@ -340,14 +358,16 @@ def _lift(inner: Loop, steps: np.ndarray, level: int) -> np.ndarray | None:
 class _Body:
     """A candidate loop body: its items, each one's own address positions (`widths`), per
     position the item it belongs to (`owner`) and, for an inner loop's, its group there
-    (`inner`, -1 for a record's); the most counters an inner loop needs, the items' code
-    size and the positions of this round they cover."""
+    (`inner`, -1 for a record's); the most counters and registers an inner loop needs, the
+    items' code size and the positions of this round they cover."""
 
     items: tuple[Item, ...]
     widths: tuple[int, ...]
     owner: np.ndarray
     inner: np.ndarray
+    scratch: np.ndarray  # per position: set where it is used inside an inner loop
     counters: int
+    need: int
     size: int
     cover: int
 
@@ -359,7 +379,10 @@ def _loop(
 
     Positions share a register when they are of one record (or loop of an earlier round) and
     have the same first value and step, or are of one group of an inner loop, whose steps
-    must then agree."""
+    must then agree. The loop holds a register for each of its records' groups and for what
+    moves in it (an inner loop sets the rest of its own groups on each entry); when those do
+    not fit, its records' groups that do not move are set where they are used instead, from
+    SCRATCH registers, and no loop around it may move them."""
     nested = body.inner >= 0
     # a record's positions are told apart by (first value, step), a loop's by (its item, its
     # group); addresses are >= 0, so a loop's (-1 - item) never meets a record's
@@ -367,8 +390,19 @@ def _loop(
                             np.where(nested, body.inner, steps))  # fmt: skip
     count = index.size
     counters = 1 + body.counters
-    if count > registers or counters > COUNTERS:
+    if counters > COUNTERS or np.any(body.scratch & (steps != 0)):
         return None
+    moves = steps[index] != 0
+    record = ~nested[index]
+    mine = record | moves
+    need = int(np.count_nonzero(mine)) + body.need
+    scratch = np.zeros(count, dtype=bool)
+    if need > registers:  # set the fixed addresses of the records where they are used
+        scratch = record & ~moves
+        mine = moves
+        need = int(np.count_nonzero(moves)) + max(body.need, min(SCRATCH, int(scratch.sum())))
+        if need > registers:
+            return None
     if body.counters:
         low = np.full(count, np.iinfo(np.int64).max)
         high = np.full(count, np.iinfo(np.int64).min)
@@ -376,10 +410,16 @@ def _loop(
         np.maximum.at(high, groups, steps)
         if np.any(low != high):  # one register cannot move two ways
             return None
-    moving = count if body.counters else int(np.count_nonzero(steps[index]))
-    size = 2 + body.size + moving  # counter set, body, steps, ctl.loop
-    return Loop(body.items, trips, first, steps, groups, counters, size, body.widths, level,
-                trips * body.cover)  # fmt: skip
+    # an inner loop's groups set where they are used stay so
+    inherited = np.zeros(count, dtype=bool)
+    inherited[groups[body.scratch]] = True
+    # counter set, the sets of what inner loops hold (on each entry) and of the fixed
+    # addresses used, body, steps, jump back
+    sets = int(np.count_nonzero(~mine & ~inherited)) + int(np.count_nonzero(body.scratch))
+    size = 2 + sets + body.size + int(np.count_nonzero(moves))
+    return Loop(body.items, trips, first, steps, groups, counters, need, size, body.widths,
+                level, trips * body.cover, int(np.count_nonzero(mine)),
+                scratch | inherited)  # fmt: skip
 
 
 def _groups(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -490,77 +530,142 @@ class Assembler:
 
     # -- loop nests -------------------------------------------------------------------------
     def nest(self, loop: Loop) -> None:
-        """A loop nest: its registers' first values, then the loops."""
+        """A loop nest. Registers follow the nest's tree: a group is held by the outermost
+        loop it moves in (set on that loop's entry, stepped at the end of its trips), or, if
+        it moves in none, by the loop whose records use it; registers return to the pool
+        when their loop ends, so sibling loops share them (Loop.need counts the most held
+        at once)."""
         self.node = self.first_node(loop)
-        first: dict[int, int] = {}  # group -> its first value
-        for pos, group in enumerate(loop.groups.tolist()):
-            first.setdefault(group, int(loop.bases[pos]))
-        regs = self.take(loop, first)
-        for group, value in first.items():
-            if self.holding.get(value) != regs[group]:
-                self.put(spec.CTL_SET, regs[group], value)
+        reuse = dict(self.holding)  # address -> register: a first value already held
+        # registers the cache does not use first, then the least recently used
+        free = [r for r in range(self.register_count) if r not in self.cache] + list(self.cache)
         counters = list(range(self.counter_base, self.counter_base + loop.counters))
-        self.emit_loop(loop, np.asarray([regs[g] for g in loop.groups.tolist()]), counters)
-        for group, value in first.items():  # each register ends one step past the last trip
-            step = int(loop.steps[int(np.argmax(loop.groups == group))])
-            self.remember(regs[group], value + loop.trips * step)
+        self.clobbered: set[int] = set()
+        held = self.emit_loop(loop, [None] * loop.bases.size, free, counters, reuse)
+        for reg in self.clobbered:
+            self.forget(reg)
+        for reg, value in held.items():  # the nest's registers end one step past its trips
+            self.remember(reg, value)
 
-    def take(self, loop: Loop, first: dict[int, int]) -> list[int]:
-        """Registers for the nest's groups (given their first values): a register already
-        holding a group's first value keeps it, the others come from the unused registers
-        and then the least recently used."""
-        regs = [-1] * loop.group_count
-        for group, value in first.items():
-            held = self.holding.get(value)
-            if held is not None and held not in regs:
-                regs[group] = held
-        taken = set(regs)
-        spare = [r for r in range(self.register_count) if r not in self.cache and r not in taken]
-        spare += [r for r in self.cache if r not in taken]  # least recently used first
-        free = iter(spare)
-        for k in range(loop.group_count):
-            if regs[k] < 0:
-                regs[k] = next(free)
-        for k, reg in enumerate(regs):
-            if self.cache.get(reg) != first[k]:
-                self.forget(reg)
-        return regs
+    def hold(
+        self,
+        loop: Loop,
+        regs: list[int | None],
+        nested: np.ndarray,
+        free: list[int],
+        reuse: dict[int, int],
+    ) -> dict[int, int]:
+        """The groups `loop` holds (those no outer loop holds: its records' and those that
+        move in it), each in a register from `free` set to its first value (unless `reuse`
+        says a free register holds it already); `regs` gets them per position."""
+        mine: dict[int, int] = {}  # group -> register
+        steps = loop.steps
+        scratch = loop.scratch
+        for pos, group in enumerate(loop.groups.tolist()):
+            if regs[pos] is not None or scratch[group]:
+                continue
+            if not (group in mine or not nested[pos] or steps[pos]):
+                continue
+            if group not in mine:
+                value = int(loop.bases[pos])
+                reg = reuse.get(value)
+                if reg is not None and reg in free:
+                    free.remove(reg)
+                else:
+                    reg = free.pop(0)
+                    self.put(spec.CTL_SET, reg, value)
+                self.clobbered.add(reg)  # the loop moves it: the cache cannot count on it
+                mine[group] = reg
+            regs[pos] = mine[group]
+        return mine
 
-    def emit_loop(self, loop: Loop, regs: np.ndarray, counters: list[int]) -> None:
-        """One loop: its counter, its body, its registers' steps, the jump back; `regs` is
-        the register of each address position of its body."""
+    def emit_loop(
+        self,
+        loop: Loop,
+        given: list[int | None],
+        free: list[int],
+        counters: list[int],
+        reuse: dict[int, int] | None = None,
+    ) -> dict[int, int]:
+        """One loop: the registers it holds set, its counter, its body, the steps of the
+        registers it and the loops around it hold, the jump back. `given`: per address
+        position of its body, the register a loop around it holds there (None: this loop or
+        an inner one holds it). Returns the values the registers it held end with."""
+        groups = loop.groups.tolist()
+        steps = loop.steps.tolist()
+        nested = np.zeros(loop.bases.size, dtype=bool)
+        at = 0
+        for item, width in zip(loop.body, loop.widths, strict=True):
+            nested[at : at + width] = isinstance(item, Loop)
+            at += width
+        regs = list(given)
+        mine = self.hold(loop, regs, nested, free, reuse or {})
         self.put(spec.CTL_SET, counters[0], loop.trips)
         end = _last_strides(loop, self.records)
         if end is not None and self.strides != end:
             self.set_strides(end)  # every trip then starts with the strides it ends with
         start = len(self.code)
         moved: dict[int, int] = {}  # register -> how far inner loops move it in one trip
+        local: OrderedDict[int, int] = OrderedDict()  # fixed address -> free register set to it
         at = 0
-        for item in loop.body:
+        for item, width in zip(loop.body, loop.widths, strict=True):
             if isinstance(item, Loop):
-                width = item.bases.size
                 inner = regs[at : at + width]
-                self.emit_loop(item, inner, counters[1:])
-                for q, reg in enumerate(inner.tolist()):
-                    moved[reg] = item.trips * int(item.steps[q])
+                self.emit_loop(item, inner, free, counters[1:])
+                local.clear()  # the inner loop took free registers
+                for q, reg in enumerate(inner):
+                    if reg is not None:
+                        moved[reg] = item.trips * int(item.steps[q])
                 at += width
                 continue
             record = self.records[item]
             self.node = record.node
             values = list(record.operands)
+            pinned: set[int] = set()
             for i in addresses(record.row):
-                values[i] = int(regs[at])
+                reg = regs[at]
+                if reg is None:  # a fixed address set where it is used
+                    reg = self.scratch_for(values[i], local, free, pinned)
+                pinned.add(reg)
+                values[i] = reg
                 at += 1
             if record.strides is not None:
                 values[_stride_index(record.row)] = self.set_strides(record.strides)
             self.put(record.row, *values)
         stepped: dict[int, int] = {}
-        for pos, reg in enumerate(regs.tolist()):
-            stepped.setdefault(reg, int(loop.steps[pos]) - moved.get(reg, 0))
+        for pos, reg in enumerate(regs):
+            if reg is not None:
+                stepped.setdefault(reg, steps[pos] - moved.get(reg, 0))
         for reg, step in stepped.items():
             if step:
                 self.put(spec.CTL_ADD, reg, reg, step)
         self.put(spec.CTL_LOOP, counters[0], start)
+        ends = {}
+        for group, reg in mine.items():
+            pos = groups.index(group)
+            ends[reg] = int(loop.bases[pos]) + loop.trips * steps[pos]
+            free.insert(0, reg)
+        return ends
+
+    def scratch_for(
+        self, value: int, local: OrderedDict[int, int], free: list[int], pinned: set[int]
+    ) -> int:
+        """A free register holding `value`, set now unless it already does in this trip."""
+        reg = local.get(value)
+        if reg is not None:
+            local.move_to_end(value)
+            return reg
+        used = set(local.values())
+        spare = [r for r in free if r not in used]
+        if spare:
+            reg = spare[0]
+        else:  # the least recently used that this instruction does not use
+            old = next(v for v, r in local.items() if r not in pinned)
+            reg = local.pop(old)
+        local[value] = reg
+        self.clobbered.add(reg)
+        self.put(spec.CTL_SET, reg, value)
+        return reg
 
     def first_node(self, loop: Loop) -> str:
         item: Item = loop
