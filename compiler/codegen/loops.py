@@ -4,14 +4,14 @@ The lowerings emit straight-line records whose register operands are the address
 Here a run of records that repeats, every address moving by the same step on each repeat,
 becomes a counted loop (`ctl.loop`; the moving registers are stepped by `ctl.add`), and a run
 of such loops that repeats becomes a loop around them. So a core's code grows with a layer's
-structure, not with its pixels, and fits instruction memories of PUMA's size. Then registers
-are allocated: fixed ones for each loop nest, an LRU cache of addresses for straight code.
+structure, not with its pixels. Then registers are allocated: in a nest, by the loops that
+hold them (Assembler.nest), in straight code through an LRU cache of addresses.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from imcc.isa.encoding import Instr, make
 # counting in a register of its own that holds nothing else (so the runtime's default budget
 # and the loader read every trip count from the ctl.set before the loop).
 MAX_BODY = 512
+MIN_TRIPS = 3  # any two trips fit a step: a loop of two would often be a coincidence
 MAX_TRIES = 6
 MAX_DEPTH = 4
 COUNTERS = 4
@@ -82,10 +83,6 @@ class Loop:
     scratch: np.ndarray  # per group: set where it is used (it never moves)
     key: int = -1  # its shape among the items of the next round
 
-    @property
-    def group_count(self) -> int:
-        return int(self.groups.max()) + 1 if self.groups.size else 0
-
 
 Item = int | Loop  # an int is the index of a record
 
@@ -137,6 +134,14 @@ class _Run:
         self.offsets = np.zeros(len(items) + 1, dtype=np.int64)
         np.cumsum(widths, out=self.offsets[1:])
         self.next = _next_same(keys)
+        # the next item of the same shape with the same address in one operand: the period
+        # of a run whose items all look alike but for their addresses (a block of adds)
+        self.next_alike = []
+        starts = self.offsets.tolist()
+        values = flat.tolist()
+        for c in range(min(3, max(widths, default=0))):
+            at = [values[o + c] if c < w else -1 for o, w in zip(starts, widths, strict=False)]
+            self.next_alike.append(_next_same(list(zip(keys, at, strict=True))))
         self.size_before = np.zeros(len(items) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.size_before[1:])
         # per position: its item, and its group there if that is a loop (-1: a record's)
@@ -208,16 +213,12 @@ class _Run:
 
     def best_loop(self, i: int, registers: int, level: int) -> tuple[Loop, int] | None:
         """The loop starting at item i that saves the most instructions, with its period;
-        the next MAX_TRIES items of the same shape as item i are tried as its second trip."""
+        the next MAX_TRIES items of the same shape as item i, and of the same shape and first
+        address, are tried as its second trip."""
         best: tuple[Loop, int] | None = None
         saving = 0
-        j = self.next[i]
-        for _ in range(MAX_TRIES):
-            if j < 0 or j - i > MAX_BODY:
-                break
-            p = j - i
+        for p in self.periods(i):
             run = self.run_at(i, p)
-            j = self.next[j]
             if run is None:
                 continue
             trips, first, steps = run
@@ -233,6 +234,18 @@ class _Run:
                 if gain > saving:
                     best, saving = (found, p), gain
         return best
+
+    def periods(self, i: int) -> list[int]:
+        """The periods tried for a loop from item i (see best_loop), shortest first."""
+        found = set()
+        for nxt in (self.next, *self.next_alike):
+            j = nxt[i]
+            for _ in range(MAX_TRIES):
+                if j < 0 or j - i > MAX_BODY:
+                    break
+                found.add(j - i)
+                j = nxt[j]
+        return sorted(found)
 
     def run_at(self, i: int, p: int) -> tuple[int, np.ndarray, np.ndarray] | None:
         """How often items [i, i + p) recur with addresses moving by one step each time
@@ -266,6 +279,8 @@ class _Run:
                 continue
             trips += int(np.argmin(good)) if not good.all() else count
             break
+        if trips < MIN_TRIPS:
+            return None
         return trips, first, steps
 
     def nested(self, loop: Loop, i: int, p: int, registers: int, level: int) -> Loop:
@@ -440,9 +455,9 @@ def _groups(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return groups, np.sort(firsts)
 
 
-def _next_same(keys: list[int]) -> list[int]:
+def _next_same(keys: Sequence[Hashable]) -> list[int]:
     """For each position, the next one with the same key (-1 if none)."""
-    seen: dict[int, int] = {}
+    seen: dict[Hashable, int] = {}
     nxt = [-1] * len(keys)
     for pos in range(len(keys) - 1, -1, -1):
         nxt[pos] = seen.get(keys[pos], -1)
@@ -468,6 +483,7 @@ class Assembler:
         self.cache: OrderedDict[int, int] = OrderedDict()  # register -> address it holds
         self.holding: dict[int, int] = {}  # address -> the register holding it
         self.strides: tuple[int, int, int] | None = None  # the stride registers' values
+        self.clobbered: set[int] = set()  # registers the nest being written changes
 
     def put(self, row: spec.InstrSpec, *operands: int) -> None:
         self.code.append(make(row, *operands))
@@ -540,7 +556,7 @@ class Assembler:
         # registers the cache does not use first, then the least recently used
         free = [r for r in range(self.register_count) if r not in self.cache] + list(self.cache)
         counters = list(range(self.counter_base, self.counter_base + loop.counters))
-        self.clobbered: set[int] = set()
+        self.clobbered.clear()
         held = self.emit_loop(loop, [None] * loop.bases.size, free, counters, reuse)
         for reg in self.clobbered:
             self.forget(reg)

@@ -98,6 +98,35 @@ def test_loops_take_no_more_registers_than_there_are() -> None:
     assert max(used) < REGISTERS
 
 
+def test_a_body_with_more_fixed_addresses_than_registers_still_rolls() -> None:
+    """A block loop as a convolution's: 30 adds into one moving output, each reading its
+    own fixed partial sum at scattered addresses (30 of them, more than the address
+    registers), 12 blocks. The loop holds only the moving output; the fixed addresses are
+    set where they are used, so the block is written once."""
+    partials = random.Random(0).sample(range(100, 4000), 30)
+    records = [add(5000 + 64 * block, partial, 5000 + 64 * block) for block in range(12)
+               for partial in partials]  # fmt: skip
+    code, _ = assemble(records, REGISTERS)
+    assert trace(code) == straight(records)
+    assert loops_in(code) >= 1
+    assert len(code) < 2 * 30 + 10  # once: 30 adds, a set before each, the loop's own
+
+
+def test_sibling_loops_share_registers() -> None:
+    """Twenty inner loops in one block body, each moving three addresses of its own that do
+    not move from block to block: each inner loop sets its registers on entry, so the block
+    loop needs only the inner loop's three at a time, not sixty."""
+    records = [
+        add(1000 * s + 4 * j, 1000 * s + 400 + 4 * j, 1000 * s + 800 + 4 * j)
+        for block in range(5)
+        for s in range(20)
+        for j in range(6)
+    ]
+    code, _ = assemble(records, REGISTERS)
+    assert trace(code) == straight(records)
+    assert len(code) < 20 * 10 + 10  # the block once, not five times
+
+
 def test_strides_change_inside_a_loop_body() -> None:
     records = []
     for k in range(10):
