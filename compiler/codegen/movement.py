@@ -120,7 +120,13 @@ def lower_pool(em: Emitter, op: ops.Pool) -> None:
     planes = x.shape[0] * x.shape[1]
     res = em.resting(x)
     resting = res is not None and (em.large(x) or em.root(id(x)) in em.resident)
-    if (resting or em.large(op.outputs[0], op.core)) and len(spatial) == 2:
+    # the padded map whole would not fit beside what the core's buffer holds now
+    dims = len(spatial)
+    padded = planes * int(
+        np.prod([n + window.pads[i] + window.pads[i + dims] for i, n in enumerate(spatial)])
+    )
+    cramped = padded > em.cores[op.core].buffer.largest() // 2
+    if (resting or cramped or em.large(op.outputs[0], op.core)) and len(spatial) == 2:
         _pool_in_bands(em, op, window)
         return
     _copy(

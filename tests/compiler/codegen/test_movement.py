@@ -12,10 +12,14 @@ import imcc
 from imcc.compiler.driver import compile_graph
 from imcc.compiler.ir import ops
 from imcc.compiler.ir.core import Graph, TensorType
+from imcc.compiler.ir.interpreter import evaluate
 from imcc.isa import spec
+from imcc.tools import zoo
 from tests.compiler.codegen.graphs import (
     CONV_REL_TOL,
+    EXACT_RTOL,
     assert_matches_onnxruntime,
+    compile_onnx,
     mnemonics,
     onnx_model,
     reference,
@@ -246,3 +250,15 @@ def test_transpose_of_a_convolution_result() -> None:
     want = reference(model, {"x": x})["y"]
     assert got.shape == want.shape
     assert np.max(np.abs(got - want)) <= CONV_REL_TOL * np.max(np.abs(want))
+
+
+def test_a_pool_whose_padded_map_does_not_fit_beside_the_rest_runs_in_bands() -> None:
+    """ResNet-18 at 16x16 on `isaac`: when the stem's max pool runs, its padded map (64 x
+    10 x 10 words) does not fit what the 16,384-word buffer has left, so the pool runs in
+    bands; exact against the interpreter (it was a compile error)."""
+    model = zoo.resnet18(size=16, classes=10)
+    x = rng(5).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    binary, graph = compile_onnx(model, "isaac", adc_bits=9)  # a lossless ADC: exact
+    got = simulate(binary, {"image": x})["logits"]
+    want = evaluate(graph, {"image": x.astype(np.float64)})[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=EXACT_RTOL * np.max(np.abs(want)))
