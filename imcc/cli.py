@@ -56,7 +56,7 @@ COMPILE_FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "target", "calibrate", "pipeline", "weight_bits", "input_bits", "cell_bits", "dac_bits",
     "adc_bits", "rows", "cols", "cols_per_adc", "sign_encoding", "adc_range", "calibration",
     "percentile", "spread", "schedule",
-)}  # fmt: skip
+)} | {"loops": "--no-loops"}  # fmt: skip
 RUN_FLAGS = {
     "binary": "binary", "inputs": "--input", "device": "--device", "seed": "--seed",
     "mode": "--mode", "max_cycles": "--max-cycles", "time": "--time",
@@ -328,6 +328,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             percentile=args.percentile,
             spread=args.spread or None,
             schedule=args.schedule,
+            loops=False if args.no_loops else None,
         )
     elapsed = time.perf_counter() - start
     outputs.add("-o/--output", output, binary.data)
@@ -882,6 +883,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--percentile", type=float, help="percentile for --calibration percentile")
     p.add_argument("--spread", action="store_true", help="deal tiles over all cores")
+    p.add_argument(
+        "--no-loops",
+        action="store_true",
+        help="write every instruction out instead of rolling code that repeats into loops "
+        "(the outputs are the same)",
+    )
     p.add_argument(
         "--schedule",
         choices=["packed", "latency", "throughput", "balanced"],
