@@ -252,7 +252,8 @@ class _Run:
         (if twice or more): the trips, the first trip's addresses and the steps."""
         keys, flat, offsets = self.keys, self.flat, self.offsets
         n = len(self.items)
-        if i + 2 * p > n or not np.array_equal(keys[i + p : i + 2 * p], keys[i : i + p]):
+        shapes = self.key_list  # a list compares item by item and stops at the first miss
+        if i + 2 * p > n or shapes[i + p : i + 2 * p] != shapes[i : i + p]:
             return None
         lo, width = int(offsets[i]), int(offsets[i + p] - offsets[i])
         first = flat[lo : lo + width]
