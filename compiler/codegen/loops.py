@@ -468,9 +468,9 @@ def _next_same(keys: Sequence[Hashable]) -> list[int]:
 
 class Assembler:
     """A core's items -> its code: loop nests with registers held by their loops (`nest`),
-    straight records through an LRU cache of the addresses registers hold. From the top, STRIDE_REGS registers hold
-    the strides of `simd.copy2d` when the core has one, and `counters` registers the loops'
-    counters, one per depth; the rest hold addresses."""
+    straight records through an LRU cache of the addresses registers hold. From the top,
+    STRIDE_REGS registers hold the strides of `simd.copy2d` when the core has one, and
+    `counters` registers the loops' counters, one per depth; the rest hold addresses."""
 
     def __init__(self, records: Sequence[Record], registers: int, counters: int) -> None:
         self.records = records
