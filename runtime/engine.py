@@ -129,11 +129,10 @@ def _plan(row: spec.InstrSpec) -> _Plan:
 # its loop or computed by ctl.add) may repeat UNBOUNDED_TRIPS times, and a core with such a
 # loop gets at most UNBOUNDED_WORK units in all; a core whose loops all have static counts gets
 # what they add up to, at most BOUNDED_WORK (a 48-bit loop count halts, but not in a
-# lifetime). Straight-line code, and code whose loops each run the count a ctl.set fixed just
-# before them (what the compiler emits), gets exactly its own work. At about
-# 2-4 us per instruction in functional mode, either cap is seconds of host time.
-# Code whose loops each run a count fixed just before them gets exactly its work up to
-# EXACT_WORK (hours of host time: a 224x224 CNN, not a hand-made 2^40-trip loop).
+# lifetime). Straight-line code gets exactly its own work, and so does code whose loops each
+# run the count a ctl.set fixes just before them (what the compiler emits), up to EXACT_WORK
+# (hours of host time: a 224x224 CNN, not a hand-made 2^40-trip loop). At about 2-4 us per
+# instruction in functional mode, either other cap is seconds of host time.
 INSTRUCTION_WORK = 16
 UNBOUNDED_TRIPS = 4096
 UNBOUNDED_WORK = 1 << 24
@@ -292,7 +291,6 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
             loops.append((instr.operands[at], pc))
     if not loops:
         return CoreBudget(work, total, "its code has no loop: every instruction at most once")
-    # (start, end, trips or None: no static count)
     counts = registers.exact_trips(code, loops)
     if counts is not None:  # as for straight code: exactly its work, if not past EXACT_WORK
         exact: list[tuple[int, int, int | None]] = sorted(
@@ -304,6 +302,7 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
         derived = sum(w * r for w, r in zip(work, runs, strict=True))
         if derived <= EXACT_WORK:
             return CoreBudget(work, derived, "its loops run the counts set before them")
+    # (start, end, trips or None: no static count)
     bounded = [(start, end, registers.trips(code, start, end)) for start, end in loops]
     bounded.sort(key=lambda loop: (loop[0], -loop[1]))  # outer loops first
     static = all(t is not None for _, _, t in bounded)

@@ -144,18 +144,7 @@ class _Run:
             self.next_alike.append(_next_same(list(zip(keys, at, strict=True))))
         self.size_before = np.zeros(len(items) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.size_before[1:])
-        # per position: its item, and its group there if that is a loop (-1: a record's)
-        self.owner = np.repeat(np.arange(len(items), dtype=np.int64), widths)
-        self.inner = np.full(int(self.offsets[-1]), -1, dtype=np.int64)
-        self.scratch = np.zeros(int(self.offsets[-1]), dtype=bool)
-        self.counters = np.zeros(len(items), dtype=np.int64)  # counters each item needs
-        self.needs = np.zeros(len(items), dtype=np.int64)  # registers each item needs
-        for k, item in enumerate(items):
-            if isinstance(item, Loop):
-                self.inner[self.offsets[k] : self.offsets[k + 1]] = item.groups
-                self.scratch[self.offsets[k] : self.offsets[k + 1]] = item.scratch[item.groups]
-                self.counters[k] = item.counters
-                self.needs[k] = item.need
+        self.owner, self.inner, self.scratch, self.counters, self.needs = _positions(items, widths)
 
     def part(self, i: int, p: int) -> _Run:
         lo, hi = int(self.offsets[i]), int(self.offsets[i + p])
@@ -212,9 +201,8 @@ class _Run:
         return out
 
     def best_loop(self, i: int, registers: int, level: int) -> tuple[Loop, int] | None:
-        """The loop starting at item i that saves the most instructions, with its period;
-        the next MAX_TRIES items of the same shape as item i, and of the same shape and first
-        address, are tried as its second trip."""
+        """The loop starting at item i that saves the most instructions, with its period
+        (see `periods` for the periods tried)."""
         best: tuple[Loop, int] | None = None
         saving = 0
         for p in self.periods(i):
@@ -236,7 +224,9 @@ class _Run:
         return best
 
     def periods(self, i: int) -> list[int]:
-        """The periods tried for a loop from item i (see best_loop), shortest first."""
+        """The periods tried for a loop from item i, shortest first: the distances to the
+        next MAX_TRIES items of the same shape, and to the next MAX_TRIES of the same shape
+        with the same address in one of their first three operands."""
         found = set()
         for nxt in (self.next, *self.next_alike):
             j = nxt[i]
@@ -249,7 +239,7 @@ class _Run:
 
     def run_at(self, i: int, p: int) -> tuple[int, np.ndarray, np.ndarray] | None:
         """How often items [i, i + p) recur with addresses moving by one step each time
-        (if twice or more): the trips, the first trip's addresses and the steps."""
+        (if MIN_TRIPS times or more): the trips, the first trip's addresses and the steps."""
         keys, flat, offsets = self.keys, self.flat, self.offsets
         n = len(self.items)
         shapes = self.key_list  # a list compares item by item and stops at the first miss
@@ -310,25 +300,10 @@ class _Run:
                 sizes.append(self.sizes[i + k])
                 covers.append(width)
             at += covers[-1]
-        items = tuple(item for item, _ in body)
-        inner = [item.groups if isinstance(item, Loop) else np.full(w, -1, np.int64)
-                 for item, w in zip(items, widths, strict=True)]  # fmt: skip
-        shaped = _Body(
-            items,
-            tuple(widths),
-            np.repeat(np.arange(len(items), dtype=np.int64), widths),
-            np.concatenate(inner),
-            np.concatenate(
-                [
-                    item.scratch[item.groups] if isinstance(item, Loop) else np.zeros(w, bool)
-                    for item, w in zip(items, widths, strict=True)
-                ]
-            ),
-            max((item.counters for item in items if isinstance(item, Loop)), default=0),
-            max((item.need for item in items if isinstance(item, Loop)), default=0),
-            sum(sizes),
-            sum(covers),
-        )
+        items = [item for item, _ in body]
+        owner, inner, scratch, counters, needs = _positions(items, widths)
+        shaped = _Body(tuple(items), tuple(widths), owner, inner, scratch,
+                       int(counters.max()), int(needs.max()), sum(sizes), sum(covers))  # fmt: skip
         nest = _loop(shaped, loop.trips, np.concatenate(first), np.concatenate(steps),
                      registers, level)  # fmt: skip
         return loop if nest is None else nest
@@ -347,6 +322,27 @@ class _Run:
             int(self.size_before[i + p] - self.size_before[i]),
             hi - lo,
         )
+
+
+def _positions(
+    items: Sequence[Item], widths: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per address position of the items: the item it belongs to, its group there if that
+    is a loop (-1 for a record's), and whether that group is set where it is used; per item:
+    the counters and the registers it needs (0 for a record)."""
+    owner = np.repeat(np.arange(len(items), dtype=np.int64), widths)
+    inner = np.full(owner.size, -1, dtype=np.int64)
+    scratch = np.zeros(owner.size, dtype=bool)
+    counters = np.zeros(len(items), dtype=np.int64)
+    needs = np.zeros(len(items), dtype=np.int64)
+    at = 0
+    for k, (item, width) in enumerate(zip(items, widths, strict=True)):
+        if isinstance(item, Loop):
+            inner[at : at + width] = item.groups
+            scratch[at : at + width] = item.scratch[item.groups]
+            counters[k], needs[k] = item.counters, item.need
+        at += width
+    return owner, inner, scratch, counters, needs
 
 
 def _lift(inner: Loop, steps: np.ndarray, level: int) -> np.ndarray | None:

@@ -20,6 +20,7 @@ from imcc.runtime.engine import (
     UNBOUNDED_TRIPS,
     UNBOUNDED_WORK,
     Mode,
+    work_budget,
 )
 from tests.conftest import mlp_onnx
 from tests.runtime.programs import program, with_io
@@ -144,6 +145,19 @@ def test_a_loop_with_a_huge_static_count_stops_at_the_default_cap() -> None:
     assert isinstance(info.value.loc, CoreLoc) and info.value.loc.core == 0
     assert info.value.loc.pc in (2, 3)
     assert f"past the {BOUNDED_WORK:,} the default allows" in str(info.value)
+
+
+def test_loops_with_counts_set_before_them_get_exactly_their_work() -> None:
+    """3,000 passes of 16,384 lanes, past BOUNDED_WORK: the count is set right before the
+    loop, so the default budget is the program's own work, and the run halts under it."""
+    binary = with_io(".core 0\nctl.set r1, 0\nctl.set r0, 3000\ntop:\n"
+                     "    simd.relu r1, r1, 16384\n    ctl.loop r0, top\nctl.halt\n")  # fmt: skip
+    (budget, *_) = work_budget(binary.program)
+    work = budget.work
+    assert budget.limit == work[0] + work[1] + 3000 * (work[2] + work[3]) + work[4]
+    assert budget.limit > BOUNDED_WORK
+    assert budget.why == "its loops run the counts set before them"
+    imcc.Simulator(binary, mode="functional").run(np.zeros(4))
 
 
 # -- run-time arguments and inputs ------------------------------------------------------------
