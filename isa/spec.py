@@ -235,7 +235,9 @@ class InstrSpec:
     and price by (so none of them compares rows):
 
     `array`: what it does with its ARRAY / CAM operand; `shape`: what the cost model prices it
-    on; `repeat`: the COUNT operand it repeats its work by ("" for once); `macs`: the extent of
+    on; `repeat`: the COUNT operand it repeats its work by ("" for once); `span`: the COUNT
+    operand k of a row that runs on the k arrays from its array operand at once, every one
+    holding an image of the shape it is priced on ("" for one array); `macs`: the extent of
     its multiply-accumulates ("" for none); `leaf_width`: the COUNT operand that must equal the
     leaf RAM width of the CAM image held; `noc`: its side of a message; `scalar`: what it does
     to the scalar registers; `function`: for an elementwise row d = f(a, b), the numpy ufunc
@@ -251,6 +253,7 @@ class InstrSpec:
     array: ArrayUse = ArrayUse.NONE
     shape: Shape = Shape.NONE
     repeat: str = ""
+    span: str = ""
     macs: str = ""
     leaf_width: str = ""
     noc: Noc = Noc.NONE
@@ -322,6 +325,9 @@ LIMITS = {
 }
 
 R = OperandKind.REG
+# The width of a span of arrays (InstrSpec.span): up to 127, past the 64 arrays an ARRAY
+# field names; the loader refuses a span that runs past the core's last array.
+SPAN_BITS = 7
 # The most elements one vector instruction covers; longer work is split by the emitter.
 MAX_COUNT = (1 << WIDTH[OperandKind.COUNT]) - 1
 
@@ -348,6 +354,7 @@ def _row(
     array: ArrayUse = ArrayUse.NONE,
     shape: Shape | None = None,
     repeat: str = "",
+    span: str = "",
     macs: str = "",
     leaf_width: str = "",
     noc: Noc = Noc.NONE,
@@ -373,6 +380,7 @@ def _row(
         array=array,
         shape=_SHAPE_OF[array] if shape is None else shape,
         repeat=repeat,
+        span=span,
         macs=macs,
         leaf_width=leaf_width,
         noc=noc,
@@ -458,16 +466,20 @@ XBAR_MVM = _row(
     "xbar.mvm",
     0x20,
     CostClass.XBAR_MVM,
-    "buf[out:out+cols] = ADC(x . G) for x = buf[in:in+rows] as `bits`-bit integers "
-    "(two's complement if `signed`), applied dac_bits per step and shift-added per step",
+    "the k arrays array..array+k-1 at once (PUMA's MVM coalescing), each holding an image of "
+    "one shape: buf[out + j*cols : out + (j+1)*cols] = ADC(x . G_j) for x = buf[in:in+rows] as "
+    "`bits`-bit integers (two's complement if `signed`), applied dac_bits per step and "
+    "shift-added per step",
     ("array", OperandKind.ARRAY),
     ("in", R),
     ("out", R),
     ("bits", OperandKind.BITS),
     ("signed", OperandKind.FLAG),
-    access="in:r:rows out:w:cols",
+    ("k", OperandKind.COUNT, SPAN_BITS),
+    access="in:r:rows out:w:cols*k",
     array=ArrayUse.READ,
-    macs="rows*cols",
+    macs="rows*cols*k",
+    span="k",
 )
 XBAR_PROGRAM = _row(
     "xbar.program",
@@ -482,18 +494,21 @@ XBAR_MVM_BLOCK = _row(
     "xbar.mvmb",
     0x22,
     CostClass.XBAR_MVM,
-    "m MVMs streamed through one array, input and output stored row by row of the array: "
-    "buf[out + c*m + j] = ADC(x_j . G)[c] for x_j[i] = buf[in + i*m + j], j < m (as xbar.mvm)",
+    "m MVMs streamed through each of the k arrays array..array+k-1 at once (as xbar.mvm), "
+    "input and output stored row by row of the array: buf[out + j*cols*m + c*m + v] = "
+    "ADC(x_v . G_j)[c] for x_v[i] = buf[in + i*m + v], v < m",
     ("array", OperandKind.ARRAY),
     ("in", R),
     ("out", R),
     ("bits", OperandKind.BITS),
     ("signed", OperandKind.FLAG),
     ("m", OperandKind.COUNT),
-    access="in:r:rows*m out:w:cols*m",
+    ("k", OperandKind.COUNT, SPAN_BITS),
+    access="in:r:rows*m out:w:cols*m*k",
     array=ArrayUse.READ,
     repeat="m",
-    macs="rows*cols*m",
+    macs="rows*cols*m*k",
+    span="k",
 )
 # -- simd: vector unit over the core's local buffer
 SIMD_COPY = _row(
@@ -970,7 +985,9 @@ def _check_accesses(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
 def _check_facts(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
     """The per-row facts name operands the row has, of the kinds the readers assume."""
     _check_array_facts(spec, kinds)
-    for fact in ("repeat", "leaf_width"):
+    if spec.span and spec.array is not ArrayUse.READ:
+        raise ValueError(f"{spec.mnemonic!r} spans arrays but reads none")
+    for fact in ("repeat", "span", "leaf_width"):
         name = getattr(spec, fact)
         if name and kinds.get(name) is not OperandKind.COUNT:
             raise ValueError(f"{fact} {name!r} of {spec.mnemonic!r} is not a count operand")

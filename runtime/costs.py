@@ -23,6 +23,7 @@ class Price:
     unit: str
     energy: tuple[tuple[str, float], ...]  # (component, pJ)
     counts: tuple[tuple[str, int], ...]  # (event, count)
+    units: int = 1  # units it keeps busy for its cycles: the k arrays of a span (spec.span)
 
 
 def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int = 0) -> Price:
@@ -37,6 +38,7 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
     # moves n words m times) is priced as its repetitions: nothing overlaps on one array or
     # one SIMD unit.
     repeat = ops[row.repeat] if row.repeat else 1
+    span = ops[row.span] if row.span else 1
     if row.cost is spec.CostClass.XBAR_MVM:
         steps = len(input_steps(ops["bits"], bool(ops["signed"]), target.xbar.dac_bits))
         # the image fills columns from 0; ADC g converts columns [g k, (g + 1) k) of the
@@ -47,19 +49,21 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         cycles = steps * (
             cost.xbar_read_cycles + conversions_per_adc * cost.adc_cycles + cost.shift_add_cycles
         )
+        # the k arrays of a span work at once, each with its own DACs and ADCs, on one input
+        # read from the buffer: k times one array's events and energy, in the time of one
         counts.update(
-            dac_steps=steps * rows,
-            array_activations=steps,
-            adc_conversions=steps * cols,
-            shift_adds=steps * cols,
-            buffer_words=rows + cols,
+            dac_steps=steps * rows * span,
+            array_activations=steps * span,
+            adc_conversions=steps * cols * span,
+            shift_adds=steps * cols * span,
+            buffer_words=rows + cols * span,
         )
         energy.update(
-            dac=steps * rows * cost.dac_pj,
-            array=steps * cost.xbar_read_pj,
-            adc=steps * cols * cost.adc_pj,
-            shift_add=steps * cols * cost.shift_add_pj,
-            buffer=(rows + cols) * cost.buffer_pj_per_word,
+            dac=steps * rows * span * cost.dac_pj,
+            array=steps * span * cost.xbar_read_pj,
+            adc=steps * cols * span * cost.adc_pj,
+            shift_add=steps * cols * span * cost.shift_add_pj,
+            buffer=(rows + cols * span) * cost.buffer_pj_per_word,
         )
         cycles *= repeat
         counts.update((name, count * repeat) for name, count in counts.items())
@@ -115,6 +119,7 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         unit=unit,
         energy=tuple(sorted(energy.items())),
         counts=tuple(sorted(counts.items())),
+        units=span,
     )
 
 

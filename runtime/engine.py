@@ -58,7 +58,7 @@ class Tally:
         self.stalls[cause] += cycles
 
     def add(self, node: str, p: Price, macs: int) -> None:
-        self.busy[p.unit] += p.cycles
+        self.busy[p.unit] += p.cycles * p.units
         self.layer_busy[node] += p.cycles
         layer = self.layer_counts[node]
         for name, pj in p.energy:
@@ -86,6 +86,7 @@ class _Plan:
     # (access, operand index of its register, operand index of its count or -1)
     accesses: tuple[tuple[spec.Access, int, int], ...]
     array: int  # operand index of its array (spec.ArrayUse), or -1
+    span: int  # operand index of the count of arrays it runs on from that one (spec), or -1
     cam: bool  # that array is a CAM array (else a crossbar array)
     image: int  # operand index of the image it programs its array with, or -1
     coding: int  # operand index of its coding table, or -1
@@ -113,6 +114,7 @@ def _plan(row: spec.InstrSpec) -> _Plan:
             for a in row.accesses
         ),
         array=-1 if array is None else array,
+        span=names.index(row.span) if row.span else -1,
         cam=array is not None and row.fields[array].kind is spec.OperandKind.CAM,
         image=-1 if row.image_index is None else row.image_index,
         coding=-1 if coding is None else coding,
@@ -398,12 +400,7 @@ class Engine:
         rows, cols = 0, 0
         strides = None
         if plan.array >= 0:  # a row with accesses reads its array (spec.ArrayUse.READ)
-            held = (c.cams if plan.cam else c.arrays)[operands[plan.array]]
-            if held is None:
-                kind = row.fields[plan.array].kind
-                noun, prefix = spec.ARRAY_NOUNS[kind], kind.prefix
-                raise self.m.trap(c, f"{noun} {prefix}{operands[plan.array]} holds no image")
-            rows, cols = held.rows, held.cols
+            rows, cols = self.held_shape(c, row, plan, operands)
         if plan.strided:
             strides = self.strides(c, instr)
         ranges = []
@@ -419,6 +416,35 @@ class Engine:
             self.touch(c, access, operands[reg_index], start, length)
             ranges.append((access, start, length))
         return tuple(ranges)
+
+    def held_shape(
+        self, c: CoreState, row: spec.InstrSpec, plan: _Plan, operands: tuple[int, ...]
+    ) -> tuple[int, int]:
+        """The (rows, cols) of the image its array holds; a row spanning k arrays needs all k
+        to hold images of that one shape (spec.InstrSpec.span)."""
+        first = operands[plan.array]
+        k = operands[plan.span] if plan.span >= 0 else 1
+        arrays = c.cams if plan.cam else c.arrays
+        kind = row.fields[plan.array].kind
+        noun, prefix = spec.ARRAY_NOUNS[kind], kind.prefix
+        if first + k > len(arrays):  # the loader refuses it first
+            raise self.m.trap(c, f"{noun}s {prefix}{first}..{prefix}{first + k - 1} do not exist")
+        shape = None
+        for array in range(first, first + k):
+            held = arrays[array]
+            if held is None:
+                raise self.m.trap(c, f"{noun} {prefix}{array} holds no image")
+            if shape is None:
+                shape = (held.rows, held.cols)
+            elif (held.rows, held.cols) != shape:
+                raise self.m.trap(
+                    c,
+                    f"{noun} {prefix}{array} holds a {held.rows}x{held.cols} image but "
+                    f"{prefix}{first} a {shape[0]}x{shape[1]} one; the arrays of one "
+                    f"{row.mnemonic} hold images of one shape",
+                )
+        assert shape is not None
+        return shape
 
     def touch(self, c: CoreState, access: spec.Access, reg: int, start: int, length: int) -> None:
         """Trap if [start, start + length) of register r`reg` is outside its memory; else
@@ -619,10 +645,11 @@ class Scoreboard:
                     ready = until
         return ready
 
-    def record(self, unit: UnitKey, ranges: Ranges, written: int, end: int) -> None:
-        """An instruction runs on `unit` until `end`, using `ranges`, writing register
+    def record(self, units: tuple[UnitKey, ...], ranges: Ranges, written: int, end: int) -> None:
+        """An instruction runs on `units` until `end`, using `ranges`, writing register
         `written` (-1: none)."""
-        self.free[unit] = end
+        for unit in units:
+            self.free[unit] = end
         for access, start, length in ranges:
             entries = self.writes if access.writes else self.reads
             entries.append((access.space, start, start + length, end))
@@ -719,11 +746,16 @@ class CycleEngine(Engine):
             raise self.deadlock(waiting)
         tally.cycles = max((c.time for c in m.cores), default=0)
 
-    def unit_of(self, instr: Instr) -> UnitKey:
-        """The unit `instr` runs on: its row's, and its array operand's if it has one."""
+    def units_of(self, instr: Instr) -> tuple[UnitKey, ...]:
+        """The units `instr` runs on: its row's, per array it runs on if it has an array
+        operand (the k of a span, spec.InstrSpec.span)."""
         row = instr.spec
         plan = _PLANS.get(row.mnemonic) or _plan(row)
-        return (row.unit, instr.operands[plan.array] if plan.array >= 0 else -1)
+        if plan.array < 0:
+            return ((row.unit, -1),)
+        first = instr.operands[plan.array]
+        k = instr.operands[plan.span] if plan.span >= 0 else 1
+        return tuple((row.unit, array) for array in range(first, first + k))
 
     def registers_read(self, c: CoreState, instr: Instr) -> list[int]:
         """The registers `instr` reads: its register operands, and a strided copy's strides."""
@@ -747,7 +779,7 @@ class CycleEngine(Engine):
         board.prune(c.time)
         ranges = self.check(c, instr)
         ready = board.dependence(ranges, self.registers_read(c, instr))
-        free = board.free.get(self.unit_of(instr), 0)
+        free = max(board.free.get(unit, 0) for unit in self.units_of(instr))
         start = max(ready, free)
         if start <= c.time:
             self.checked = ranges  # `step` runs it now, on the same registers
@@ -774,7 +806,7 @@ class CycleEngine(Engine):
         end = start + p.cycles
         plan = _PLANS[instr.mnemonic]
         written = instr.operands[plan.written] if plan.written >= 0 else -1
-        board.record(self.unit_of(instr), self.touched, written, end)
+        board.record(self.units_of(instr), self.touched, written, end)
         c.time = end  # `queue` wakes the senders waiting on a receive when it completes
         self.queue(c, instr, tally)
         if outcome != HALTED:  # a halt's end is the core's finish (`finish`)

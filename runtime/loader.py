@@ -353,11 +353,26 @@ class _CodeCheck:
                 images = self.program.cam_images
             held[array] = images[instr.operands[row.image_index]]
             return None
-        image = held.get(array)
-        if image is None:
+        k = instr.operand(row.span) if row.span else 1
+        if array + k > self.limits[kind][0]:
             raise self.error(
-                f"{spec.ARRAY_NOUNS[kind]} {kind.prefix}{array} holds no image when this runs"
+                f"k = {k} arrays from {kind.prefix}{array} run past the last of the "
+                f"{self.limits[kind][0]} {spec.ARRAY_NOUNS[kind]}s"
             )
+        image = held.get(array)
+        for other in range(array, array + k):  # a span's k arrays hold images of one shape
+            also = held.get(other)
+            if also is None:
+                raise self.error(
+                    f"{spec.ARRAY_NOUNS[kind]} {kind.prefix}{other} holds no image when this runs"
+                )
+            if (also.rows, also.cols) != (image.rows, image.cols):
+                raise self.error(
+                    f"{spec.ARRAY_NOUNS[kind]} {kind.prefix}{other} holds a "
+                    f"{also.rows}x{also.cols} image but {kind.prefix}{array} a "
+                    f"{image.rows}x{image.cols} one; the arrays of one {row.mnemonic} hold "
+                    "images of one shape"
+                )
         if row.leaf_width and instr.operand(row.leaf_width) != image.width:
             raise self.error(
                 f"{row.leaf_width} = {instr.operand(row.leaf_width)} but the leaf RAM of "

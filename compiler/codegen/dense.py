@@ -222,29 +222,36 @@ def tile_products(
     sums = _Partials(em, op, home, y, vectors)
     partial = sums.partial
     # A core's MVMs go out together, each into its own columns, then their recombinations:
-    # the arrays can work at once (core.overlap); a batch ends when the buffer has no room
-    # for another tile's columns beside the partial sums.
-    by_core: dict[int, list[int]] = {}
-    for index, (core, _) in enumerate(placement):
-        by_core.setdefault(core, []).append(index)
-    for core, indices in by_core.items():
+    # the arrays can work at once (core.overlap). Tiles on consecutive arrays that read one
+    # input and have one shape go out as one MVM spanning them (spec.XBAR_MVM's k, PUMA's MVM
+    # coalescing), into adjacent columns. A batch ends when the buffer has no room for another
+    # span's columns beside the partial sums.
+    for core, indices in _by_core(placement).items():
         cc = em.cores[core]
         batch: list[tuple[int, int, int]] = []
-        for index in indices:
-            tile, array = tiles[index], placement[index][1]
+        inputs = [x_at(core, tiles[index]) for index in indices]
+        for span in _spans(tiles, placement, indices, inputs):
+            tile = tiles[span[0]]
             nb, cols = tile.outputs * vectors, tile.outputs * slicing.cols_per_output * vectors
-            if batch and cols + 2 * nb > cc.buffer.largest() // 2:
-                sums.finish(core, batch)
-                batch = []
-            raw = cc.buffer.alloc(cols, f"{op.name} columns")
-            image = em.program_before_mvm.get((id(op), index))
-            if image is not None:
-                cc.emit(spec.XBAR_PROGRAM, array, image)
-            if vectors == 1:
-                cc.emit(spec.XBAR_MVM, array, x_at(core, tile), raw, bits, signed)
-            else:
-                cc.emit(spec.XBAR_MVM_BLOCK, array, x_at(core, tile), raw, bits, signed, vectors)
-            batch.append((index, raw, cols))
+            x = x_at(core, tile)
+            while span:
+                room = cc.buffer.largest() // 2 // (cols + 2 * nb)  # tiles that fit beside sums
+                if batch and room == 0:
+                    sums.finish(core, batch)
+                    batch = []
+                    room = cc.buffer.largest() // 2 // (cols + 2 * nb)
+                part, span = span[: max(1, room)], span[max(1, room) :]
+                raw = cc.buffer.alloc(len(part) * cols, f"{op.name} columns")
+                for index in part:
+                    image = em.program_before_mvm.get((id(op), index))
+                    if image is not None:
+                        cc.emit(spec.XBAR_PROGRAM, placement[index][1], image)
+                array, k = placement[part[0]][1], len(part)
+                if vectors == 1:
+                    cc.emit(spec.XBAR_MVM, array, x, raw, bits, signed, k)
+                else:
+                    cc.emit(spec.XBAR_MVM_BLOCK, array, x, raw, bits, signed, vectors, k)
+                batch += [(index, raw + j * cols, cols) for j, index in enumerate(part)]
         sums.finish(core, batch)
     hc = em.cores[home]
     home_blocks = {out0 for core, out0 in partial if core == home}
@@ -263,6 +270,42 @@ def tile_products(
             home_blocks.add(out0)
     for core, addr, size in sums.temps:
         em.cores[core].buffer.release(addr, size)
+
+
+def _by_core(placement: tuple[tuple[int, int], ...]) -> dict[int, list[int]]:
+    """The tile indices on each core, in placement order."""
+    by_core: dict[int, list[int]] = {}
+    for index, (core, _) in enumerate(placement):
+        by_core.setdefault(core, []).append(index)
+    return by_core
+
+
+def _spans(
+    tiles: tuple[Tile, ...],
+    placement: tuple[tuple[int, int], ...],
+    indices: list[int],
+    inputs: list[int],
+) -> list[list[int]]:
+    """`indices` (one core's tiles, in order, reading `inputs`) cut into runs one MVM can
+    span: consecutive arrays, one input address, one shape (rows and outputs), at most
+    2^SPAN_BITS - 1 long."""
+    most = (1 << spec.SPAN_BITS) - 1
+    spans: list[list[int]] = []
+    key = None
+    for index, x in zip(indices, inputs, strict=True):
+        tile, array = tiles[index], placement[index][1]
+        here = (x, tile.rows, tile.outputs)
+        if (
+            spans
+            and key == here
+            and array == placement[spans[-1][-1]][1] + 1
+            and len(spans[-1]) < most
+        ):
+            spans[-1].append(index)
+        else:
+            spans.append([index])
+            key = here
+    return spans
 
 
 class _Partials:

@@ -115,8 +115,9 @@ class CoreCode:
         instruction over zero elements does nothing and is left out; an elementwise one over
         more elements than a count field holds becomes several over consecutive chunks."""
         counts = [i for i, f in enumerate(row.fields) if f.kind is spec.OperandKind.COUNT]
-        if counts and operands[counts[-1]] > spec.MAX_COUNT and strides is None:
-            self.emit_chunked(row, operands, counts[-1])
+        over = next((i for i in counts if operands[i] > row.fields[i].max), None)
+        if over is not None and strides is None:
+            self.emit_chunked(row, operands, over)
             return
         if any(operands[i] == 0 for i in counts):
             return

@@ -121,7 +121,7 @@ def calibration_cost(
     target: Target, arrays: list[tuple[int, int, int]], mode: str
 ) -> CalibrationCost:
     """Cost of calibrating arrays given as (core, rows, cols)."""
-    read = make(spec.XBAR_MVM, 0, 0, 0, target.xbar.dac_bits, 0)  # one unsigned DAC step
+    read = make(spec.XBAR_MVM, 0, 0, 0, target.xbar.dac_bits, 0, 1)  # one unsigned DAC step
     per_core: dict[int, int] = defaultdict(int)
     busy: dict[str, int] = defaultdict(int)
     energy = 0.0

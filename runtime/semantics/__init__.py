@@ -17,6 +17,7 @@ import numpy as np
 from imcc.isa import spec
 from imcc.isa.encoding import Instr
 from imcc.isa.numerics import input_planes, quant_range
+from imcc.runtime.devices import ArrayState
 from imcc.runtime.machine import CoreState, Machine, Message
 
 BLOCKED = -1
@@ -122,29 +123,38 @@ def mvm(m: Machine, c: CoreState, array: int, x: np.ndarray, bits: int, signed: 
     return acc
 
 
+def _held(c: CoreState, first: int, k: int) -> list[ArrayState]:
+    """The states of arrays first..first+k-1, which all hold images of one shape (the engine
+    checks it before the call)."""
+    states = c.arrays[first : first + k]
+    assert all(state is not None for state in states)
+    return states  # type: ignore[return-value]
+
+
 @semantics(spec.XBAR_MVM)
 def xbar_mvm(m: Machine, c: CoreState, i: Instr) -> int | None:
-    array, rin, rout, bits, signed = i.operands
-    state = c.arrays[array]
-    assert state is not None
-    start = int(c.regs[rin])
-    y = mvm(m, c, array, c.buffer[start : start + state.rows], bits, bool(signed))
-    out = int(c.regs[rout])
-    c.buffer[out : out + state.cols] = y
+    first, rin, rout, bits, signed, k = i.operands
+    states = _held(c, first, k)
+    rows, cols = states[0].rows, states[0].cols
+    start, out = int(c.regs[rin]), int(c.regs[rout])
+    x = c.buffer[start : start + rows]
+    # the k arrays read the same input at once: every read before any write
+    ys = [mvm(m, c, first + j, x, bits, bool(signed)) for j in range(k)]
+    c.buffer[out : out + cols * k] = np.concatenate(ys) if k > 1 else ys[0]
     return None
 
 
 @semantics(spec.XBAR_MVM_BLOCK)
 def xbar_mvm_block(m: Machine, c: CoreState, i: Instr) -> int | None:
-    array, rin, rout, bits, signed, count = i.operands
-    state = c.arrays[array]
-    assert state is not None
-    start, batch = int(c.regs[rin]), c.buffer.shape[1]
+    first, rin, rout, bits, signed, count, k = i.operands
+    states = _held(c, first, k)
+    rows, cols = states[0].rows, states[0].cols
+    start, out, batch = int(c.regs[rin]), int(c.regs[rout]), c.buffer.shape[1]
     # (rows, count, batch) -> one MVM over count * batch vectors: each vector is its own read
-    x = c.buffer[start : start + state.rows * count].reshape(state.rows, count * batch)
-    y = mvm(m, c, array, x, bits, bool(signed))
-    out = int(c.regs[rout])
-    c.buffer[out : out + state.cols * count] = y.reshape(state.cols * count, batch)
+    x = c.buffer[start : start + rows * count].reshape(rows, count * batch)
+    ys = [mvm(m, c, first + j, x, bits, bool(signed)) for j in range(k)]
+    y = np.concatenate(ys) if k > 1 else ys[0]
+    c.buffer[out : out + cols * count * k] = y.reshape(cols * count * k, batch)
     return None
 
 

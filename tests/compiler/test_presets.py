@@ -106,7 +106,7 @@ def test_one_isaac_mvm_costs_what_its_table_says() -> None:
     program = binary(
         io + image_directive(0, levels) + ".bind c0 a0 0\n.core 0\n"
         "    ctl.set r0, 0\n    ctl.set r1, 256\n    mem.load r0, r0, 128\n"
-        "    xbar.mvm a0, r0, r1, 16, 1\n    mem.store r1, r1, 128\n    ctl.halt\n"
+        "    xbar.mvm a0, r0, r1, 16, 1, 1\n    mem.store r1, r1, 128\n    ctl.halt\n"
     )
     x = np.arange(128, dtype=np.float64)[None, :] - 64
     report = imcc.Simulator(program, mode="cycle").run(x).report

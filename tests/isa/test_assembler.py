@@ -127,7 +127,7 @@ CANONICAL = """\
 .node "conv1"
     ctl.set r1, 3
 L1:
-    xbar.mvm a1, r2, r3, 8, 1
+    xbar.mvm a1, r2, r3, 8, 1, 1
     simd.shiftadd r3, r3, r4, -2, 16
     ctl.loop r1, L1
 .node -
@@ -284,11 +284,11 @@ ERRORS = [
     (".core 0\n    gpu.launch r1", "unknown instruction 'gpu.launch'", 3, 5),
     # operand counts, showing the syntax
     (".core 0\n    xbar.mvm a1, r2",
-     "'xbar.mvm' takes 5 operands (xbar.mvm array, in, out, bits, signed), not 2", 3, 5),
+     "'xbar.mvm' takes 6 operands (xbar.mvm array, in, out, bits, signed, k), not 2", 3, 5),
     (".core 0\n    ctl.halt r1", "'ctl.halt' takes no operands (ctl.halt), not 1", 3, 14),
     (".core 0\n    ctl.jump 1, 2", "'ctl.jump' takes 1 operand (ctl.jump target), not 2", 3, 17),
     # operand kinds
-    (".core 0\n    xbar.mvm a1, a4, r2, 8, 0",
+    (".core 0\n    xbar.mvm a1, a4, r2, 8, 0, 1",
      "operand 2 of 'xbar.mvm' must be a register (r0..r31), not 'a4'", 3, 18),
     (".core 0\n    simd.add r1, r2, r3, r4",
      "operand 4 of 'simd.add' must be a count in [1, 1048575], not 'r4'", 3, 26),
@@ -307,7 +307,7 @@ ERRORS = [
      "operand 1 of 'ctl.set' must be a register (r0..r31), not 'r32'", 3, 13),
     (".core 0\n    simd.shiftadd r1, r2, r3, 128, 4",
      "operand 4 of 'simd.shiftadd' must be an immediate in [-128, 127], not '128'", 3, 31),
-    (".core 0\n    xbar.mvm a1, r1, r2, 8, 2",
+    (".core 0\n    xbar.mvm a1, r1, r2, 8, 2, 1",
      "operand 5 of 'xbar.mvm' must be a flag in [0, 1], not '2'", 3, 29),
     (".core 0\n    xbar.program a4, 0",
      "operand 1 of 'xbar.program' must be an array (a0..a3), not 'a4'", 3, 18),
@@ -389,10 +389,10 @@ def test_error_message_and_location(body: str, message: str, line: int, col: int
 
 
 def test_error_shows_the_line_with_a_caret() -> None:
-    error = asm_error(f"{HEADER}\n.core 0\n\txbar.mvm a1, a4, r2, 8, 0\n")
+    error = asm_error(f"{HEADER}\n.core 0\n\txbar.mvm a1, a4, r2, 8, 0, 1\n")
     assert str(error) == (
         "t.s:3:15: operand 2 of 'xbar.mvm' must be a register (r0..r31), not 'a4'\n"
-        "    \txbar.mvm a1, a4, r2, 8, 0\n"
+        "    \txbar.mvm a1, a4, r2, 8, 0, 1\n"
         "    \t             ^"
     )
 

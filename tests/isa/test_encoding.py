@@ -373,28 +373,38 @@ def test_table_check_rejects_facts_the_readers_cannot_follow(
         check(fact_row(*operands, access=access, **facts))
 
 
-# mnemonic -> (array, shape, repeat, macs, leaf_width, noc, scalar), for every row with a fact
+# mnemonic -> (array, shape, repeat, span, macs, leaf_width, noc, scalar), for every row with a
+# fact
 FACTS = {
-    "ctl.set": (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.SET),
-    "ctl.add": (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.ADD),
-    "ctl.loop": (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.COUNT),
-    "xbar.mvm": (A.READ, S.HELD, "", "rows*cols", "", N.NONE, spec.Scalar.NONE),
-    "xbar.program": (A.PROGRAM, S.PROGRAMMED, "", "", "", N.NONE, spec.Scalar.NONE),
-    "xbar.mvmb": (A.READ, S.HELD, "m", "rows*cols*m", "", N.NONE, spec.Scalar.NONE),
-    "simd.copy2d": (A.NONE, S.NONE, "m", "", "", N.NONE, spec.Scalar.NONE),
-    "noc.send": (A.NONE, S.NONE, "", "", "", N.SEND, spec.Scalar.NONE),
-    "noc.recv": (A.NONE, S.NONE, "", "", "", N.RECV, spec.Scalar.NONE),
-    "acam.encode": (A.NONE, S.CODING, "", "", "", N.NONE, spec.Scalar.NONE),
-    "acam.search": (A.READ, S.HELD, "", "", "", N.NONE, spec.Scalar.NONE),
-    "acam.leaf": (A.READ, S.MATCHES, "", "", "n", N.NONE, spec.Scalar.NONE),
-    "acam.program": (A.PROGRAM, S.PROGRAMMED, "", "", "", N.NONE, spec.Scalar.NONE),
+    "ctl.set": (A.NONE, S.NONE, "", "", "", "", N.NONE, spec.Scalar.SET),
+    "ctl.add": (A.NONE, S.NONE, "", "", "", "", N.NONE, spec.Scalar.ADD),
+    "ctl.loop": (A.NONE, S.NONE, "", "", "", "", N.NONE, spec.Scalar.COUNT),
+    "xbar.mvm": (A.READ, S.HELD, "", "k", "rows*cols*k", "", N.NONE, spec.Scalar.NONE),
+    "xbar.program": (A.PROGRAM, S.PROGRAMMED, "", "", "", "", N.NONE, spec.Scalar.NONE),
+    "xbar.mvmb": (A.READ, S.HELD, "m", "k", "rows*cols*m*k", "", N.NONE, spec.Scalar.NONE),
+    "simd.copy2d": (A.NONE, S.NONE, "m", "", "", "", N.NONE, spec.Scalar.NONE),
+    "noc.send": (A.NONE, S.NONE, "", "", "", "", N.SEND, spec.Scalar.NONE),
+    "noc.recv": (A.NONE, S.NONE, "", "", "", "", N.RECV, spec.Scalar.NONE),
+    "acam.encode": (A.NONE, S.CODING, "", "", "", "", N.NONE, spec.Scalar.NONE),
+    "acam.search": (A.READ, S.HELD, "", "", "", "", N.NONE, spec.Scalar.NONE),
+    "acam.leaf": (A.READ, S.MATCHES, "", "", "", "n", N.NONE, spec.Scalar.NONE),
+    "acam.program": (A.PROGRAM, S.PROGRAMMED, "", "", "", "", N.NONE, spec.Scalar.NONE),
 }
 
 
 def test_every_rows_facts_are_the_expected_ones() -> None:
-    none = (A.NONE, S.NONE, "", "", "", N.NONE, spec.Scalar.NONE)
+    none = (A.NONE, S.NONE, "", "", "", "", N.NONE, spec.Scalar.NONE)
     for row in spec.TABLE:
-        facts = (row.array, row.shape, row.repeat, row.macs, row.leaf_width, row.noc, row.scalar)
+        facts = (
+            row.array,
+            row.shape,
+            row.repeat,
+            row.span,
+            row.macs,
+            row.leaf_width,
+            row.noc,
+            row.scalar,
+        )
         assert facts == FACTS.get(row.mnemonic, none), row.mnemonic
 
 

@@ -114,8 +114,8 @@ def test_xbar_program_replaces_the_image_mid_program() -> None:
     program = with_io(
         image_directive(0, eye) + image_directive(1, twice) + ".bind c0 a0 0\n.core 0\n"
         "    ctl.set r0, 0\n    ctl.set r1, 10\n    ctl.set r2, 16\n"
-        "    mem.load r0, r0, 4\n    xbar.mvm a0, r0, r1, 8, 1\n"
-        "    xbar.program a0, 1\n    xbar.mvm a0, r1, r1, 8, 1\n"
+        "    mem.load r0, r0, 4\n    xbar.mvm a0, r0, r1, 8, 1, 1\n"
+        "    xbar.program a0, 1\n    xbar.mvm a0, r1, r1, 8, 1, 1\n"
         "    mem.store r2, r1, 4\n    ctl.halt\n"
     )
     y, report = both_modes(program, np.array([[1.0, 2.0, -3.0, 4.0]]))
@@ -136,7 +136,7 @@ def test_mvm_cycles_and_counts_follow_the_cost_table() -> None:
     program = binary(
         io + image_directive(0, levels) + ".bind c0 a0 0\n.core 0\n"
         "    ctl.set r0, 0\n    ctl.set r1, 200\n    mem.load r0, r0, 100\n"
-        "    xbar.mvm a0, r0, r1, 8, 0\n    mem.store r1, r1, 20\n    ctl.halt\n"
+        "    xbar.mvm a0, r0, r1, 8, 0, 1\n    mem.store r1, r1, 20\n    ctl.halt\n"
     )
     x = np.arange(100, dtype=np.float64)[None, :] % 256
     y, report = both_modes(program, x)

@@ -35,7 +35,7 @@ def test_a_valid_program_loads_and_runs() -> None:
     result = imcc.Simulator(
         with_io(
             HEAD + ".core 0\nctl.set r0, 0\nctl.set r1, 16\nmem.load r0, r0, 4\n"
-            "xbar.mvm a0, r0, r2, 8, 1\nmem.store r1, r2, 4\nctl.halt\n"
+            "xbar.mvm a0, r0, r2, 8, 1, 1\nmem.store r1, r2, 4\nctl.halt\n"
         )
     ).run(np.array([1.0, 2.0, 3.0, 4.0]))
     assert result.outputs["y"].tolist() == [10.0] * 4
@@ -51,15 +51,38 @@ def test_rejects_an_instruction_naming_a_missing_core() -> None:
 
 
 def test_rejects_an_instruction_naming_a_missing_array() -> None:
-    message = load_error(HEAD + ".core 0\nctl.nop\nctl.halt\n", (0, spec.XBAR_MVM, (8, 0, 1, 8, 1)))
+    instr = (0, spec.XBAR_MVM, (8, 0, 1, 8, 1, 1))
+    message = load_error(HEAD + ".core 0\nctl.nop\nctl.halt\n", instr)
     assert message == (
         "test.imcb: section CODE[0]: pc 0 (xbar.mvm): array a8 does not exist; there are 8 arrays"
     )
 
 
 def test_rejects_an_mvm_on_an_array_without_image() -> None:
-    message = load_error(HEAD + ".core 0\nxbar.mvm a1, r0, r1, 8, 1\nctl.halt\n")
+    message = load_error(HEAD + ".core 0\nxbar.mvm a1, r0, r1, 8, 1, 1\nctl.halt\n")
     assert message.endswith("pc 0 (xbar.mvm): array a1 holds no image when this runs")
+
+
+@pytest.mark.parametrize(
+    ("head", "mvm", "message"),
+    [
+        (
+            HEAD,
+            "xbar.mvm a6, r0, r1, 8, 1, 3",
+            "k = 3 arrays from a6 run past the last of the 8 arrays",
+        ),
+        (HEAD, "xbar.mvm a0, r0, r1, 8, 1, 2", "array a1 holds no image when this runs"),
+        (
+            HEAD + image_directive(1, np.ones((4, 2), dtype=np.int64)) + ".bind c0 a1 1\n",
+            "xbar.mvmb a0, r0, r1, 8, 1, 2, 2",
+            "array a1 holds a 4x2 image but a0 a 4x4 one; the arrays of one xbar.mvmb hold "
+            "images of one shape",
+        ),
+    ],
+)
+def test_rejects_an_mvm_spanning_arrays_it_cannot_run_on(head: str, mvm: str, message: str) -> None:
+    text = head + f".core 0\nctl.set r0, 0\nctl.set r1, 8\n{mvm}\nctl.halt\n"
+    assert load_error(text).endswith(f"pc 2 ({mvm.split()[0]}): {message}")
 
 
 def test_rejects_a_register_the_target_does_not_have() -> None:

@@ -50,8 +50,8 @@ INDEPENDENT = (
     + IMAGES
     + SETUP
     + """
-    xbar.mvm a0, r0, r2, 8, 0
-    xbar.mvm a1, r1, r3, 8, 0
+    xbar.mvm a0, r0, r2, 8, 0, 1
+    xbar.mvm a1, r1, r3, 8, 0, 1
     mem.store r4, r2, 8
     ctl.halt
 """
@@ -62,8 +62,8 @@ DEPENDENT = (
     + IMAGES
     + SETUP
     + """
-    xbar.mvm a0, r0, r2, 8, 0
-    xbar.mvm a1, r2, r3, 8, 0
+    xbar.mvm a0, r0, r2, 8, 0, 1
+    xbar.mvm a1, r2, r3, 8, 0, 1
     mem.store r4, r3, 4
     ctl.halt
 """
@@ -76,7 +76,7 @@ SIMD_BESIDE = (
     + IMAGES
     + SETUP
     + """
-    xbar.mvm a0, r0, r2, 8, 0
+    xbar.mvm a0, r0, r2, 8, 0, 1
     simd.add r3, r3, r3, 4
     simd.relu r0, r0, 4
     mem.store r4, r2, 4
@@ -185,7 +185,7 @@ def test_simd_work_on_other_words_overlaps_an_mvm_and_a_write_waits_for_its_read
 
 def test_a_halt_waits_for_every_unit_to_drain() -> None:
     # the last MVM feeds nothing: only the halt waits for it
-    text = IO + IMAGES + SETUP + "    xbar.mvm a0, r0, r2, 8, 0\n    ctl.halt\n"
+    text = IO + IMAGES + SETUP + "    xbar.mvm a0, r0, r2, 8, 0, 1\n    ctl.halt\n"
     p = overlapped(text)
     t = cycles(p)
     trace, report, _ = run(p)
@@ -255,3 +255,53 @@ def test_compiled_models_give_the_functional_outputs_with_overlap(
     # every instruction ends by the run's last cycle: the halts wait for their units
     trace = imcc.Simulator(on, mode="cycle").trace(x[:1])
     assert max(s + n for _, s, n, _, _ in trace) == overlapping.report.cycles
+
+
+# pc 6: one MVM spanning a0 and a1 (k = 2) on x[0:4], into buf[200:204] and buf[204:208]:
+# y = (x[0:4], 2 x[0:4]), as two MVMs on one input give
+SPAN = (
+    IO
+    + IMAGES
+    + SETUP
+    + "    xbar.mvm a0, r0, r2, 8, 0, 2\n    mem.store r4, r2, 8\n    ctl.halt\n"
+)
+TWO = (
+    IO
+    + IMAGES
+    + SETUP
+    + "    xbar.mvm a0, r0, r2, 8, 0, 1\n    xbar.mvm a1, r0, r3, 8, 0, 1\n"
+    + "    mem.store r4, r2, 8\n    ctl.halt\n"
+)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_one_mvm_spanning_two_arrays_runs_them_at_once(overlap: bool) -> None:
+    """PUMA's MVM coalescing: the k arrays of a span read one input at once, so the span
+    costs one MVM's cycles and k arrays' energy; with or without overlap, it gives the two
+    MVMs' outputs and energy, in less time."""
+    span, two = overlapped(SPAN, overlap), overlapped(TWO, overlap)
+    t = cycles(two)
+    mvm = t[6]
+    trace, report, y = run(span)
+    assert y[0].tolist() == [1, 2, 3, 4, 2, 4, 6, 8]
+    _, report_two, y_two = run(two)
+    assert np.array_equal(y, y_two)
+    assert trace[6][1] == mvm  # the span takes one MVM's time
+    # without overlap the second MVM's cycles are saved; with it, the MVMs overlapped
+    # already, and what is saved is the cycle the second one issued later
+    saved = CTL if overlap else mvm
+    assert report.cycles == report_two.cycles - saved
+    one = dict(price(span.target, two.code[0][6], 4, 4).counts)
+    both = dict(price(span.target, span.code[0][6], 4, 4).counts)
+    assert both["adc_conversions"] == 2 * one["adc_conversions"]
+    assert both["buffer_words"] == one["buffer_words"] + 4  # the input is read once
+    # the arrays' energy is the two MVMs'; the buffer's less the input read once more
+    energy, energy_two = report.energy_breakdown_pj, report_two.energy_breakdown_pj
+    for component in ("adc", "array", "dac", "shift_add"):
+        assert energy[component] == pytest.approx(energy_two[component])
+    saved_buffer = 4 * span.target.cost.buffer_pj_per_word
+    assert energy["buffer"] == pytest.approx(energy_two["buffer"] - saved_buffer)
+    assert report.counts["macs"] == report_two.counts["macs"] == 2 * 4 * 4
+    # both arrays are busy for the span's cycles
+    cores = span.target.chip.cores
+    assert report.utilisation["xbar"] == pytest.approx(2 * mvm / (report.cycles * cores))

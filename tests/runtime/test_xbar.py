@@ -30,8 +30,8 @@ def mvm_program(levels: np.ndarray, bits: int, signed: int, cell_bits: int, dac_
     rows, cols = levels.shape
     m = max(vectors, 1)
     tail = [m] if vectors else []
-    mvm = f"xbar.mvmb a0, r0, r1, {bits}, {signed}, {m}" if vectors else (
-        f"xbar.mvm a0, r0, r1, {bits}, {signed}")  # fmt: skip
+    mvm = f"xbar.mvmb a0, r0, r1, {bits}, {signed}, {m}, 1" if vectors else (
+        f"xbar.mvm a0, r0, r1, {bits}, {signed}, 1")  # fmt: skip
     io = {"dtype": "float32", "batch_axis": True, "quant": {}}
     return binary(
         f".target {json.dumps(data)}\n"
@@ -164,7 +164,7 @@ def test_a_block_mvm_is_its_vectors_one_by_one(adc_bits: int) -> None:
     assert got.report.counts["macs"] == m * rows * cols
     assert got.report.counts["adc_conversions"] == m * 8 * cols  # 8 DAC steps of 1 bit
     target = block.machine.target
-    one_price = price(target, make(spec.XBAR_MVM, 0, 0, 1, 8, 1), rows, cols)
-    block_price = price(target, make(spec.XBAR_MVM_BLOCK, 0, 0, 1, 8, 1, m), rows, cols)
+    one_price = price(target, make(spec.XBAR_MVM, 0, 0, 1, 8, 1, 1), rows, cols)
+    block_price = price(target, make(spec.XBAR_MVM_BLOCK, 0, 0, 1, 8, 1, m, 1), rows, cols)
     assert block_price.cycles == m * one_price.cycles
     assert dict(block_price.energy) == pytest.approx({k: m * v for k, v in one_price.energy})

@@ -23,6 +23,7 @@ from imcc.isa.target import SignEncoding
 from tests.compiler.codegen.graphs import (
     EXACT_RTOL,
     compile_onnx,
+    executed,
     mnemonics,
     onnx_model,
     reference,
@@ -174,6 +175,33 @@ def test_spread_tiles_over_cores_changes_nothing_but_the_cores() -> None:
     binary, _ = compile_onnx(model, spread=True)
     sends = mnemonics(binary)[spec.NOC_SEND.mnemonic]
     assert sends > 0  # inputs out and partial sums back
+
+
+def test_tiles_of_one_row_block_go_out_as_one_mvm_spanning_their_arrays() -> None:
+    """200 x 60 packed on one core: 2 row blocks of 4 column tiles (60 outputs x 8 columns
+    over 128-column arrays) on arrays a0..a7. The tiles of a row block read one input and,
+    but for the last, have one shape, so each block's MVMs go out as one spanning its
+    arrays (PUMA's MVM coalescing); every array still runs once per input, and the result is
+    exact."""
+    model, w = gemm_model(200, 60, seed=9)
+    x = rng(10).normal(size=(1, 200)).astype(np.float32)
+    _, graph = check_exact_and_bounded(model, w, x)  # exact against the interpreter
+    qdense = the_qdense(graph)
+    binary, _ = compile_onnx(model)
+    mvms = [
+        instr
+        for code in binary.program.code
+        for _, instr, _ in executed(code)
+        if instr.spec is spec.XBAR_MVM
+    ]
+    spans = sorted(instr.operand("k") for instr in mvms)
+    assert sum(spans) == len(qdense.tiles) == 8
+    assert max(spans) > 1 and len(mvms) < len(qdense.tiles)
+    for instr in mvms:  # a span's tiles read one input and have one shape
+        first, k = instr.operand("array"), instr.operand("k")
+        placed = zip(qdense.tiles, qdense.placement, strict=True)
+        spanned = [t for t, (_, a) in placed if first <= a < first + k]
+        assert len({(t.row0, t.rows, t.outputs) for t in spanned}) == 1
 
 
 def test_two_layers_in_a_row() -> None:
