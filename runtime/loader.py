@@ -359,13 +359,14 @@ class _CodeCheck:
                 f"k = {k} arrays from {kind.prefix}{array} run past the last of the "
                 f"{self.limits[kind][0]} {spec.ARRAY_NOUNS[kind]}s"
             )
-        image = held.get(array)
+        image: Any = None
         for other in range(array, array + k):  # a span's k arrays hold images of one shape
             also = held.get(other)
             if also is None:
                 raise self.error(
                     f"{spec.ARRAY_NOUNS[kind]} {kind.prefix}{other} holds no image when this runs"
                 )
+            image = also if image is None else image
             if (also.rows, also.cols) != (image.rows, image.cols):
                 raise self.error(
                     f"{spec.ARRAY_NOUNS[kind]} {kind.prefix}{other} holds a "
