@@ -684,13 +684,14 @@ class CycleEngine(Engine):
         max_cycles: int | None,
         prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
         iterations: list[int] | None = None,
-        trace: list[tuple[int, int, int, str, str]] | None = None,
+        trace: list[tuple[int, int, int, str, str, int]] | None = None,
         budgets: list[CoreBudget] | None = None,
     ) -> None:
         super().__init__(machine, max_cycles, prices, budgets)
         self.iterations = iterations or [1] * len(machine.cores)
         self.finished: list[list[int]] = [[] for _ in machine.cores]
-        self.trace = trace  # if given: (core, start cycle, cycles, unit, node) per instruction
+        # if given: (core, start cycle, cycles, unit, node, units kept busy) per instruction
+        self.trace = trace
         self.network = Network(machine.target)
         # Ready cores in a heap by (time, index); a blocked core leaves it until a send to it.
         self.ready: list[tuple[int, int]] = []
@@ -735,7 +736,7 @@ class CycleEngine(Engine):
             node = m.program.debug.get((c.index, pc), "")
             tally.add(node, p, macs)
             if self.trace is not None:
-                self.trace.append((c.index, start, p.cycles, p.unit, node))
+                self.trace.append((c.index, start, p.cycles, p.unit, node, p.units))
             self.advance(c, outcome)
             if c.halted:
                 self.finish(c)

@@ -343,12 +343,13 @@ class Simulator:
 
     def trace(
         self, inputs: dict[str, Any] | np.ndarray | Any
-    ) -> list[tuple[int, int, int, str, str]]:
+    ) -> list[tuple[int, int, int, str, str, int]]:
         """Every instruction of one inference on the cycle-level model, in issue order:
-        (core, start cycle, cycles, unit, node). For timelines (imcc.tools.plots)."""
+        (core, start cycle, cycles, unit, node, units it keeps busy: the k arrays of an MVM
+        spanning them, else 1). For timelines (imcc.tools.plots)."""
         m = self._load_one_sample(inputs, "trace")
         self._park_replicas()
-        records: list[tuple[int, int, int, str, str]] = []
+        records: list[tuple[int, int, int, str, str, int]] = []
         CycleEngine(m, self.max_cycles, self.prices, trace=records, budgets=self.budgets).run(
             Tally()
         )

@@ -57,7 +57,9 @@ def _png(plt: Any, fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def timeline(records: list[tuple[int, int, int, str, str]], path: Path, title: str = "") -> None:
+def timeline(
+    records: list[tuple[int, int, int, str, str, int]], path: Path, title: str = ""
+) -> None:
     """Write `timeline_png` to `path`."""
     Path(path).write_bytes(timeline_png(records, title))
 
@@ -67,12 +69,12 @@ def placement(program: Program, path: Path, title: str = "") -> None:
     Path(path).write_bytes(placement_png(program, title))
 
 
-def timeline_png(records: list[tuple[int, int, int, str, str]], title: str = "") -> bytes:
+def timeline_png(records: list[tuple[int, int, int, str, str, int]], title: str = "") -> bytes:
     """One row per core that ran anything; a bar per instruction, coloured by unit.
     Consecutive instructions of one unit merge into one bar, so a long run stays readable."""
     plt = _pyplot()
     bars: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
-    for core, start, cycles, unit, _ in records:
+    for core, start, cycles, unit, _, _ in records:
         runs = bars[(core, unit)]
         if runs and runs[-1][0] + runs[-1][1] >= start:  # touching: extend the last bar
             first, width = runs[-1]

@@ -100,7 +100,7 @@ def run(p: Program) -> tuple[list[tuple[int, int]], imcc.RunReport, np.ndarray]:
     """(start, cycles) of core 0's instructions in pc order, the report and the outputs, after
     checking the outputs against the functional simulator's."""
     sim = imcc.Simulator(p, mode="cycle")
-    trace = [(s, n) for c, s, n, _, _ in sim.trace(X) if c == 0]
+    trace = [(s, n) for c, s, n, _, _, _ in sim.trace(X) if c == 0]
     result = sim.run(X)
     functional = imcc.Simulator(p, mode="functional").run(X)
     assert np.array_equal(result.outputs["y"], functional.outputs["y"])
@@ -254,7 +254,7 @@ def test_compiled_models_give_the_functional_outputs_with_overlap(
     assert overlapping.report.cycles <= sequential.report.cycles
     # every instruction ends by the run's last cycle: the halts wait for their units
     trace = imcc.Simulator(on, mode="cycle").trace(x[:1])
-    assert max(s + n for _, s, n, _, _ in trace) == overlapping.report.cycles
+    assert max(s + n for _, s, n, _, _, _ in trace) == overlapping.report.cycles
 
 
 # pc 6: one MVM spanning a0 and a1 (k = 2) on x[0:4], into buf[200:204] and buf[204:208]:

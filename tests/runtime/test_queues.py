@@ -62,7 +62,7 @@ def with_queue(text: str, words: int) -> Program:
 
 def starts(sim: imcc.Simulator, x: np.ndarray, core: int, unit: str) -> list[tuple[int, int]]:
     """(start, cycles) of core's instructions of `unit`, in issue order."""
-    return [(s, n) for c, s, n, u, _ in sim.trace(x) if c == core and u == unit]
+    return [(s, n) for c, s, n, u, _, _ in sim.trace(x) if c == core and u == unit]
 
 
 X = np.array([[1.0, -2.0, 3.0, -4.0]])
