@@ -125,7 +125,7 @@ def _decode(instr: Instr) -> tuple[Op, Callable[[int, int], bool] | None] | None
     if row.scalar is spec.Scalar.ADD:
         return (_ADD, instr.operand("d"), instr.operand("a"), instr.operand("imm")), None
     if row.scalar is spec.Scalar.COUNT:
-        return (_LOOP, instr.operand("c"), instr.operand("target")), None
+        return (_LOOP, instr.operand("c"), instr.operand("trips"), instr.operand("target")), None
     if row is spec.CTL_JUMP:
         return (_JUMP, instr.operand("target")), None
     compare = _COMPARE.get(row.mnemonic)
@@ -177,22 +177,21 @@ class _Core:
                 raise _Unknown(f"core {self.index} pc {pc} overflows a register")
             regs[op[1]] = value
         elif kind == _LOOP:
-            self.loop(pc, op[1], op[2])
+            self.loop(pc, op[1], op[2], op[3])
         elif kind == _JUMP or self.compare[pc](regs[op[1]], regs[op[2]]):
             self.jump(pc, op[-1])
 
-    def loop(self, pc: int, counter: int, target: int) -> None:
-        """r[c] -= 1, jumping to target while r[c] > 0; a backward loop of no followed
-        instruction runs all its trips at once (its body changes nothing followed)."""
-        value = self.regs[counter] - 1
-        if value < _REG_MIN:
+    def loop(self, pc: int, counter: int, trips: int, target: int) -> None:
+        """r[c] += 1, jumping to target while r[c] < trips, else r[c] = 0; a backward loop
+        of no followed instruction runs all its trips at once (its body changes nothing
+        followed)."""
+        value = self.regs[counter] + 1
+        if value > _REG_MAX:
             raise _Unknown(f"core {self.index} pc {pc} overflows a register")
-        self.regs[counter] = value
-        if value <= 0:
-            return
-        if target <= pc and self.pure(target, pc):
+        if value >= trips or (target <= pc and self.pure(target, pc)):
             self.regs[counter] = 0
             return
+        self.regs[counter] = value
         self.pc = target
 
     def jump(self, pc: int, target: int) -> None:

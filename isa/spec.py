@@ -146,7 +146,7 @@ class Scalar(enum.Enum):
     NONE = "none"  # writes no register
     SET = "set"  # r[d] = imm
     ADD = "add"  # r[d] = r[a] + imm
-    COUNT = "count"  # r[c] = r[c] - 1, jumping to target while r[c] > 0: a counted loop
+    COUNT = "count"  # r[c] += 1, jumping to target while r[c] < trips, else r[c] = 0
 
 
 # The noun of an array operand's kind in messages ("array a3", "CAM array m1"), and the kind of
@@ -325,6 +325,8 @@ LIMITS = {
 }
 
 R = OperandKind.REG
+# The width of a counted loop's trip count: up to 2^24 - 1 trips.
+LOOP_TRIP_BITS = 24
 # The width of a span of arrays (InstrSpec.span): up to 127, past the 64 arrays an ARRAY
 # field names; the loader refuses a span that runs past the core's last array.
 SPAN_BITS = 7
@@ -428,8 +430,11 @@ CTL_LOOP = _row(
     "ctl.loop",
     0x04,
     CostClass.CTL,
-    "r[c] = r[c] - 1; jump to target while r[c] > 0",
+    "r[c] = r[c] + 1; jump to target while r[c] < trips, else r[c] = 0: a counter that is 0 "
+    "on entry (as every register is when a core starts) runs the body `trips` times and is 0 "
+    "again after",
     ("c", R),
+    ("trips", OperandKind.COUNT, LOOP_TRIP_BITS),
     ("target", OperandKind.TARGET),
     scalar=Scalar.COUNT,
 )
@@ -1017,7 +1022,11 @@ _SCALAR_OPERANDS = {
     Scalar.NONE: (),
     Scalar.SET: (("d", OperandKind.REG), ("imm", OperandKind.IMM)),
     Scalar.ADD: (("d", OperandKind.REG), ("a", OperandKind.REG), ("imm", OperandKind.IMM)),
-    Scalar.COUNT: (("c", OperandKind.REG), ("target", OperandKind.TARGET)),
+    Scalar.COUNT: (
+        ("c", OperandKind.REG),
+        ("trips", OperandKind.COUNT),
+        ("target", OperandKind.TARGET),
+    ),
 }
 
 

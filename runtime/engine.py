@@ -128,11 +128,11 @@ def _plan(row: spec.InstrSpec) -> _Plan:
 # The default budget (work_budget), in work units: an instruction costs INSTRUCTION_WORK (its
 # fixed host cost, about that of 16 lanes of vector work) plus the words it touches. A loop
 # whose trip count the code does not fix (a backward jump or branch, a counter rewritten inside
-# its loop or computed by ctl.add) may repeat UNBOUNDED_TRIPS times, and a core with such a
+# its loop or stepped by ctl.add) may repeat UNBOUNDED_TRIPS times, and a core with such a
 # loop gets at most UNBOUNDED_WORK units in all; a core whose loops all have static counts gets
-# what they add up to, at most BOUNDED_WORK (a 48-bit loop count halts, but not in a
-# lifetime). Straight-line code gets exactly its own work, and so does code whose loops each
-# run the count a ctl.set fixes just before them (what the compiler emits), up to EXACT_WORK
+# what they add up to, at most BOUNDED_WORK. Straight-line code gets exactly its own work,
+# and so does code whose loops each run their own trip count from a counter at 0 (what the
+# compiler emits), up to EXACT_WORK
 # (hours of host time: a 224x224 CNN, not a hand-made 2^40-trip loop). At about 2-4 us per
 # instruction in functional mode, either other cap is seconds of host time.
 INSTRUCTION_WORK = 16
@@ -208,14 +208,17 @@ _TARGET_OPERAND = {
 class _Registers:
     """How a core's code writes its registers (spec.Scalar), for the loops' trip counts."""
 
+    set_min: dict[int, int] = field(default_factory=dict)  # register -> least imm it is set to
     set_max: dict[int, int] = field(default_factory=dict)  # register -> largest imm it is set to
     added: set[int] = field(default_factory=set)  # registers an ADD writes
     writes: list[tuple[int, int]] = field(default_factory=list)  # (pc, register written)
+    pcs: dict[int, list[int]] | None = None  # register -> the pcs writing it, once followed
 
     def follow(self, pc: int, instr: Instr) -> None:
         scalar = instr.spec.scalar
         if scalar is spec.Scalar.SET:
             d, imm = instr.operand("d"), instr.operand("imm")
+            self.set_min[d] = min(self.set_min.get(d, 0), imm)
             self.set_max[d] = max(self.set_max.get(d, 0), imm)
             self.writes.append((pc, d))
         elif scalar is spec.Scalar.ADD:
@@ -224,54 +227,54 @@ class _Registers:
         elif scalar is spec.Scalar.COUNT:
             self.writes.append((pc, instr.operand("c")))
 
+    def rewritten(self, counter: int, start: int, end: int) -> bool:
+        """Whether anything in [start, end) writes `counter` (the loop closed at `end`)."""
+        if self.pcs is None:
+            self.pcs = defaultdict(list)
+            for pc, r in self.writes:  # in pc order
+                self.pcs[r].append(pc)
+        pcs = self.pcs[counter]
+        i = bisect.bisect_left(pcs, start)
+        return i < len(pcs) and pcs[i] < end
+
     def trips(self, code: list[Instr], start: int, end: int) -> int | None:
-        """The static trip count of the loop [start, end], closed by code[end], if it has one:
-        a counted loop whose counter is only ever set by SET, never inside its own body."""
+        """The most trips of the loop [start, end], closed by code[end], if the code bounds
+        them: a counted loop whose counter is never stepped by ADD, never set below 0 and
+        never written inside its body enters at 0 or more, so it runs `trips` times at most."""
         instr = code[end]
         if instr.spec.scalar is not spec.Scalar.COUNT:
             return None
         counter = instr.operand("c")
-        rewritten = any(start <= pc < end and r == counter for pc, r in self.writes)
-        if counter in self.added or rewritten:
+        if counter in self.added or self.set_min.get(counter, 0) < 0:
             return None
-        return max(1, self.set_max.get(counter, 0))
+        if self.rewritten(counter, start, end):
+            return None
+        return int(instr.operand("trips"))
 
     def exact_trips(self, code: list[Instr], loops: list[tuple[int, int]]) -> list[int] | None:
-        """Every loop's trip count when the code fixes each: its counter's last write before
-        the loop is a SET in the same loops as the loop's start (so it runs before every
-        entry), and nothing in the body writes the counter but its closing ctl.loop; None if
-        one is not so fixed or two loops cross."""
-        order = sorted(range(len(loops)), key=lambda k: (loops[k][0], -loops[k][1]))
-        innermost = [-1] * len(code)  # the innermost loop around each pc
-        parent = [-1] * len(loops)
+        """Every loop's trip count when the code fixes each: its counter is never stepped by
+        ADD or set but to 0, and nothing in its body writes it but its closing ctl.loop, so it
+        is 0 on every entry (registers start at 0 and a loop leaves its counter at 0) and the
+        loop runs its `trips`; None if one is not so fixed or two loops cross."""
+        spans = sorted(loops, key=lambda loop: (loop[0], -loop[1]))
         stack: list[int] = []
-        j = 0
-        for pc in range(len(code)):
-            while stack and loops[stack[-1]][1] < pc:
+        for start, end in spans:  # nested or disjoint
+            while stack and stack[-1] < start:
                 stack.pop()
-            while j < len(order) and loops[order[j]][0] == pc:
-                k = order[j]
-                if stack and loops[k][1] > loops[stack[-1]][1]:
-                    return None  # crossing loops
-                parent[k] = stack[-1] if stack else -1
-                stack.append(k)
-                j += 1
-            innermost[pc] = stack[-1] if stack else -1
-        writes: dict[int, list[int]] = defaultdict(list)  # register -> pcs writing it
-        for pc, r in self.writes:
-            writes[r].append(pc)
+            if stack and end > stack[-1]:
+                return None
+            stack.append(end)
         trips = []
-        for k, (start, end) in enumerate(loops):
+        for start, end in loops:
             instr = code[end]
             if instr.spec.scalar is not spec.Scalar.COUNT:
                 return None
-            pcs = writes[instr.operand("c")]
-            i = bisect.bisect_left(pcs, start)
-            if i == 0 or pcs[i] != end or code[pcs[i - 1]].spec.scalar is not spec.Scalar.SET:
-                return None  # not set before, or written in the body
-            if innermost[pcs[i - 1]] != parent[k]:
+            counter = instr.operand("c")
+            if counter in self.added or self.set_max.get(counter, 0) != 0:
                 return None
-            trips.append(max(1, code[pcs[i - 1]].operand("imm")))
+            if self.set_min.get(counter, 0) != 0 or self.rewritten(counter, start, end):
+                return None
+            trips.append(int(instr.operand("trips")))
         return trips
 
 
@@ -280,10 +283,9 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
     work = tuple(work_of(instr, target, plans) for instr in code)
     total = sum(work)
     # Every cycle of the control flow graph passes a backward edge: the interval [target, pc]
-    # of each is a loop. With every loop a ctl.loop whose counter is only ever set by ctl.set
-    # (never by ctl.add, never inside its own body) and loops nested or disjoint, an
-    # instruction runs at most the product of its loops' trip counts, a trip count being the
-    # largest value the counter can hold (at least 1).
+    # of each is a loop. With every loop a ctl.loop whose counter cannot enter below 0 (never
+    # stepped by ctl.add, never set below 0, never written inside its own body) and loops
+    # nested or disjoint, an instruction runs at most the product of its loops' trips.
     registers = _Registers()
     loops: list[tuple[int, int]] = []  # (start, end)
     for pc, instr in enumerate(code):
@@ -303,7 +305,7 @@ def _core_budget(code: list[Instr], target: Target) -> CoreBudget:
         assert runs is not None  # exact_trips found no crossing loops
         derived = sum(w * r for w, r in zip(work, runs, strict=True))
         if derived <= EXACT_WORK:
-            return CoreBudget(work, derived, "its loops run the counts set before them")
+            return CoreBudget(work, derived, "its loops run their trip counts")
     # (start, end, trips or None: no static count)
     bounded = [(start, end, registers.trips(code, start, end)) for start, end in loops]
     bounded.sort(key=lambda loop: (loop[0], -loop[1]))  # outer loops first

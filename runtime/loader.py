@@ -220,6 +220,8 @@ def _check_code(
     checker.images[spec.OperandKind.CAM].update(
         (array, program.cam_images[i]) for (c, array), i in cam_held.items() if c == core
     )
+    # every register is 0 when a core starts (and when a streamed core starts over)
+    checker.known = dict.fromkeys(range(program.target.core.registers), 0)
     loops = _counted_loops(code)
     if loops is None:  # other control flow: a straight-line pass, forgetting at each target
         for pc, instr in enumerate(code):
@@ -229,33 +231,34 @@ def _check_code(
         checker.walk(0, len(code), loops)
 
 
-def _counted_loops(code: list[Instr]) -> dict[int, int] | None:
-    """{first pc of the body: pc of its ctl.loop} when the only control flow is counted
-    loops (ctl.loop back to a pc no other instruction jumps to) that nest properly, and in
-    their bodies registers are only set or stepped; else None."""
-    loops: dict[int, int] = {}
+def _counted_loops(code: list[Instr]) -> dict[int, list[int]] | None:
+    """{first pc of a body: pcs of the ctl.loops closing the loops that start there, the
+    outermost first} when the only control flow is counted loops (ctl.loop back to a pc
+    before it) that nest properly, and in their bodies registers are only set or stepped;
+    else None."""
+    loops: dict[int, list[int]] = {}
     open_ends: list[int] = []  # ends of the loops whose bodies enclose the pc reached
     for pc, instr in enumerate(code):
         row = instr.spec
         if row.operand_index(spec.OperandKind.TARGET) is None:
             continue
         target = instr.operand("target")
-        if row.scalar is not spec.Scalar.COUNT or target > pc or target in loops:
+        if row.scalar is not spec.Scalar.COUNT or target > pc:
             return None
-        loops[target] = pc
-    starts = sorted(loops)
-    for start in starts:  # bodies nest: each one ends before any body enclosing it
+        loops.setdefault(target, []).insert(0, pc)  # a later close encloses the earlier
+    for start in sorted(loops):  # bodies nest: each one ends before any body enclosing it
         while open_ends and open_ends[-1] < start:
             open_ends.pop()
-        if open_ends and loops[start] > open_ends[-1]:
-            return None
-        open_ends.append(loops[start])
+        for close in loops[start]:
+            if open_ends and close > open_ends[-1]:
+                return None
+            open_ends.append(close)
     # in a body, a register may only be set or stepped by itself, so every trip moves it
     # alike (a copy between registers could make it alternate)
     depth = np.zeros(len(code) + 1, dtype=np.int64)
-    for start, close in loops.items():
+    for start, closes in loops.items():
         depth[start] += 1
-        depth[close + 1] -= 1
+        depth[closes[0] + 1] -= 1
     inside = np.cumsum(depth) > 0
     for pc, instr in enumerate(code):
         row = instr.spec
@@ -422,37 +425,41 @@ class _CodeCheck:
                     f"{access.space.value}"
                 )
 
-    def walk(self, start: int, end: int, loops: dict[int, int], body: bool = False) -> None:
-        """Check pcs [start, end) (the body of the loop starting at `start` if `body`), each
+    def walk(self, start: int, end: int, loops: dict[int, list[int]], entered: int = 0) -> None:
+        """Check pcs [start, end) (inside the `entered` loops that start at `start`), each
         counted loop through its first, second and last trips: a register stepped by the
         same amount every trip is affine in the trip from the second on, so every access's
         range is widest at one of these three."""
         pc = start
         while pc < end:
-            close = None if body and pc == start else loops.get(pc)
-            if close is None:
+            closes = loops.get(pc, ())
+            depth = entered if pc == start else 0
+            if depth >= len(closes):
                 self.check(pc, self.code[pc])
                 pc += 1
                 continue
-            self.trips(pc, close, loops)
-            pc = close + 1
+            self.trips(pc, closes[depth], loops, depth + 1)
+            pc = closes[depth] + 1
 
-    def trips(self, start: int, close: int, loops: dict[int, int]) -> None:
-        """The loop of body [start, close), closed by the counted jump back at `close`."""
-        counter = self.code[close].operand("c")
-        count = self.known.get(counter)
-        if count is None:  # the trips are unknown: check one with nothing known
+    def trips(self, start: int, close: int, loops: dict[int, list[int]], entered: int) -> None:
+        """The loop of body [start, close), closed by the counted jump back at `close`: a
+        counter entering at e runs max(1, trips - e) trips, holding e + j in trip j."""
+        closing = self.code[close]
+        counter, limit = closing.operand("c"), closing.operand("trips")
+        entry = self.known.get(counter)
+        if entry is None:  # the trips are unknown: check one with nothing known
             self.known.clear()
-            self.walk(start, close, loops, body=True)
-            self.check(close, self.code[close])
+            self.walk(start, close, loops, entered)
+            self.check(close, closing)
             self.known.clear()
+            self.known[counter] = 0
             return
-        trips = max(count, 1)  # the body runs once before the count is tested
+        trips = max(1, limit - entry)  # the body runs once before the count is tested
 
         def run(state: dict[int, int], trip: int) -> dict[int, int]:
             """The registers at the end of trip `trip`'s body, from those at its start."""
-            self.known = {**state, counter: count - trip}
-            self.walk(start, close, loops, body=True)
+            self.known = {**state, counter: entry + trip}
+            self.walk(start, close, loops, entered)
             return dict(self.known)
 
         end = first = run(self.known, 0)
@@ -463,8 +470,7 @@ class _CodeCheck:
                          for r in first.keys() & second.keys()}  # fmt: skip
                 end = run(moved, trips - 1)
         self.known = end
-        self.check(close, self.code[close])
-        self.known[counter] = count - trips
+        self.check(close, closing)  # leaves the counter at 0, as the loop does
 
     def follow(self, row: spec.InstrSpec, ops: dict[str, int]) -> None:
         """The registers' known values after the instruction (spec.Scalar)."""
@@ -475,5 +481,5 @@ class _CodeCheck:
             self.known.pop(ops["d"], None)
             if base is not None:
                 self.known[ops["d"]] = base + ops["imm"]
-        elif row.scalar is spec.Scalar.COUNT:
-            self.known.pop(ops["c"], None)
+        elif row.scalar is spec.Scalar.COUNT:  # reached by falling through: the loop is done
+            self.known[ops["c"]] = 0

@@ -21,10 +21,11 @@ from imcc.isa.encoding import Instr, make
 
 # Loops are looked for over bodies of at most MAX_BODY items, at the next MAX_TRIES repeats
 # of the first item's shape, in MAX_DEPTH rounds; nests go COUNTERS deep, each depth's loop
-# counting in a register of its own that holds nothing else (so the runtime's default budget
-# and the loader read every trip count from the ctl.set before the loop).
+# counting in a register of its own that holds nothing else, so it is 0 on every entry and
+# the loop runs its own trip count (which the runtime's default budget and the loader read).
 MAX_BODY = 512
 MIN_TRIPS = 3  # any two trips fit a step: a loop of two would often be a coincidence
+MAX_TRIPS = (1 << spec.LOOP_TRIP_BITS) - 1
 MAX_TRIES = 6
 MAX_DEPTH = 4
 COUNTERS = 4
@@ -211,10 +212,10 @@ class _Run:
                 continue
             trips, first, steps = run
             # written out, each trip is its body plus a ctl.set per moving address; rolled,
-            # the body once, a step per moving register, the counter and the jump back
+            # the body once, a step per moving register and the counted jump back
             body = int(self.size_before[i + p] - self.size_before[i])
             moving = int(np.count_nonzero(steps))
-            if trips * (body + moving) - (body + 3) <= saving:
+            if trips * (body + moving) - (body + 1) <= saving:
                 continue  # cannot beat the best so far
             found = _loop(self.body(i, p), trips, first, steps, registers, level)
             if found is not None:
@@ -272,7 +273,7 @@ class _Run:
             break
         if trips < MIN_TRIPS:
             return None
-        return trips, first, steps
+        return min(trips, MAX_TRIPS), first, steps
 
     def nested(self, loop: Loop, i: int, p: int, registers: int, level: int) -> Loop:
         """`loop` (of items i..i+p) with the runs in its body rolled, if the outer steps
@@ -425,10 +426,10 @@ def _loop(
     # an inner loop's groups set where they are used stay so
     inherited = np.zeros(count, dtype=bool)
     inherited[groups[body.scratch]] = True
-    # counter set, the sets of what inner loops hold (on each entry) and of the fixed
-    # addresses used, body, steps, jump back
+    # the sets of what inner loops hold (on each entry) and of the fixed addresses used,
+    # body, steps, the counted jump back
     sets = int(np.count_nonzero(~mine & ~inherited)) + int(np.count_nonzero(body.scratch))
-    size = 2 + sets + body.size + int(np.count_nonzero(moves))
+    size = 1 + sets + body.size + int(np.count_nonzero(moves))
     return Loop(body.items, trips, first, steps, groups, counters, need, size, body.widths,
                 level, trips * body.cover, int(np.count_nonzero(mine)),
                 scratch | inherited)  # fmt: skip
@@ -613,7 +614,6 @@ class Assembler:
             at += width
         regs = list(given)
         mine = self.hold(loop, regs, nested, free, reuse or {})
-        self.put(spec.CTL_SET, counters[0], loop.trips)
         end = _last_strides(loop, self.records)
         if end is not None and self.strides != end:
             self.set_strides(end)  # every trip then starts with the strides it ends with
@@ -652,7 +652,8 @@ class Assembler:
         for reg, step in stepped.items():
             if step:
                 self.put(spec.CTL_ADD, reg, reg, step)
-        self.put(spec.CTL_LOOP, counters[0], start)
+        # the counter is 0 on entry: it holds nothing else, and the loop before leaves it so
+        self.put(spec.CTL_LOOP, counters[0], loop.trips, start)
         ends = {}
         for group, reg in mine.items():
             pos = groups.index(group)

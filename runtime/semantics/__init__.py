@@ -72,9 +72,13 @@ def ctl_add(m: Machine, c: CoreState, i: Instr) -> int | None:
 
 @semantics(spec.CTL_LOOP)
 def ctl_loop(m: Machine, c: CoreState, i: Instr) -> int | None:
-    r, target = i.operands
-    c.regs[r] -= 1
-    return target if c.regs[r] > 0 else None
+    r, trips, target = i.operands
+    count = int(c.regs[r]) + 1
+    if count < trips:
+        c.regs[r] = count
+        return target
+    c.regs[r] = 0
+    return None
 
 
 @semantics(spec.CTL_JUMP)

@@ -129,7 +129,7 @@ CANONICAL = """\
 L1:
     xbar.mvm a1, r2, r3, 8, 1, 1
     simd.shiftadd r3, r3, r4, -2, 16
-    ctl.loop r1, L1
+    ctl.loop r1, 3, L1
 .node -
     ctl.branch.lt r1, r2, L6
     ctl.halt
@@ -149,7 +149,7 @@ def test_canonical_text_round_trips_unchanged() -> None:
     program = assemble(CANONICAL, "c.s", loader)
     assert disassemble(program, loader) == CANONICAL
     assert len(program.code) == 3 and program.code[1] == []
-    assert program.code[0][3] == make("ctl.loop", 1, 1)
+    assert program.code[0][3] == make("ctl.loop", 1, 3, 1)
     assert program.code[0][4].operand("target") == 6
     assert program.debug == {(0, 0): "conv1", (0, 1): "conv1", (0, 2): "conv1", (0, 3): "conv1",
                              (2, 0): "fc", (2, 1): "fc"}  # fmt: skip

@@ -359,6 +359,12 @@ def fact_row(*operands: tuple[str, spec.OperandKind], access: str = "", **facts:
             (("c", REG),),
             "",
             {"scalar": spec.Scalar.COUNT},
+            "is a count of the registers with no count operand 'trips'",
+        ),
+        (
+            (("c", REG), ("trips", spec.OperandKind.COUNT)),
+            "",
+            {"scalar": spec.Scalar.COUNT},
             "is a count of the registers with no target operand 'target'",
         ),
     ],

@@ -174,13 +174,12 @@ def looped(outer: int, inner: int, receives: int, queue: int = 0) -> Program:
     text = f"""
 .core 0
     ctl.set r1, 64
-    ctl.set r2, {outer}
 outer:
-    ctl.set r3, {inner}
+    ctl.nop
 inner:
     noc.send c1, 7, r1, 4
-    ctl.loop r3, inner
-    ctl.loop r2, outer
+    ctl.loop r3, {inner}, inner
+    ctl.loop r2, {outer}, outer
     ctl.halt
 .core 1
     ctl.set r1, 64
@@ -209,29 +208,28 @@ def test_loops_of_messages_are_followed_at_their_trip_counts(queue: int) -> None
     held = queue // 4
     check_protocol(looped(3, 4, 12 - held, queue))
     error = deadlock(looped(3, 4, 12 - held - 1, queue))
-    assert waits(error) == [(0, 3, 1, ROOM)]
+    assert waits(error) == [(0, 2, 1, ROOM)]
     assert f"({queue} of {queue} words held)" in error.message
 
 
 def test_a_loop_without_messages_runs_its_trips_at_once() -> None:
-    # 2^40 trips of a vector op, then a receive nothing sends: the check follows the loop in
-    # one step (else it would give up, unchecked, at MAX_STEPS) and finds the deadlock
+    # 2^24 - 1 trips of a vector op, then a receive nothing sends: the check follows the loop
+    # in one step (else it would give up, unchecked, at MAX_STEPS) and finds the deadlock
     text = (
         IO
         + f"""
 .core 0
     ctl.set r1, 64
-    ctl.set r2, {1 << 40}
 spin:
     simd.relu r1, r1, 4
-    ctl.loop r2, spin
+    ctl.loop r2, {(1 << 24) - 1}, spin
     noc.recv c1, 0, r1, 4
     ctl.halt
 .core 1
     ctl.halt
 """
     )
-    assert waits(deadlock(program(text))) == [(0, 4, 1, 0)]
+    assert waits(deadlock(program(text))) == [(0, 3, 1, 0)]
 
 
 def test_a_program_the_check_cannot_follow_to_its_end_is_skipped() -> None:

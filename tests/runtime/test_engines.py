@@ -31,18 +31,18 @@ def test_a_loop_runs_its_body_n_times_and_costs_n_times() -> None:
     # y = x + 3 * 1, as three simd.add of a constant 1 in a loop
     program = with_io(
         ".const 8 1.0 1.0 1.0 1.0\n.core 0\n"
-        "    ctl.set r0, 0\n    ctl.set r1, 8\n    ctl.set r2, 3\n    ctl.set r3, 16\n"
+        "    ctl.set r0, 0\n    ctl.set r1, 8\n    ctl.set r3, 16\n"
         "    mem.load r0, r0, 4\n    mem.load r1, r1, 4\n"
-        "body:\n    simd.add r0, r0, r1, 4\n    ctl.loop r2, body\n"
+        "body:\n    simd.add r0, r0, r1, 4\n    ctl.loop r2, 3, body\n"
         "    mem.store r3, r0, 4\n    ctl.halt\n"
     )
     y, report = both_modes(program, np.array([[1.0, 2.0, 3.0, 4.0]]))
     assert y.tolist() == [[4.0, 5.0, 6.0, 7.0]]
     mem = COST.mem_cycles + math.ceil(4 / 8)
-    expected = 4 * COST.ctl_cycles + 3 * mem + 3 * (COST.simd_cycles + COST.ctl_cycles)
+    expected = 3 * COST.ctl_cycles + 2 * mem + 3 * (COST.simd_cycles + COST.ctl_cycles) + mem
     expected += COST.ctl_cycles  # halt
     assert report.cycles == expected
-    assert report.counts["instructions"] == 4 + 3 + 6 + 1
+    assert report.counts["instructions"] == 3 + 2 + 6 + 1 + 1
 
 
 def test_send_and_receive_between_cores_wait_for_the_mesh() -> None:

@@ -298,11 +298,11 @@ def test_a_counted_loop_running_out_of_range_is_refused_at_load() -> None:
     """The loader follows a counted loop through its first, second and last trips: the
     third trip's address is past the buffer."""
     message = load_error(
-        ".core 0\nctl.set r0, 16000\nctl.set r1, 3\nagain:\n"
-        "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, again\nctl.halt\n"
+        ".core 0\nctl.set r0, 16000\nagain:\n"
+        "ctl.add r0, r0, 200\nsimd.relu r0, r0, 8\nctl.loop r1, 3, again\nctl.halt\n"
     )
     assert message == (
-        "test.imcb: section CODE[0]: pc 3 (simd.relu): d = r0 addresses [16400, 16408) "
+        "test.imcb: section CODE[0]: pc 2 (simd.relu): d = r0 addresses [16400, 16408) "
         "outside the 16384-word buffer"
     )
 
@@ -312,9 +312,9 @@ def test_a_counted_loop_inside_the_buffer_loads() -> None:
     the last write, at 3,968 + 3 x 4,096 + 7 x 16 = 16,368, ends at the buffer's end."""
     imcc.Simulator(
         with_io(
-            ".core 0\nctl.set r0, 3968\nctl.set r2, 4\nouter:\nctl.set r3, 8\ninner:\n"
-            "simd.relu r0, r0, 16\nctl.add r0, r0, 16\nctl.loop r3, inner\n"
-            "ctl.add r0, r0, 3968\nctl.loop r2, outer\nctl.halt\n"
+            ".core 0\nctl.set r0, 3968\nouter:\ninner:\n"
+            "simd.relu r0, r0, 16\nctl.add r0, r0, 16\nctl.loop r3, 8, inner\n"
+            "ctl.add r0, r0, 3968\nctl.loop r2, 4, outer\nctl.halt\n"
         )
     )
 
@@ -323,11 +323,11 @@ def test_the_last_trip_of_a_nested_loop_is_checked() -> None:
     """The same nest one word further: only the last inner trip of the last outer trip is
     out of range, and the loader finds it."""
     message = load_error(
-        ".core 0\nctl.set r0, 3969\nctl.set r2, 4\nouter:\nctl.set r3, 8\ninner:\n"
-        "simd.relu r0, r0, 16\nctl.add r0, r0, 16\nctl.loop r3, inner\n"
-        "ctl.add r0, r0, 3968\nctl.loop r2, outer\nctl.halt\n"
+        ".core 0\nctl.set r0, 3969\nouter:\ninner:\n"
+        "simd.relu r0, r0, 16\nctl.add r0, r0, 16\nctl.loop r3, 8, inner\n"
+        "ctl.add r0, r0, 3968\nctl.loop r2, 4, outer\nctl.halt\n"
     )
     assert message == (
-        "test.imcb: section CODE[0]: pc 3 (simd.relu): d = r0 addresses [16369, 16385) "
+        "test.imcb: section CODE[0]: pc 1 (simd.relu): d = r0 addresses [16369, 16385) "
         "outside the 16384-word buffer"
     )

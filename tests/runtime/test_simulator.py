@@ -128,7 +128,7 @@ def test_a_loop_of_wide_simd_instructions_counts_its_lanes() -> None:
 
 
 def test_a_counter_reset_inside_its_loop_has_no_static_bound() -> None:
-    binary = with_io(".core 0\ntop:\n    ctl.set r0, 5\n    ctl.loop r0, top\nctl.halt\n")
+    binary = with_io(".core 0\ntop:\n    ctl.set r0, 5\n    ctl.loop r0, 10, top\nctl.halt\n")
     with pytest.raises(SimulationError) as info:
         imcc.Simulator(binary, mode="cycle").run(np.zeros(4))
     assert info.value.loc == CoreLoc(0, 0, "ctl.set") or info.value.loc == CoreLoc(0, 1, "ctl.loop")
@@ -136,27 +136,28 @@ def test_a_counter_reset_inside_its_loop_has_no_static_bound() -> None:
 
 
 def test_a_loop_with_a_huge_static_count_stops_at_the_default_cap() -> None:
-    """A 48-bit loop count halts, but not in a lifetime: the default stops it at BOUNDED_WORK
-    (here after about two thousand passes of 16,384 lanes)."""
-    binary = with_io(".core 0\nctl.set r1, 0\nctl.set r0, 140737488355327\ntop:\n"
-                     "    simd.relu r1, r1, 16384\n    ctl.loop r0, top\nctl.halt\n")  # fmt: skip
+    """2^24 - 1 passes of 16,384 lanes are 2^38 work units, past EXACT_WORK: the default
+    stops them at BOUNDED_WORK (after about two thousand passes)."""
+    binary = with_io(".core 0\nctl.set r1, 0\ntop:\n    simd.relu r1, r1, 16384\n"
+                     "    ctl.loop r0, 16777215, top\nctl.halt\n")  # fmt: skip
     with pytest.raises(SimulationError) as info:
         imcc.Simulator(binary, mode="functional").run(np.zeros(4))
     assert isinstance(info.value.loc, CoreLoc) and info.value.loc.core == 0
-    assert info.value.loc.pc in (2, 3)
+    assert info.value.loc.pc in (1, 2)
     assert f"past the {BOUNDED_WORK:,} the default allows" in str(info.value)
 
 
-def test_loops_with_counts_set_before_them_get_exactly_their_work() -> None:
-    """3,000 passes of 16,384 lanes, past BOUNDED_WORK: the count is set right before the
-    loop, so the default budget is the program's own work, and the run halts under it."""
-    binary = with_io(".core 0\nctl.set r1, 0\nctl.set r0, 3000\ntop:\n"
-                     "    simd.relu r1, r1, 16384\n    ctl.loop r0, top\nctl.halt\n")  # fmt: skip
+def test_loops_whose_counters_start_at_zero_get_exactly_their_work() -> None:
+    """3,000 passes of 16,384 lanes, past BOUNDED_WORK: the counter is never written but by
+    its loop, so it is 0 on entry and the loop runs its 3,000 trips; the default budget is
+    the program's own work, and the run halts under it."""
+    binary = with_io(".core 0\nctl.set r1, 0\ntop:\n    simd.relu r1, r1, 16384\n"
+                     "    ctl.loop r0, 3000, top\nctl.halt\n")  # fmt: skip
     (budget, *_) = work_budget(binary.program)
     work = budget.work
-    assert budget.limit == work[0] + work[1] + 3000 * (work[2] + work[3]) + work[4]
+    assert budget.limit == work[0] + 3000 * (work[1] + work[2]) + work[3]
     assert budget.limit > BOUNDED_WORK
-    assert budget.why == "its loops run the counts set before them"
+    assert budget.why == "its loops run their trip counts"
     imcc.Simulator(binary, mode="functional").run(np.zeros(4))
 
 
@@ -343,8 +344,8 @@ class TestFunctional:
     def test_halting_loops_run_to_their_static_counts_under_the_default(self) -> None:
         """Nested static loops of 100 x 60 passes (12,000+ instructions, past the budget of an
         unbounded loop) halt; the same with max_cycles is the explicit budget."""
-        text = (".core 0\nctl.set r0, 100\nouter:\n    ctl.set r1, 60\ninner:\n    ctl.nop\n"
-                "    ctl.loop r1, inner\n    ctl.loop r0, outer\nctl.halt\n")  # fmt: skip
+        text = (".core 0\nouter:\n    ctl.nop\ninner:\n    ctl.nop\n"
+                "    ctl.loop r1, 60, inner\n    ctl.loop r0, 100, outer\nctl.halt\n")  # fmt: skip
         sim = imcc.Simulator(with_io(text), mode=self.mode)
         sim.run(np.zeros(4))
         with pytest.raises(SimulationError, match="budget exhausted"):

@@ -149,9 +149,12 @@ def executed(code: Sequence[Instr], registers: int = 32) -> Iterator[tuple[int, 
         elif row is spec.CTL_ADD:
             regs[instr.operand("d")] = regs[instr.operand("a")] + instr.operand("imm")
         elif row is spec.CTL_LOOP:
-            regs[instr.operand("c")] -= 1
-            if regs[instr.operand("c")] > 0:
+            counter = instr.operand("c")
+            regs[counter] += 1
+            if regs[counter] < instr.operand("trips"):
                 pc = instr.operand("target")
+            else:
+                regs[counter] = 0
         elif row is spec.CTL_JUMP or (
             row in compare and compare[row](regs[instr.operand("a")], regs[instr.operand("b")])
         ):
