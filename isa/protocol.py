@@ -114,10 +114,10 @@ def _decode(instr: Instr) -> tuple[Op, Callable[[int, int], bool] | None] | None
     """(kind and operands, comparison of a branch) of an instruction the execution follows;
     None for one that neither moves control nor messages."""
     row = instr.spec
-    if row.noc is spec.Noc.SEND:
-        return (_SEND, instr.operand("core"), instr.operand("tag"), instr.operand("n")), None
-    if row.noc is spec.Noc.RECV:
-        return (_RECV, instr.operand("core"), instr.operand("tag"), instr.operand("n")), None
+    if row.noc is not spec.Noc.NONE:  # the peer is core + r[cr]: known when it runs
+        kind = _SEND if row.noc is spec.Noc.SEND else _RECV
+        core, reg = instr.operand("core"), instr.operand(spec.PEER_FIELD)
+        return (kind, core, reg, instr.operand("tag"), instr.operand("n")), None
     if row is spec.CTL_HALT:
         return (_HALT,), None
     if row.scalar is spec.Scalar.SET:
@@ -239,13 +239,20 @@ class _Network:
                 c.halted = True
                 return
             if kind == _SEND:
-                if not self.send(c, pc, op[1], op[2], op[3]):
+                if not self.send(c, pc, self.peer(c, pc, op), op[3], op[4]):
                     return
             elif kind == _RECV:
-                if not self.receive(c, op[1], op[2]):
+                if not self.receive(c, self.peer(c, pc, op), op[3]):
                     return
             else:
                 c.control(pc, op)
+
+    def peer(self, c: _Core, pc: int, op: Op) -> int:
+        """A message's peer: its core operand plus register cr, as the registers hold now."""
+        peer = op[1] + c.regs[op[2]]
+        if not 0 <= peer < self.program.target.chip.cores or peer == c.index:
+            raise _Unknown(f"core {c.index} pc {pc} names core {peer}")  # the engines trap
+        return peer
 
     def send(self, c: _Core, pc: int, receiver: int, tag: int, n: int) -> bool:
         """Send n words to receiver, if they fit its queue from c (else c waits for room)."""

@@ -163,6 +163,11 @@ class Space(enum.Enum):
     TILE = "tile"  # the memory shared by the cores of the executing core's tile
 
 
+# A message's peer is its core operand plus the register its PEER_FIELD names: an immediate
+# for a fixed peer (with a register holding 0), a register stepped by a loop over peers.
+PEER_FIELD = "cr"
+
+
 # A CAM match vector is packed MATCH_BITS rows to a buffer word: row r is bit r % MATCH_BITS
 # of word r // MATCH_BITS (a float64 word holds a 32-bit mask exactly).
 MATCH_BITS = 32
@@ -784,8 +789,9 @@ NOC_SEND = _row(
     "noc.send",
     0x80,
     CostClass.NOC,
-    "send buf[a:a+n] to core `core` with `tag`",
+    "send buf[a:a+n] to core `core` + r[cr] with `tag`",
     ("core", OperandKind.CORE),
+    ("cr", R),
     ("tag", OperandKind.TAG),
     ("a", R),
     ("n", OperandKind.COUNT),
@@ -796,8 +802,9 @@ NOC_RECV = _row(
     "noc.recv",
     0x81,
     CostClass.NOC,
-    "wait for the message from core `core` with `tag`; buf[d:d+n] = its data",
+    "wait for the message from core `core` + r[cr] with `tag`; buf[d:d+n] = its data",
     ("core", OperandKind.CORE),
+    ("cr", R),
     ("tag", OperandKind.TAG),
     ("d", R),
     ("n", OperandKind.COUNT),
@@ -1006,8 +1013,10 @@ def _check_facts(spec: InstrSpec, kinds: dict[str, OperandKind]) -> None:
         raise ValueError(f"{spec.mnemonic!r} has an access sized by an image it does not read")
     if spec.accesses and spec.array is ArrayUse.PROGRAM:  # the readers size none by it
         raise ValueError(f"{spec.mnemonic!r} programs an array and touches memory")
-    if spec.noc is not Noc.NONE and kinds.get("core") is not OperandKind.CORE:
-        raise ValueError(f"{spec.mnemonic!r} is a message with no core operand")
+    if spec.noc is not Noc.NONE and not (
+        kinds.get("core") is OperandKind.CORE and kinds.get(PEER_FIELD) is OperandKind.REG
+    ):  # the peer is core + r[cr] (the engines, the loader and isa/protocol.py read both)
+        raise ValueError(f"{spec.mnemonic!r} is a message with no core and cr operands")
     if spec.strided and not (
         kinds.get(STRIDE_FIELD) is OperandKind.REG and spec.repeat == "m"
     ):  # the cost model prices a block copy as its m rows

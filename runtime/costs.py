@@ -26,8 +26,12 @@ class Price:
     units: int = 1  # units it keeps busy for its cycles: the k arrays of a span (spec.span)
 
 
-def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int = 0) -> Price:
-    """Latency and energy of `instr`; `rows`/`cols` are the array image's for xbar ops."""
+def price(
+    target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int = 0, peer: int = -1
+) -> Price:
+    """Latency and energy of `instr` on `core`; `rows`/`cols` are the array image's for xbar
+    ops, `peer` the core a message goes to or comes from (its core operand plus register cr,
+    which only the run knows; -1: the core operand, as if cr held 0)."""
     cost, row = target.cost, instr.spec
     lanes = target.core.simd_lanes
     ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
@@ -102,7 +106,7 @@ def price(target: Target, instr: Instr, rows: int = 0, cols: int = 0, core: int 
         energy.update(tile_memory=n * tile.memory_pj_per_word, buffer=n * cost.buffer_pj_per_word)
     elif row.cost is spec.CostClass.NOC:
         n = ops["n"]
-        hops = target.hops(core, ops["core"])
+        hops = target.hops(core, ops["core"] if peer < 0 else peer)
         cycles = 1 + math.ceil(n / cost.noc_words_per_cycle)  # injection / ejection time
         counts.update(noc_words=n, buffer_words=n)
         energy["buffer"] = n * cost.buffer_pj_per_word

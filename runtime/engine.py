@@ -369,7 +369,7 @@ class Engine:
         self,
         machine: Machine,
         max_cycles: int | None,
-        prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
+        prices: dict[tuple[int, Instr, tuple[int, int], int], tuple[Price, int]] | None = None,
         budgets: list[CoreBudget] | None = None,
     ) -> None:
         """`max_cycles` None: the per-core `budgets` (work_budget), else that many cycles
@@ -378,7 +378,7 @@ class Engine:
         self.max_cycles = max_cycles
         self.budgets = budgets if budgets is not None else work_budget(machine.program)
         self.used = [0] * len(machine.cores)
-        # (core, instr, image shape) -> price; static, so a simulator keeps it across runs
+        # (core, instr, image shape, message peer) -> price; static, so a simulator keeps it
         self.prices = {} if prices is None else prices
         # finite receive queues (cycle mode, core.recv_queue_words > 0), one per (sender,
         # receiver) pair as PUMA's receive buffer has FIFO entries per sender: words sent on
@@ -489,10 +489,11 @@ class Engine:
         program of repeated instructions is priced once per distinct one."""
         row = instr.spec
         shape = (0, 0) if row.shape is spec.Shape.NONE else self.shape_of(c, row, instr)
-        key = (c.index, instr, shape)
+        peer = self.m.peer(c, instr) if row.noc is not spec.Noc.NONE else -1
+        key = (c.index, instr, shape, peer)
         cached = self.prices.get(key)
         if cached is None:
-            p = price(self.m.target, instr, shape[0], shape[1], c.index)
+            p = price(self.m.target, instr, shape[0], shape[1], c.index, peer)
             macs = 0
             if row.macs:
                 ops = dict(zip((f.name for f in row.fields), instr.operands, strict=True))
@@ -562,13 +563,14 @@ class Engine:
         """What a blocked core waits for: a message, or room in its queue to its receiver."""
         instr = w.code[w.pc]
         if w.index in self.room:
-            receiver = instr.operand("core")
+            receiver = self.room[w.index]
             return (
                 f"core {w.index} pc {w.pc} waits for room in its queue to core {receiver} "
                 f"({self.queued[(w.index, receiver)]} of {self.capacity} words held)"
             )
         return (
-            f"core {w.index} pc {w.pc} waits for core {instr.operands[0]} tag {instr.operands[1]}"
+            f"core {w.index} pc {w.pc} waits for core {self.m.peer(w, instr)} tag "
+            f"{instr.operand('tag')}"
         )
 
 
@@ -684,7 +686,7 @@ class CycleEngine(Engine):
         self,
         machine: Machine,
         max_cycles: int | None,
-        prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] | None = None,
+        prices: dict[tuple[int, Instr, tuple[int, int], int], tuple[Price, int]] | None = None,
         iterations: list[int] | None = None,
         trace: list[tuple[int, int, int, str, str, int]] | None = None,
         budgets: list[CoreBudget] | None = None,
@@ -822,7 +824,7 @@ class CycleEngine(Engine):
         waits (stalls) for its arrival."""
         noc = instr.spec.noc
         if noc is spec.Noc.SEND:
-            receiver, tag = instr.operand("core"), instr.operand("tag")
+            receiver, tag = self.m.peer(c, instr), instr.operand("tag")
             message = self.m.mailboxes[(c.index, receiver, tag)][-1]
             message.arrival = self.network.send(c.index, receiver, instr.operand("n"), start)
             if receiver in self.blocked:  # the receiver may now proceed
@@ -843,7 +845,7 @@ class CycleEngine(Engine):
         if not capacity or c.pc >= len(c.code) or c.code[c.pc].spec.noc is not spec.Noc.SEND:
             return False
         instr = c.code[c.pc]
-        receiver, n = instr.operand("core"), instr.operand("n")
+        receiver, n = self.m.peer(c, instr), instr.operand("n")
         if n > capacity:
             raise self.m.trap(
                 c,
@@ -863,9 +865,9 @@ class CycleEngine(Engine):
             return
         noc = instr.spec.noc
         if noc is spec.Noc.SEND:
-            self.queued[(c.index, instr.operand("core"))] += instr.operand("n")
+            self.queued[(c.index, self.m.peer(c, instr))] += instr.operand("n")
         elif noc is spec.Noc.RECV:
-            sender = instr.operand("core")
+            sender = self.m.peer(c, instr)
             self.queued[(sender, c.index)] -= instr.operand("n")
             if self.room.get(sender) == c.index:
                 del self.room[sender]

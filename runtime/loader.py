@@ -333,13 +333,28 @@ class _CodeCheck:
                     f"{names[i]} {prefix}{instr.operands[i]} does not exist; "
                     f"there are {count} {what}"
                 )
-        if row.noc is not spec.Noc.NONE and ops["core"] == self.core:
-            raise self.error(f"core {self.core} sends to or receives from itself")
+        if row.noc is not spec.Noc.NONE:
+            self.peer(ops)
         image = self.array(row, instr)
         if row.operand_index(spec.OperandKind.CAM_CODE) is not None:
             self.coding(ops)
         self.accesses(row, ops, image)
         self.follow(row, ops)
+
+    def peer(self, ops: dict[str, int]) -> None:
+        """A message's peer, core + r[cr], is another core of the chip, if cr is known."""
+        offset = self.known.get(ops[spec.PEER_FIELD])
+        if offset is None:
+            return  # the engines check it when it runs
+        peer = ops["core"] + offset
+        cores = self.program.target.chip.cores
+        if peer == self.core:
+            raise self.error(f"core {self.core} sends to or receives from itself")
+        if not 0 <= peer < cores:
+            raise self.error(
+                f"c{ops['core']} + r{ops[spec.PEER_FIELD]} = core {peer} does not exist; "
+                f"there are {cores} cores"
+            )
 
     def array(self, row: spec.InstrSpec, instr: Instr) -> Any:
         """The image the array operand holds, for a row that reads it (else None); a row that

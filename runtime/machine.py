@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from imcc.isa import spec
 from imcc.isa.diagnostics import CoreLoc, SimulationError
 from imcc.isa.encoding import Instr
 from imcc.isa.program import Program
@@ -234,6 +235,18 @@ class CoreState:
         self.received = None
 
 
+_PEER_FIELDS: dict[str, tuple[int, int]] = {}
+
+
+def _peer_fields(row: spec.InstrSpec) -> tuple[int, int]:
+    """Operand indices of a message row's core and cr (spec.PEER_FIELD)."""
+    found = _PEER_FIELDS.get(row.mnemonic)
+    if found is None:
+        names = [f.name for f in row.fields]
+        found = _PEER_FIELDS[row.mnemonic] = (names.index("core"), names.index(spec.PEER_FIELD))
+    return found
+
+
 class Machine:
     def __init__(
         self,
@@ -331,6 +344,20 @@ class Machine:
     def global_range(self, start: int, n: int) -> np.ndarray:
         """A view of global memory (allocated on first touch; bounds checked by the caller)."""
         return self.memory.view(start, start + n)
+
+    def peer(self, c: CoreState, instr: Instr) -> int:
+        """The core a message instruction of core c sends to or receives from: its core
+        operand plus register cr (spec.PEER_FIELD); a trap unless that is another core."""
+        core, reg = _peer_fields(instr.spec)
+        operands = instr.operands
+        peer = operands[core] + int(c.regs[operands[reg]])
+        if not 0 <= peer < self.target.chip.cores or peer == c.index:
+            raise self.trap(
+                c,
+                f"c{operands[core]} + r{operands[reg]} = core {peer}, which is "
+                + ("this core" if peer == c.index else "not a core of the chip"),
+            )
+        return peer
 
     def trap(self, core: CoreState, message: str) -> SimulationError:
         instr = core.code[core.pc] if core.pc < len(core.code) else None

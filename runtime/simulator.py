@@ -260,7 +260,7 @@ class Simulator:
         self.set_time(seconds, compensation)
         self.functional_tally: Tally | None = None
         self._node_starts: dict[str, tuple[int, int]] | None = None
-        self.prices: dict[tuple[int, Instr, tuple[int, int]], tuple[Price, int]] = {}
+        self.prices: dict[tuple[int, Instr, tuple[int, int], int], tuple[Price, int]] = {}
         self.budgets = work_budget(program)  # the default budget (engine.py), static
 
     def set_time(self, time: float | str, drift_compensation: str | None = KEEP) -> None:

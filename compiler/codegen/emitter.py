@@ -484,9 +484,11 @@ class Emitter:
     def transfer(self, src: int, src_addr: int, dst: int, dst_addr: int, size: int) -> None:
         # One tag serves every message: a (sender, receiver, tag) mailbox is first in, first
         # out, and a pair's receives are emitted in the order of its sends. So a loop of
-        # transfers repeats the same instructions (compiler/codegen/loops.py).
-        self.cores[src].emit(spec.NOC_SEND, dst, 0, src_addr, size)
-        self.cores[dst].emit(spec.NOC_RECV, src, 0, dst_addr, size)
+        # transfers repeats the same instructions (compiler/codegen/loops.py). The peer is
+        # recorded in register cr, as an address is, so transfers to consecutive cores roll
+        # into a loop stepping it; straight code names it by the core operand instead.
+        self.cores[src].emit(spec.NOC_SEND, 0, dst, 0, src_addr, size)
+        self.cores[dst].emit(spec.NOC_RECV, 0, src, 0, dst_addr, size)
 
     def define(self, value: Value, core: int, addr: int) -> None:
         self.copies[id(value)] = {core: Local(addr, value.type.size)}

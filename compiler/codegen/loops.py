@@ -453,6 +453,12 @@ def _groups(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return groups, np.sort(firsts)
 
 
+def _peer_fields(row: spec.InstrSpec) -> tuple[int, int]:
+    """Operand indices of a message row's core and cr (spec.PEER_FIELD)."""
+    names = [f.name for f in row.fields]
+    return names.index("core"), names.index(spec.PEER_FIELD)
+
+
 def _next_same(keys: Sequence[Hashable]) -> list[int]:
     """For each position, the next one with the same key (-1 if none)."""
     seen: dict[Hashable, int] = {}
@@ -533,6 +539,9 @@ class Assembler:
     def straight(self, record: Record) -> None:
         self.node = record.node
         values = list(record.operands)
+        if record.row.noc is not spec.Noc.NONE:  # a fixed peer: core operand, cr holding 0
+            core, reg = _peer_fields(record.row)
+            values[core], values[reg] = values[core] + values[reg], 0
         pinned: set[int] = set()
         for i in addresses(record.row):
             reg = self.register_for(values[i], pinned)

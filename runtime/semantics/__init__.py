@@ -326,7 +326,8 @@ def tile_store(m: Machine, c: CoreState, i: Instr) -> int | None:
 # -- noc ------------------------------------------------------------------------------------
 @semantics(spec.NOC_SEND)
 def noc_send(m: Machine, c: CoreState, i: Instr) -> int | None:
-    dst, tag, a, n = i.operands
+    _, _, tag, a, n = i.operands
+    dst = m.peer(c, i)
     box = m.mailboxes.setdefault((c.index, dst, tag), deque())
     box.append(Message(_vec(c, a, n).copy(), m.now))
     return None
@@ -334,7 +335,8 @@ def noc_send(m: Machine, c: CoreState, i: Instr) -> int | None:
 
 @semantics(spec.NOC_RECV)
 def noc_recv(m: Machine, c: CoreState, i: Instr) -> int | None:
-    src, tag, d, n = i.operands
+    _, _, tag, d, n = i.operands
+    src = m.peer(c, i)
     box = m.mailboxes.get((src, c.index, tag))
     if not box:
         return BLOCKED

@@ -139,7 +139,7 @@ L6:
 
 .core 2
 .node "fc"
-    noc.recv c0, 7, r5, 16
+    noc.recv c0, r31, 7, r5, 16
     ctl.halt
 """
 
@@ -311,7 +311,7 @@ ERRORS = [
      "operand 5 of 'xbar.mvm' must be a flag in [0, 1], not '2'", 3, 29),
     (".core 0\n    xbar.program a4, 0",
      "operand 1 of 'xbar.program' must be an array (a0..a3), not 'a4'", 3, 18),
-    (".core 0\n    noc.send c4, 1, r1, 2",
+    (".core 0\n    noc.send c4, r31, 1, r1, 2",
      "operand 1 of 'noc.send' must be a core (c0..c3), not 'c4'", 3, 14),
     (".core 0\n    xbar.program a0, 2",
      "image 2 is not defined (the program has no images)", 3, 22),

@@ -342,7 +342,13 @@ def fact_row(*operands: tuple[str, spec.OperandKind], access: str = "", **facts:
             {"array": A.PROGRAM},
             "programs an array and touches memory",
         ),
-        ((("tag", REG),), "", {"noc": N.SEND}, "is a message with no core operand"),
+        ((("tag", REG),), "", {"noc": N.SEND}, "is a message with no core and cr operands"),
+        (
+            (("core", spec.OperandKind.CORE),),
+            "",
+            {"noc": N.SEND},
+            "is a message with no core and cr operands",
+        ),
         (
             (("d", REG), ("a", REG), ("s", REG), ("n", COUNT), ("m", COUNT)),
             "d:w:strided-dst a:r:strided-src",

@@ -20,6 +20,7 @@ from imcc.isa.encoding import make
 from imcc.isa.program import Program
 from imcc.isa.protocol import ROOM, ProtocolError, Wait, check_protocol
 from imcc.isa.target import Target
+from tests.compiler.codegen.graphs import executed
 from tests.conftest import mlp_onnx
 from tests.runtime.programs import IO, program
 
@@ -47,13 +48,13 @@ RECEIVE_FIRST = (
     + """
 .core 0
     ctl.set r1, 64
-    noc.recv c1, 3, r1, 4
-    noc.send c1, 3, r1, 4
+    noc.recv c1, r31, 3, r1, 4
+    noc.send c1, r31, 3, r1, 4
     ctl.halt
 .core 1
     ctl.set r1, 64
-    noc.recv c0, 3, r1, 4
-    noc.send c0, 3, r1, 4
+    noc.recv c0, r31, 3, r1, 4
+    noc.send c0, r31, 3, r1, 4
     ctl.halt
 """
 )
@@ -78,8 +79,8 @@ def test_two_cores_that_receive_before_they_send_deadlock_naming_the_cycle() -> 
 
 def test_a_cycle_of_three_cores_is_named_in_order() -> None:
     text = IO + "".join(
-        f".core {c}\n    ctl.set r1, 64\n    noc.recv c{(c + 1) % 3}, 0, r1, 4\n"
-        f"    noc.send c{(c + 2) % 3}, 0, r1, 4\n    ctl.halt\n"
+        f".core {c}\n    ctl.set r1, 64\n    noc.recv c{(c + 1) % 3}, r31, 0, r1, 4\n"
+        f"    noc.send c{(c + 2) % 3}, r31, 0, r1, 4\n    ctl.halt\n"
         for c in range(3)
     )
     error = deadlock(program(text))
@@ -90,7 +91,7 @@ def test_a_cycle_of_three_cores_is_named_in_order() -> None:
 
 
 def test_a_wait_on_a_halted_core_or_one_without_code_names_the_chain() -> None:
-    halted = IO + ".core 0\n    ctl.set r1, 64\n    noc.recv c1, 5, r1, 4\n    ctl.halt\n"
+    halted = IO + ".core 0\n    ctl.set r1, 64\n    noc.recv c1, r31, 5, r1, 4\n    ctl.halt\n"
     halted += ".core 1\n    ctl.halt\n"
     error = deadlock(program(halted))
     assert error.message == (
@@ -99,8 +100,8 @@ def test_a_wait_on_a_halted_core_or_one_without_code_names_the_chain() -> None:
     )
     # core 2 is on the chip (edge-rram has 4 cores) but the program gives it no code; core 0
     # waits for core 1, which waits for core 2
-    idle = IO + ".core 0\n    ctl.set r1, 64\n    noc.recv c1, 5, r1, 4\n    ctl.halt\n"
-    idle += ".core 1\n    ctl.set r1, 64\n    noc.recv c2, 5, r1, 4\n    ctl.halt\n"
+    idle = IO + ".core 0\n    ctl.set r1, 64\n    noc.recv c1, r31, 5, r1, 4\n    ctl.halt\n"
+    idle += ".core 1\n    ctl.set r1, 64\n    noc.recv c2, r31, 5, r1, 4\n    ctl.halt\n"
     error = deadlock(program(idle))
     assert error.message.endswith(
         "(core 0 waits for core 1, which waits for core 2, which runs no code)"
@@ -116,15 +117,15 @@ TAGS_OUT_OF_ORDER = (
     + """
 .core 0
     ctl.set r1, 64
-    noc.send c1, 0, r1, 4
-    noc.send c1, 1, r1, 4
-    noc.recv c1, 2, r1, 4
+    noc.send c1, r31, 0, r1, 4
+    noc.send c1, r31, 1, r1, 4
+    noc.recv c1, r31, 2, r1, 4
     ctl.halt
 .core 1
     ctl.set r1, 64
-    noc.recv c0, 1, r1, 4
-    noc.send c0, 2, r1, 4
-    noc.recv c0, 0, r1, 4
+    noc.recv c0, r31, 1, r1, 4
+    noc.send c0, r31, 2, r1, 4
+    noc.recv c0, r31, 0, r1, 4
     ctl.halt
 """
 )
@@ -150,10 +151,10 @@ def test_a_finite_queue_can_deadlock_what_a_larger_one_runs() -> None:
 def test_queues_are_per_sender_so_another_senders_messages_take_no_room() -> None:
     # cores 0 and 2 each send core 1 one 4-word message; core 1 takes core 2's last. With one
     # 4-word queue per sender nothing waits; a queue shared by both would hold only one.
-    text = IO + ".core 0\n    ctl.set r1, 64\n    noc.send c1, 0, r1, 4\n    ctl.halt\n"
-    text += ".core 1\n    ctl.set r1, 64\n    noc.recv c0, 0, r1, 4\n"
-    text += "    noc.recv c2, 0, r1, 4\n    ctl.halt\n"
-    text += ".core 2\n    ctl.set r1, 64\n    noc.send c1, 0, r1, 4\n    ctl.halt\n"
+    text = IO + ".core 0\n    ctl.set r1, 64\n    noc.send c1, r31, 0, r1, 4\n    ctl.halt\n"
+    text += ".core 1\n    ctl.set r1, 64\n    noc.recv c0, r31, 0, r1, 4\n"
+    text += "    noc.recv c2, r31, 0, r1, 4\n    ctl.halt\n"
+    text += ".core 2\n    ctl.set r1, 64\n    noc.send c1, r31, 0, r1, 4\n    ctl.halt\n"
     check_protocol(with_queue(program(text), 4))
 
 
@@ -177,7 +178,7 @@ def looped(outer: int, inner: int, receives: int, queue: int = 0) -> Program:
 outer:
     ctl.nop
 inner:
-    noc.send c1, 7, r1, 4
+    noc.send c1, r31, 7, r1, 4
     ctl.loop r3, {inner}, inner
     ctl.loop r2, {outer}, outer
     ctl.halt
@@ -186,7 +187,7 @@ inner:
     ctl.set r2, 0
     ctl.set r3, {receives}
 again:
-    noc.recv c0, 7, r1, 4
+    noc.recv c0, r31, 7, r1, 4
     ctl.add r2, r2, 1
     ctl.branch.lt r2, r3, again
     ctl.halt
@@ -223,7 +224,7 @@ def test_a_loop_without_messages_runs_its_trips_at_once() -> None:
 spin:
     simd.relu r1, r1, 4
     ctl.loop r2, {(1 << 24) - 1}, spin
-    noc.recv c1, 0, r1, 4
+    noc.recv c1, r31, 0, r1, 4
     ctl.halt
 .core 1
     ctl.halt
@@ -242,7 +243,7 @@ def test_a_program_the_check_cannot_follow_to_its_end_is_skipped() -> None:
 .core 0
     ctl.set r1, 64
 forever:
-    noc.send c1, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
     ctl.jump forever
 .core 1
     ctl.halt
@@ -265,6 +266,18 @@ def with_target_queue(target: Target, words: int) -> Target:
     return dataclasses.replace(
         target, core=dataclasses.replace(target.core, recv_queue_words=words)
     )
+
+
+def peers_of(p: Program) -> dict[tuple[int, int], int]:
+    """(core, pc) -> the core each message instruction names (core + r[cr]) when it first
+    runs, the code's control followed."""
+    peers: dict[tuple[int, int], int] = {}
+    for core, code in enumerate(p.code):
+        for pc, instr, regs in executed(code, p.target.core.registers):
+            if instr.spec.noc is not spec.Noc.NONE:
+                peer = instr.operand("core") + regs[instr.operand(spec.PEER_FIELD)]
+                peers.setdefault((core, pc), peer)
+    return peers
 
 
 def sends_of(p: Program) -> list[tuple[int, int, int]]:
@@ -303,7 +316,7 @@ def test_a_compiled_message_larger_than_the_queue_is_a_compile_error_at_its_node
     ]
     assert message == (  # the pass manager names the pass
         f"in pass 'emit': core {core} pc {pc} sends a message of {largest:,} words, larger "
-        f"than its {largest - 1:,}-word queue to core {p.code[core][pc].operand('core')}"
+        f"than its {largest - 1:,}-word queue to core {peers_of(p)[(core, pc)]}"
     )
     loc = info.value.loc
     assert isinstance(loc, NodeLoc) and loc.node == p.debug[(core, pc)]
@@ -320,20 +333,22 @@ def test_a_compiled_schedule_that_deadlocks_is_a_compile_error_at_the_waiting_no
 
     def retag(self: Emitter) -> Program:
         p = original(self)
+        peers = peers_of(p)
         core, pc = next(
             (c, i)
             for c, code in enumerate(p.code)
             for i, instr in enumerate(code)
             if instr.spec.noc is spec.Noc.RECV
         )
-        src, _, d, n = p.code[core][pc].operands
+        src = peers[(core, pc)]
+        base, cr, _, d, n = p.code[core][pc].operands
         used = {
             instr.operand("tag")
-            for instr in p.code[src]
-            if instr.spec.noc is spec.Noc.SEND and instr.operand("core") == core
+            for i, instr in enumerate(p.code[src])
+            if instr.spec.noc is spec.Noc.SEND and peers.get((src, i)) == core
         }
         unused = min(set(range(1 << spec.WIDTH[spec.OperandKind.TAG])) - used)
-        p.code[core][pc] = make(spec.NOC_RECV, src, unused, d, n)
+        p.code[core][pc] = make(spec.NOC_RECV, base, cr, unused, d, n)
         broken.append((core, pc, src, unused))
         return p
 

@@ -48,10 +48,10 @@ def test_a_loop_runs_its_body_n_times_and_costs_n_times() -> None:
 def test_send_and_receive_between_cores_wait_for_the_mesh() -> None:
     # core 0 loads x and sends it to core 3 (2 hops on the 2x2 mesh), which stores it as y
     program = with_io(
-        ".core 0\n    ctl.set r0, 0\n    mem.load r0, r0, 4\n    noc.send c3, 7, r0, 4\n"
+        ".core 0\n    ctl.set r0, 0\n    mem.load r0, r0, 4\n    noc.send c3, r31, 7, r0, 4\n"
         "    ctl.halt\n"
         ".core 1\n    ctl.halt\n.core 2\n    ctl.halt\n"
-        ".core 3\n    ctl.set r0, 100\n    noc.recv c0, 7, r0, 4\n    ctl.set r1, 16\n"
+        ".core 3\n    ctl.set r0, 100\n    noc.recv c0, r31, 7, r0, 4\n    ctl.set r1, 16\n"
         "    mem.store r1, r0, 4\n    ctl.halt\n"
     )
     y, report = both_modes(program, np.array([[1.0, -2.0, 3.0, -4.0]]))
@@ -74,14 +74,14 @@ def test_two_messages_on_one_link_wait_for_each_other(shared: bool) -> None:
     and 3 (routes 0 -> 2 and 1 -> 3) nothing is shared and nothing waits."""
     dst0 = 3 if shared else 2
     program = with_io(
-        ".core 0\n    ctl.set r0, 0\n    noc.send c" + str(dst0) + ", 1, r0, 64\n    ctl.halt\n"
-        ".core 1\n    ctl.set r0, 0\n    noc.send c3, 2, r0, 64\n    ctl.halt\n"
+        f".core 0\n    ctl.set r0, 0\n    noc.send c{dst0}, r31, 1, r0, 64\n    ctl.halt\n"
+        ".core 1\n    ctl.set r0, 0\n    noc.send c3, r31, 2, r0, 64\n    ctl.halt\n"
         ".core 2\n    ctl.set r0, 0\n"
-        + ("" if shared else "    noc.recv c0, 1, r0, 64\n")
+        + ("" if shared else "    noc.recv c0, r31, 1, r0, 64\n")
         + "    ctl.halt\n"
         ".core 3\n    ctl.set r0, 0\n"
-        + ("    noc.recv c0, 1, r0, 64\n" if shared else "")
-        + "    noc.recv c1, 2, r0, 64\n    ctl.halt\n"
+        + ("    noc.recv c0, r31, 1, r0, 64\n" if shared else "")
+        + "    noc.recv c1, r31, 2, r0, 64\n    ctl.halt\n"
     )
     _, report = both_modes(program, np.zeros((1, 4)))
     hop, serialise = COST.noc_hop_cycles, math.ceil(64 / COST.noc_words_per_cycle)
@@ -155,8 +155,8 @@ def test_mvm_cycles_and_counts_follow_the_cost_table() -> None:
 
 def test_a_message_of_the_wrong_length_traps() -> None:
     program = with_io(
-        ".core 0\n    ctl.set r0, 0\n    noc.send c1, 1, r0, 4\n    ctl.halt\n"
-        ".core 1\n    ctl.set r0, 0\n    noc.recv c0, 1, r0, 3\n    ctl.halt\n"
+        ".core 0\n    ctl.set r0, 0\n    noc.send c1, r31, 1, r0, 4\n    ctl.halt\n"
+        ".core 1\n    ctl.set r0, 0\n    noc.recv c0, r31, 1, r0, 3\n    ctl.halt\n"
     )
     with pytest.raises(
         imcc.Diagnostic,

@@ -43,7 +43,7 @@ def test_a_valid_program_loads_and_runs() -> None:
 
 def test_rejects_an_instruction_naming_a_missing_core() -> None:
     message = load_error(
-        ".core 0\nctl.set r0, 0\nctl.nop\nctl.halt\n", (1, spec.NOC_SEND, (9, 0, 0, 1))
+        ".core 0\nctl.set r0, 0\nctl.nop\nctl.halt\n", (1, spec.NOC_SEND, (9, 31, 0, 0, 1))
     )
     assert message == (
         "test.imcb: section CODE[0]: pc 1 (noc.send): core c9 does not exist; there are 4 cores"
@@ -265,7 +265,7 @@ class TestFunctional:
         # the loader's protocol check (isa/protocol.py); the run-time trap for a program that
         # skips the loader is tested in tests/runtime/test_queues.py
         program = with_io(
-            ".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
+            ".core 0\nctl.set r0, 0\nnoc.recv c1, r31, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
         )
         with pytest.raises(BinaryFormatError) as info:
             imcc.Simulator(program, mode=self.mode)

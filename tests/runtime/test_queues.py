@@ -37,16 +37,16 @@ TWO_MESSAGES = (
     ctl.set r0, 0
     ctl.set r1, 64
     mem.load r1, r0, 4
-    noc.send c1, 0, r1, 4
-    noc.send c1, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
     ctl.halt
 .core 1
     ctl.set r0, 16
     ctl.set r1, 256
     ctl.set r2, 260
     simd.relu r1, r1, 8000
-    noc.recv c0, 0, r1, 4
-    noc.recv c0, 0, r2, 4
+    noc.recv c0, r31, 0, r1, 4
+    noc.recv c0, r31, 0, r2, 4
     simd.add r1, r1, r2, 4
     mem.store r0, r1, 4
     ctl.halt
@@ -110,17 +110,17 @@ CROSSED = (
     + """
 .core 0
     ctl.set r1, 64
-    noc.send c1, 0, r1, 4
-    noc.send c1, 0, r1, 4
-    noc.recv c1, 0, r1, 4
-    noc.recv c1, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
+    noc.recv c1, r31, 0, r1, 4
+    noc.recv c1, r31, 0, r1, 4
     ctl.halt
 .core 1
     ctl.set r1, 64
-    noc.send c0, 0, r1, 4
-    noc.send c0, 0, r1, 4
-    noc.recv c0, 0, r1, 4
-    noc.recv c0, 0, r1, 4
+    noc.send c0, r31, 0, r1, 4
+    noc.send c0, r31, 0, r1, 4
+    noc.recv c0, r31, 0, r1, 4
+    noc.recv c0, r31, 0, r1, 4
     ctl.halt
 """
 )
@@ -161,7 +161,7 @@ def run_unchecked(p: Program, engine: Engines = CycleEngine) -> None:
 
 @pytest.mark.parametrize("engine", [FunctionalEngine, CycleEngine])
 def test_an_unchecked_receive_without_send_traps_naming_the_core(engine: Engines) -> None:
-    text = IO + ".core 0\nctl.set r0, 0\nnoc.recv c1, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
+    text = IO + ".core 0\nctl.set r0, 0\nnoc.recv c1, r31, 5, r0, 4\nctl.halt\n.core 1\nctl.halt\n"
     with pytest.raises(SimulationError) as info:
         run_unchecked(program(text), engine)
     assert str(info.value) == (
@@ -213,7 +213,7 @@ TWO_SENDERS = (
     ctl.set r2, 256
     simd.relu r2, r2, 2000
     mem.load r1, r0, 4
-    noc.send c1, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
     ctl.halt
 .core 1
     ctl.set r0, 16
@@ -221,10 +221,10 @@ TWO_SENDERS = (
     ctl.set r2, 260
     ctl.set r3, 264
     ctl.set r4, 512
-    noc.recv c0, 0, r1, 4
+    noc.recv c0, r31, 0, r1, 4
     simd.relu r4, r4, 8000
-    noc.recv c2, 0, r2, 4
-    noc.recv c2, 0, r3, 4
+    noc.recv c2, r31, 0, r2, 4
+    noc.recv c2, r31, 0, r3, 4
     simd.add r1, r1, r2, 4
     simd.add r1, r1, r3, 4
     mem.store r0, r1, 4
@@ -233,8 +233,8 @@ TWO_SENDERS = (
     ctl.set r0, 0
     ctl.set r1, 64
     mem.load r1, r0, 4
-    noc.send c1, 0, r1, 4
-    noc.send c1, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
+    noc.send c1, r31, 0, r1, 4
     ctl.halt
 """
 )

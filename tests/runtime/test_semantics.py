@@ -83,7 +83,7 @@ def run_one(row: spec.InstrSpec, operands: tuple[int, ...], registers: list[int]
     setup = [make(spec.CTL_SET, r, v) for r, v in enumerate(registers)]
     pc = len(setup) + 1
     code0 = [*setup, make(spec.CTL_JUMP, pc), make(row, *operands), make(spec.CTL_HALT)]
-    code1 = [make(spec.CTL_SET, 0, 0), make(spec.NOC_SEND, 0, 0, 0, 8), make(spec.CTL_HALT)]
+    code1 = [make(spec.CTL_SET, 0, 0), make(spec.NOC_SEND, 0, 0, 0, 0, 8), make(spec.CTL_HALT)]
     program = Program(
         target=TARGET,
         code=[code0, code1],
