@@ -36,12 +36,15 @@ def gemm_baseline(binary: Any, batch: int, repeats: int, per_step: bool) -> floa
     for core, code in enumerate(program.code):
         bound = {b.array: b.image for b in program.bindings if b.core == core}
         for instr in code:
-            if instr.spec is spec.XBAR_MVM:
-                image = program.images[bound[instr.operands[0]]].levels.astype(np.float64)
-                steps = 1
-                if per_step:
-                    bits, signed = instr.operands[3], bool(instr.operands[4])
-                    steps = len(input_steps(bits, signed, program.target.xbar.dac_bits))
+            if instr.spec is not spec.XBAR_MVM:
+                continue
+            steps = 1
+            if per_step:
+                bits, signed = instr.operand("bits"), bool(instr.operand("signed"))
+                steps = len(input_steps(bits, signed, program.target.xbar.dac_bits))
+            first = instr.operand("array")
+            for array in range(first, first + instr.operand("k")):  # every array it spans
+                image = program.images[bound[array]].levels.astype(np.float64)
                 work += [(np.ones((batch, image.shape[0])), image)] * steps
     return median_seconds(lambda: [x @ w for x, w in work], repeats)
 

@@ -110,7 +110,9 @@ def placement_png(program: Program, title: str = "") -> bytes:
     for core, code in enumerate(program.code):
         for pc, instr in enumerate(code):
             if instr.spec.unit is spec.Unit.XBAR:
-                arrays[core].add(instr.operands[0])
+                first = instr.operand("array")
+                span = instr.operand(instr.spec.span) if instr.spec.span else 1
+                arrays[core].update(range(first, first + span))
                 layer_of[core][program.debug.get((core, pc), "")] += 1
     layers = sorted({name for counts in layer_of.values() for name in counts})
     colour = {name: i for i, name in enumerate(layers)}
