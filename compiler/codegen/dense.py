@@ -224,35 +224,32 @@ def tile_products(
     # A core's MVMs go out together, each into its own columns, then their recombinations:
     # the arrays can work at once (core.overlap). Tiles on consecutive arrays that read one
     # input and have one shape go out as one MVM spanning them (spec.XBAR_MVM's k, PUMA's MVM
-    # coalescing), into adjacent columns. A batch ends when the buffer has no room for another
-    # span's columns beside the partial sums.
+    # coalescing), their columns in one run, tile after tile.
     for core, indices in _by_core(placement).items():
         cc = em.cores[core]
-        batch: list[tuple[int, int, int]] = []
         inputs = [x_at(core, tiles[index]) for index in indices]
-        for span in _spans(tiles, placement, indices, inputs):
-            tile = tiles[span[0]]
-            nb, cols = tile.outputs * vectors, tile.outputs * slicing.cols_per_output * vectors
-            x = x_at(core, tile)
-            while span:
-                room = cc.buffer.largest() // 2 // (cols + 2 * nb)  # tiles that fit beside sums
-                if batch and room == 0:
-                    sums.finish(core, batch)
-                    batch = []
-                    room = cc.buffer.largest() // 2 // (cols + 2 * nb)
-                part, span = span[: max(1, room)], span[max(1, room) :]
-                raw = cc.buffer.alloc(len(part) * cols, f"{op.name} columns")
+        spans = _spans(tiles, placement, indices, inputs)
+        while spans:
+            parts = _batch(spans, tiles, slicing, vectors, cc.buffer.largest())
+            words = [_words(tiles[index], slicing, vectors)[1] for part in parts for index in part]
+            raw = cc.buffer.alloc(sum(words), f"{op.name} columns")
+            batch: list[tuple[int, int, int]] = []
+            at = raw
+            for part in parts:
                 for index in part:
                     image = em.program_before_mvm.get((id(op), index))
                     if image is not None:
                         cc.emit(spec.XBAR_PROGRAM, placement[index][1], image)
-                array, k = placement[part[0]][1], len(part)
+                array, k, x = placement[part[0]][1], len(part), x_at(core, tiles[part[0]])
                 if vectors == 1:
-                    cc.emit(spec.XBAR_MVM, array, x, raw, bits, signed, k)
+                    cc.emit(spec.XBAR_MVM, array, x, at, bits, signed, k)
                 else:
-                    cc.emit(spec.XBAR_MVM_BLOCK, array, x, raw, bits, signed, vectors, k)
-                batch += [(index, raw + j * cols, cols) for j, index in enumerate(part)]
-        sums.finish(core, batch)
+                    cc.emit(spec.XBAR_MVM_BLOCK, array, x, at, bits, signed, vectors, k)
+                for index in part:
+                    cols = _words(tiles[index], slicing, vectors)[1]
+                    batch.append((index, at, cols))
+                    at += cols
+            sums.finish(core, batch)
     hc = em.cores[home]
     home_blocks = {out0 for core, out0 in partial if core == home}
     for (core, out0), addr in sorted(partial.items()):
@@ -270,6 +267,36 @@ def tile_products(
             home_blocks.add(out0)
     for core, addr, size in sums.temps:
         em.cores[core].buffer.release(addr, size)
+
+
+def _batch(
+    spans: list[list[int]], tiles: tuple[Tile, ...], slicing: Slicing, vectors: int, left: int
+) -> list[list[int]]:
+    """The next batch of one core's MVMs, taken off the front of `spans`: tiles while each
+    one's columns and twice its partial sums fit half of what the largest free run (`left`
+    words) has left, at least one; their columns go in that one run, so the recombinations
+    step alike tile by tile. Parts of spans, in order."""
+    parts: list[list[int]] = []
+    while spans:
+        span, fits = spans[0], 0
+        for index in span:
+            nb, cols = _words(tiles[index], slicing, vectors)
+            if (parts or fits) and cols + 2 * nb > left // 2:
+                break
+            left -= cols
+            fits += 1
+        if fits:
+            parts.append(span[:fits])
+        if fits < len(span):
+            spans[0] = span[fits:]
+            break
+        spans.pop(0)
+    return parts
+
+
+def _words(tile: Tile, slicing: Slicing, vectors: int) -> tuple[int, int]:
+    """(outputs, columns) of a tile's MVM over `vectors` vectors, in buffer words."""
+    return tile.outputs * vectors, tile.outputs * slicing.cols_per_output * vectors
 
 
 def _by_core(placement: tuple[tuple[int, int], ...]) -> dict[int, list[int]]:
