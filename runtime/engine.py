@@ -253,8 +253,8 @@ class _Registers:
 
     def exact_trips(self, code: list[Instr], loops: list[tuple[int, int]]) -> list[int] | None:
         """Every loop's trip count when the code fixes each: its counter is never stepped by
-        ADD or set but to 0, and nothing in its body writes it but its closing ctl.loop, so it
-        is 0 on every entry (registers start at 0 and a loop leaves its counter at 0) and the
+        ADD or set but to 0, and nothing in its body writes it but the loop's own closing jump,
+        so it is 0 on every entry (registers start at 0 and a loop leaves its counter at 0) and the
         loop runs its `trips`; None if one is not so fixed or two loops cross."""
         spans = sorted(loops, key=lambda loop: (loop[0], -loop[1]))
         stack: list[int] = []

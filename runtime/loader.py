@@ -232,7 +232,7 @@ def _check_code(
 
 
 def _counted_loops(code: list[Instr]) -> dict[int, list[int]] | None:
-    """{first pc of a body: pcs of the ctl.loops closing the loops that start there, the
+    """{first pc of a body: pcs of the counted jumps closing the loops that start there, the
     outermost first} when the only control flow is counted loops (ctl.loop back to a pc
     before it) that nest properly, and in their bodies registers are only set or stepped;
     else None."""
