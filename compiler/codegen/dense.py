@@ -348,17 +348,27 @@ class _Partials:
         """Recombine a batch of the core's MVM outputs (index, raw, cols) into partials."""
         em, op, vectors = self.em, self.op, self.vectors
         cc = em.cores[core]
+        # the batch's new partial sums: in y on the home core, elsewhere in one run, tile
+        # after tile, so their recombinations step alike (as the columns do)
+        fresh: dict[tuple[int, int], int] = {}
+        for index, _, _ in batch:
+            tile = op.tiles[index]
+            fresh.setdefault((core, tile.out0), tile.outputs * vectors)
+        fresh = {key: nb for key, nb in fresh.items() if key not in self.partial}
+        if core == self.home:
+            self.partial.update((key, self.y + key[1] * vectors) for key in fresh)
+        elif fresh:
+            at = cc.buffer.alloc(sum(fresh.values()), f"{op.name} partial")
+            for key, nb in fresh.items():
+                self.partial[key] = at
+                self.temps.append((core, at, nb))
+                at += nb
         for index, raw, cols in batch:
             tile = op.tiles[index]
             nb = tile.outputs * vectors
             key = (core, tile.out0)
-            first = key not in self.partial
-            if first:
-                if core == self.home:
-                    self.partial[key] = self.y + tile.out0 * vectors
-                else:
-                    self.partial[key] = cc.buffer.alloc(nb, f"{op.name} partial")
-                    self.temps.append((core, self.partial[key], nb))
+            first = key in fresh
+            fresh.pop(key, None)
             acc = self.partial[key] if first else cc.buffer.alloc(nb, f"{op.name} partial")
             recombine(cc, raw, acc, nb, op.slicing)
             if not first:
